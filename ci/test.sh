@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of ccci on a fresh Debian machine: installs what is missing (docker.io,
+# busybox-static, git, curl, …), brings up a local single-node swarm when absent, runs
+# fmt, clippy and `cargo test` for all targets, and stops what it started.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+need=()
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v git >/dev/null 2>&1 || need+=(git)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v flock >/dev/null 2>&1 || need+=(util-linux)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v dash >/dev/null 2>&1 || need+=(dash)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+ci/swarm.sh up
+trap 'ci/swarm.sh down || true' EXIT
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "test.sh: cargo test --all-targets"
+cargo test --all-targets -- --test-threads="${CCCI_TEST_THREADS:-4}"

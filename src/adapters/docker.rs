@@ -1,0 +1,207 @@
+//! docker: read-only listing and inspect calls, plus `stack rm` and `rm` of stack objects.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::process::{Cmd, ProcessError, Stopped};
+
+/// Docker's label on everything of a stack.
+pub const NS_LABEL: &str = "com.docker.stack.namespace";
+
+#[derive(Debug, Error)]
+pub enum DockerError {
+    #[error(transparent)]
+    Spawn(#[from] ProcessError),
+    #[error("{0}")]
+    Failed(String),
+    #[error("docker: {0}")]
+    Stopped(Stopped),
+    #[error("cannot parse docker output of `{cmd}`: {err}")]
+    Parse { cmd: String, err: String },
+}
+
+/// Objects of a stack that still exist.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Residue {
+    pub services: Vec<String>,
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+    pub secrets: Vec<String>,
+    pub configs: Vec<String>,
+    pub networks: Vec<String>,
+}
+
+impl Residue {
+    pub fn is_empty(&self) -> bool {
+        self.items().is_empty()
+    }
+
+    /// `kind:name` entries, for reports.
+    pub fn items(&self) -> Vec<String> {
+        let kinds: [(&str, &Vec<String>); 6] = [
+            ("service", &self.services),
+            ("container", &self.containers),
+            ("volume", &self.volumes),
+            ("secret", &self.secrets),
+            ("config", &self.configs),
+            ("network", &self.networks),
+        ];
+        kinds.iter().flat_map(|(k, v)| v.iter().map(move |n| format!("{k}:{n}"))).collect()
+    }
+}
+
+/// The kinds `docker <kind> rm` removes, in the order a stack must be taken apart.
+pub const REMOVABLE: [&str; 4] = ["volume", "secret", "config", "network"];
+
+#[derive(Debug, Clone)]
+pub struct Docker {
+    program: String,
+}
+
+impl Docker {
+    pub fn new(program: &str) -> Docker {
+        Docker { program: program.to_string() }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Cmd {
+        Cmd::new(&self.program)
+            .name("docker")
+            .args(args.iter().copied())
+            .level(tracing::Level::DEBUG)
+            .capture()
+            .hint(" (set CCCI_DOCKER to the docker program)")
+    }
+
+    fn query(&self, args: &[&str]) -> Result<String, DockerError> {
+        let out = self.cmd(args).run()?;
+        if let Some(s) = out.stopped {
+            return Err(DockerError::Stopped(s));
+        }
+        if !out.success() {
+            return Err(DockerError::Failed(out.describe()));
+        }
+        Ok(out.stdout)
+    }
+
+    fn lines(&self, args: &[&str]) -> Result<Vec<String>, DockerError> {
+        Ok(self.query(args)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+    }
+
+    fn json_array(&self, args: &[&str]) -> Result<Vec<Value>, DockerError> {
+        let text = self.query(args)?;
+        if text.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str::<Vec<Value>>(&text)
+            .map_err(|e| DockerError::Parse { cmd: format!("docker {}", args.join(" ")), err: e.to_string() })
+    }
+
+    pub fn server_version(&self) -> Result<String, DockerError> {
+        Ok(self.query(&["version", "--format", "{{.Server.Version}}"])?.trim().to_string())
+    }
+
+    /// Everything carrying the stack's namespace label.
+    pub fn residue(&self, stack: &str) -> Result<Residue, DockerError> {
+        let filter = format!("label={NS_LABEL}={stack}");
+        let f = filter.as_str();
+        Ok(Residue {
+            services: self.lines(&["service", "ls", "--filter", f, "--format", "{{.Name}}"])?,
+            containers: self.lines(&["ps", "-a", "--filter", f, "--format", "{{.Names}}"])?,
+            volumes: self.lines(&["volume", "ls", "--filter", f, "--format", "{{.Name}}"])?,
+            secrets: self.lines(&["secret", "ls", "--filter", f, "--format", "{{.Name}}"])?,
+            configs: self.lines(&["config", "ls", "--filter", f, "--format", "{{.Name}}"])?,
+            networks: self.lines(&["network", "ls", "--filter", f, "--format", "{{.Name}}"])?,
+        })
+    }
+
+    /// Every stack namespace found on any object kind (a SIGKILL between `undeploy` and
+    /// `remove` leaves volumes and secrets with no service).
+    pub fn namespaces(&self) -> Result<BTreeSet<String>, DockerError> {
+        let mut out = BTreeSet::new();
+        let label_fmt = format!("{{{{.Label \"{NS_LABEL}\"}}}}");
+        for kind in ["volume", "secret", "config", "network"] {
+            out.extend(self.lines(&[kind, "ls", "--filter", &format!("label={NS_LABEL}"), "--format", &label_fmt])?);
+        }
+        out.extend(self.lines(&["ps", "-a", "--filter", &format!("label={NS_LABEL}"), "--format", &label_fmt])?);
+        let ids = self.lines(&["service", "ls", "-q", "--filter", &format!("label={NS_LABEL}")])?;
+        if !ids.is_empty() {
+            let fmt = format!("{{{{index .Spec.Labels \"{NS_LABEL}\"}}}}");
+            let mut args = vec!["service", "inspect", "--format", fmt.as_str()];
+            args.extend(ids.iter().map(String::as_str));
+            out.extend(self.lines(&args)?);
+        }
+        out.retain(|s| !s.is_empty());
+        Ok(out)
+    }
+
+    /// `docker service inspect` of every service of the stack.
+    pub fn services(&self, stack: &str) -> Result<Vec<Value>, DockerError> {
+        let ids = self.lines(&["service", "ls", "-q", "--filter", &format!("label={NS_LABEL}={stack}")])?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["service", "inspect"];
+        args.extend(ids.iter().map(String::as_str));
+        self.json_array(&args)
+    }
+
+    /// Tasks (with history) of the given services, inspected.
+    pub fn tasks(&self, service_ids: &[String]) -> Result<Vec<Value>, DockerError> {
+        if service_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["service", "ps", "-q", "--no-trunc"];
+        args.extend(service_ids.iter().map(String::as_str));
+        let ids = self.lines(&args)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["inspect", "--type", "task"];
+        args.extend(ids.iter().map(String::as_str));
+        self.json_array(&args)
+    }
+
+    /// `docker inspect` of containers (for their health).
+    pub fn containers(&self, ids: &[String]) -> Result<Vec<Value>, DockerError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["inspect", "--type", "container"];
+        args.extend(ids.iter().map(String::as_str));
+        // A container can vanish between listing and inspecting; docker then fails the whole
+        // call, so fall back to one by one.
+        match self.json_array(&args) {
+            Ok(v) => Ok(v),
+            Err(_) => Ok(ids
+                .iter()
+                .filter_map(|id| self.json_array(&["inspect", "--type", "container", id]).ok())
+                .flatten()
+                .collect()),
+        }
+    }
+
+    /// Nodes a global service can run on (ready and active).
+    pub fn eligible_nodes(&self) -> Result<usize, DockerError> {
+        let nodes = self.lines(&["node", "ls", "--format", "{{.Status}} {{.Availability}}"])?;
+        Ok(nodes.iter().filter(|l| l.starts_with("Ready") && l.ends_with("Active")).count().max(1))
+    }
+
+    pub fn stack_rm(&self, stack: &str) -> Result<(), DockerError> {
+        self.query(&["stack", "rm", stack]).map(|_| ())
+    }
+
+    pub fn rm(&self, kind: &str, names: &[String]) -> Result<(), DockerError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![kind, "rm"];
+        if kind == "container" {
+            args.push("-f");
+        }
+        args.extend(names.iter().map(String::as_str));
+        self.query(&args).map(|_| ())
+    }
+}

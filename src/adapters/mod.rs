@@ -1,0 +1,7 @@
+//! Narrow adapters over the programs ccci drives. Each call goes through the one spawn path.
+
+pub mod abra;
+pub mod docker;
+
+pub use abra::{Abra, AbraError};
+pub use docker::{Docker, DockerError, Residue};

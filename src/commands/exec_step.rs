@@ -1,0 +1,68 @@
+//! `ccci exec-step -- PROGRAM ARGS…` (hidden): one command through the spawn path, with the
+//! lifetime of a run (signal funnel, subreaper, adopted-descendant sweep), reported as JSON.
+//! The process tests and the cancel bench drive the real spawn path through it.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cli::{Cli, ExecStepArgs};
+use crate::mask::{self, Masker};
+use crate::process::{self, Cmd, env as child_env, group};
+use crate::{config, env_vars as ev, exit, lifetime, logging};
+
+pub fn main(cli: &Cli, args: &ExecStepArgs) -> u8 {
+    if let Err(e) = lifetime::start_signal_thread() {
+        eprintln!("ccci: cannot start the signal thread: {e}");
+        return exit::INTERNAL;
+    }
+    let env = config::process_env();
+    let host = match config::host_only(env.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ccci: {e}");
+            return exit::USAGE;
+        }
+    };
+    mask::install(Masker::from_dir_and_token(&host.secrets_dir, host.git_token.as_deref()));
+    logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), false);
+    if let Err(e) = lifetime::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
+    lifetime::exit_now_hook(group::kill_active_groups);
+    process::configure_timing(process::Timing { kill_grace: host.kill_grace, leak_timeout: host.leak_timeout });
+    child_env::configure(&host.passwd_home, Some(child_env::mint_run_token("exec-step")));
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    let mut cmd = Cmd::new(program.clone()).args(rest.iter().cloned());
+    if let Some(t) = args.timeout {
+        cmd = cmd.timeout(Duration::from_secs(t));
+    }
+    tracing::info!("exec-step: starting {}", cmd.cmdline());
+    let result = cmd.run();
+    let adopted = group::sweep_adopted(host.kill_grace);
+    let code = match &result {
+        Ok(out) => {
+            let report = json!({
+                "code": out.code,
+                "signal": out.signal,
+                "stopped": out.stopped.map(|s| s.to_string()),
+                "leaky": out.leaky,
+                "tail": out.tail,
+                "duration_ms": out.duration.as_millis() as u64,
+                "adopted_killed": adopted,
+            });
+            println!("{report}");
+            match (lifetime::cause(), out.code) {
+                (Some(c), _) => c.exit_code(),
+                (None, Some(c)) => u8::try_from(c).unwrap_or(exit::FAILED),
+                (None, None) => exit::FAILED,
+            }
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            exit::INTERNAL
+        }
+    };
+    logging::flush(Duration::from_millis(300));
+    code
+}

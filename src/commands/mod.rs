@@ -1,0 +1,6 @@
+//! One file per subcommand.
+
+pub mod exec_step;
+pub mod janitor;
+pub mod locks;
+pub mod run;

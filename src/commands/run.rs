@@ -1,0 +1,268 @@
+//! `ccci run`: start-up order of §4, then the pipeline, the report and the exit code.
+
+use std::time::{Instant, SystemTime};
+
+use crate::adapters::{Abra, Docker};
+use crate::cli::{Cli, RunArgs, VERSION};
+use crate::config::{self, ConfigError};
+use crate::exit::{self, Facts};
+use crate::git::Git;
+use crate::lock::fs_check;
+use crate::mask::{self, Masker};
+use crate::pipeline::{self, Ctx, RunState};
+use crate::process::{self, env as child_env, group};
+use crate::report::{self, Flags, Lint, Provenance, Results};
+use crate::workspace::{Workspace, WorkspaceError};
+use crate::{clock, env_vars as ev, lifetime, logging, names};
+
+pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
+    // 1. The signal thread first: signal-hook wants its handlers in place before other threads.
+    if let Err(e) = lifetime::start_signal_thread() {
+        eprintln!("ccci: cannot start the signal thread: {e}");
+        return exit::INTERNAL;
+    }
+    let env = config::process_env();
+    let cfg = match config::Run::resolve(args, env.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ccci: {e}");
+            return exit::USAGE;
+        }
+    };
+    // 2. The orphan guard, before any child, lock or file.
+    let parent = match lifetime::orphan_guard(cfg.expect_ppid, cfg.under_systemd, cfg.allow_orphan) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ccci: {e}");
+            return exit::ORPHANED;
+        }
+    };
+    mask::install(Masker::from_dir_and_token(&cfg.host.secrets_dir, cfg.host.git_token.as_deref()));
+    logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), true);
+    // 3.–5. The watched pid, the subreaper, the deadline.
+    if let Some(pid) = cfg.watch_pid
+        && let Err(e) = lifetime::watch_pid(pid)
+    {
+        eprintln!("ccci: cannot watch pid {pid} (CCCI_WATCH_PID): {e}");
+        return exit::USAGE;
+    }
+    if let Err(e) = lifetime::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper: {e}; escaped grandchildren will not come back to ccci");
+    }
+    lifetime::configure_deadline(cfg.deadline, cfg.teardown_budget, Some(parent));
+    lifetime::exit_now_hook(group::kill_active_groups);
+    lifetime::arm_deadline(cfg.deadline);
+    run(cfg)
+}
+
+fn preflight(cfg: &config::Run) -> Result<(), String> {
+    Workspace::preflight(&cfg.host.abra_home, &cfg.host.server).map_err(|e| e.to_string())?;
+    fs_check::check(&cfg.host.lock_dir, "the app lock dir (CCCI_APP_LOCK_DIR)")?;
+    fs_check::check(&cfg.host.runs_dir, "the runs dir (CCCI_RUNS_DIR)")?;
+    Ok(())
+}
+
+fn run(cfg: config::Run) -> u8 {
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    let src = cfg.src.as_ref().map_or_else(
+        || if cfg.skip_fetch { "staged copy".to_string() } else { "abra recipe fetch".to_string() },
+        |s| s.to_string(),
+    );
+    let stage_names: Vec<&str> = cfg.stages.iter().map(|s| s.name()).collect();
+    tracing::info!(
+        "ccci run: recipe={} ref={} pr={} src={} stages={} quick={}",
+        cfg.recipe,
+        cfg.git_ref.as_deref().unwrap_or(""),
+        cfg.pr,
+        src,
+        stage_names.join(","),
+        if cfg.quick { 1 } else { 0 }
+    );
+    for w in &cfg.host.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Err(e) = preflight(&cfg) {
+        tracing::error!("{e}");
+        eprintln!("ccci: {e}");
+        return exit::USAGE;
+    }
+    let ws = match Workspace::create(&cfg.host.runs_dir, &cfg.run_id, &cfg.host.abra_home) {
+        Ok(ws) => ws,
+        Err(e @ WorkspaceError::RunIdHeld { .. }) => {
+            // Nothing of the live run is touched: no run.log, no results.json.
+            tracing::error!("{e}");
+            return exit::LOCK_TIMEOUT;
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return exit::INTERNAL;
+        }
+    };
+    if let Err(e) = logging::attach_run_log(&ws.run_log()) {
+        tracing::warn!("cannot write {}: {e}", ws.run_log().display());
+    }
+    process::configure_timing(process::Timing { kill_grace: cfg.host.kill_grace, leak_timeout: cfg.host.leak_timeout });
+    child_env::configure(&cfg.host.passwd_home, Some(child_env::mint_run_token(&cfg.run_id)));
+    let stack = names::stack_name(&cfg.domain);
+    let env_path = cfg.host.server_dir().join(format!("{}.env", cfg.domain));
+    child_env::set_run_vars(vec![
+        (ev::CCCI_RECIPE.into(), cfg.recipe.clone()),
+        (ev::CCCI_APP_DOMAIN.into(), cfg.domain.clone()),
+        (ev::CCCI_STACK.into(), stack.clone()),
+        (ev::CCCI_RUN_ID.into(), cfg.run_id.clone()),
+        (ev::CCCI_RUN_DIR.into(), ws.run_dir.display().to_string()),
+        (ev::ABRA_DIR.into(), ws.abra_dir.display().to_string()),
+        (ev::CCCI_APP_ENV.into(), env_path.display().to_string()),
+        (ev::CCCI_DEPLOY_COUNT_FILE.into(), ws.deploy_count_file.display().to_string()),
+        (ev::CCCI_OP_STATE_FILE.into(), ws.op_state_file.display().to_string()),
+    ]);
+    let abra = Abra::new(&cfg.host.abra, &ws.abra_dir, &cfg.host.server);
+    let docker = Docker::new(&cfg.host.docker);
+    let provenance = Provenance {
+        ccci: VERSION.to_string(),
+        abra: abra.version().unwrap_or_else(|e| format!("unknown ({e})")),
+        docker: docker.server_version().unwrap_or_else(|e| format!("unknown ({e})")),
+        host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+    };
+    tracing::info!(
+        "provenance: ccci {} | abra {} | docker {} | host {} | run {} in {}",
+        provenance.ccci,
+        provenance.abra,
+        provenance.docker,
+        provenance.host,
+        cfg.run_id,
+        ws.run_dir.display()
+    );
+    tracing::info!(
+        "app domain {} (stack {}), lock {}",
+        cfg.domain,
+        stack,
+        cfg.host.lock_dir.join(names::lock_file_name(&cfg.domain)).display()
+    );
+
+    let ctx = Ctx {
+        lock_path: cfg.host.lock_dir.join(names::lock_file_name(&cfg.domain)),
+        git: Git::new(cfg.host.git_token.clone()),
+        abra,
+        docker,
+        stack,
+        env_path,
+        ws,
+        cfg,
+        started,
+    };
+    if let Err(e) = std::fs::create_dir_all(&ctx.cfg.host.lock_dir) {
+        tracing::warn!("cannot create the app lock dir {}: {e}", ctx.cfg.host.lock_dir.display());
+    }
+    let st = pipeline::run(&ctx);
+    finish(&ctx, st, started, t0, provenance)
+}
+
+fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance: Provenance) -> u8 {
+    let cfg = &ctx.cfg;
+    let stragglers = group::sweep_adopted(cfg.host.kill_grace);
+    if !stragglers.is_empty() {
+        tracing::warn!(
+            "stopped {} adopted descendant process(es) that outlived their step: {stragglers:?}",
+            stragglers.len()
+        );
+    }
+    let stages = st.stage_list(&cfg.stages);
+    let failed = st.failed.is_some() || stages.iter().any(|s| s.is_bad(cfg.stages.iter().any(|r| r.name() == s.name)));
+    let facts = Facts {
+        cause: lifetime::cause(),
+        lock_timeout: st.lock_timeout,
+        internal_error: st.internal_error.is_some(),
+        failed,
+        teardown_unclean: st.teardown.unclean(),
+    };
+    let (outcome, code) = exit::verdict(facts);
+    let (rungs, level, skips) = report::rungs_and_level(&stages);
+    let head = st.fetched.as_ref().map(|f| f.head.clone()).unwrap_or_default();
+    let mut results = Results {
+        schema: 2,
+        recipe: cfg.recipe.clone(),
+        version: st.version.clone().unwrap_or_else(|| head.chars().take(8).collect()),
+        pr: cfg.pr.clone(),
+        git_ref: cfg.git_ref.clone().unwrap_or_default(),
+        run_id: cfg.run_id.clone(),
+        finished: clock::rfc3339(SystemTime::now()),
+        mode: if cfg.quick { "quick" } else { "cold" },
+        stages,
+        level,
+        rungs,
+        skips,
+        lint: Lint { status: "unver", detail: None, rules_failed: Vec::new() },
+        screenshot: None,
+        summary_card: None,
+        flags: Flags { clean_teardown: st.teardown.result == "clean", no_secret_leak: true },
+        customization: if st.customization.is_null() { serde_json::json!({}) } else { st.customization.clone() },
+        domain: cfg.domain.clone(),
+        src: cfg.src.as_ref().map(|s| s.clone_location(&cfg.host.git_base)).unwrap_or_default(),
+        head,
+        base: st.base.clone().unwrap_or_default(),
+        started: clock::rfc3339(started),
+        duration_ms: t0.elapsed().as_millis() as u64,
+        self_cpu_ms: 0,
+        provenance,
+        teardown: st.teardown.clone(),
+        outcome: outcome.as_str(),
+        exit_code: code,
+        stderr_dropped_lines: logging::dropped_lines(),
+    };
+    results.self_cpu_ms = report::self_cpu_ms();
+    for line in report::summary_table(&results).lines() {
+        tracing::info!("{line}");
+    }
+    write_reports(ctx, &mut results);
+    ctx.ws.finish();
+    if cfg.json {
+        let text = serde_json::to_string_pretty(&results).unwrap_or_default();
+        println!("{}", mask::mask(&text));
+    }
+    tracing::info!("exit {code} ({})", outcome.as_str());
+    logging::flush(std::time::Duration::from_millis(300));
+    logging::detach_run_log();
+    code
+}
+
+/// Writes results.json (atomically) and JUnit, then scans what was written for secrets.
+fn write_reports(ctx: &Ctx, results: &mut Results) {
+    let masker = mask::global();
+    let results_path = ctx.ws.results_path();
+    let junit_path = ctx.cfg.junit.clone();
+    let mut written: Vec<std::path::PathBuf> = vec![ctx.ws.run_log()];
+    let write = |results: &Results| -> Vec<std::path::PathBuf> {
+        let mut paths = Vec::new();
+        let json = mask::mask(&serde_json::to_string_pretty(results).unwrap_or_default());
+        match Workspace::write_atomic(&results_path, json.as_bytes()) {
+            Ok(()) => paths.push(results_path.clone()),
+            Err(e) => tracing::error!("cannot write {}: {e}", results_path.display()),
+        }
+        let xml = mask::mask(&report::junit_xml(results));
+        let run_dir_junit = ctx.ws.run_dir.join("junit.xml");
+        for p in junit_path.iter().chain(std::iter::once(&run_dir_junit)).filter(|_| junit_path.is_some()) {
+            match Workspace::write_atomic(p, xml.as_bytes()) {
+                Ok(()) => paths.push(p.clone()),
+                Err(e) => tracing::error!("cannot write JUnit report {}: {e}", p.display()),
+            }
+        }
+        paths
+    };
+    written.extend(write(results));
+    if !masker.is_empty() {
+        let leak = written.iter().any(|p| std::fs::read_to_string(p).is_ok_and(|t| masker.leaks(&t)));
+        if leak {
+            tracing::error!("secret leak scan: a written report still carries a secret value");
+            results.flags.no_secret_leak = false;
+            write(results);
+        }
+    }
+}
+
+impl From<ConfigError> for u8 {
+    fn from(_: ConfigError) -> u8 {
+        exit::USAGE
+    }
+}

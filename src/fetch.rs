@@ -1,0 +1,131 @@
+//! Fetch (§7.2): the recipe tree at the code under test, inside the per-run ABRA_DIR.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::adapters::{Abra, AbraError};
+use crate::config::Source;
+use crate::git::{Git, GitError};
+
+#[derive(Debug, Error)]
+pub enum FetchError {
+    #[error("git clone of {location} failed: {err}")]
+    Clone { location: String, err: GitError },
+    #[error("ref {git_ref:?} not found in {location}: {err}")]
+    Checkout { git_ref: String, location: String, err: GitError },
+    #[error("abra recipe fetch {recipe} failed: {err}")]
+    AbraFetch { recipe: String, err: AbraError },
+    #[error("abra recipe fetch {recipe} succeeded but {dir} does not exist")]
+    NotCloned { recipe: String, dir: PathBuf },
+    #[error("CCCI_SKIP_FETCH: no staged recipe at {0}; stage it there or unset CCCI_SKIP_FETCH")]
+    NotStaged(PathBuf),
+    #[error("cannot copy the staged recipe {from} to {to}: {err}")]
+    Copy { from: PathBuf, to: PathBuf, err: std::io::Error },
+    #[error("cannot read the head commit of {dir}: {err}")]
+    Head { dir: PathBuf, err: GitError },
+}
+
+impl FetchError {
+    /// True when the fetch was interrupted by a stop, not a real failure.
+    pub fn stopped(&self) -> bool {
+        match self {
+            FetchError::Clone { err, .. } | FetchError::Checkout { err, .. } | FetchError::Head { err, .. } => {
+                matches!(err, GitError::Stopped(_))
+            }
+            FetchError::AbraFetch { err, .. } => err.stopped().is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// The recipe tree a run deploys from.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub dir: PathBuf,
+    pub head: String,
+    /// `origin/<default branch>` when the clone has a remote HEAD.
+    pub default_branch: Option<String>,
+    pub how: String,
+}
+
+pub struct FetchRequest<'a> {
+    pub recipe: &'a str,
+    pub git_ref: Option<&'a str>,
+    pub src: Option<&'a Source>,
+    pub skip_fetch: bool,
+    pub git_base: &'a str,
+    pub abra_home: &'a Path,
+    pub dest: &'a Path,
+}
+
+pub fn fetch(req: &FetchRequest<'_>, git: &Git, abra: &Abra) -> Result<Fetched, FetchError> {
+    let dest = req.dest;
+    let how;
+    if req.skip_fetch {
+        let staged = req.abra_home.join("recipes").join(req.recipe);
+        if !staged.is_dir() {
+            return Err(FetchError::NotStaged(staged));
+        }
+        crate::workspace::copy_tree(&staged, dest).map_err(|err| FetchError::Copy {
+            from: staged.clone(),
+            to: dest.to_path_buf(),
+            err,
+        })?;
+        how = format!("copy of the staged {}", staged.display());
+    } else {
+        let location = match req.src {
+            Some(src) => {
+                let location = src.clone_location(req.git_base);
+                let cmd = git.authed(
+                    git.at(dest.parent().unwrap_or(Path::new("/"))).args([
+                        "clone",
+                        "--quiet",
+                        "--no-hardlinks",
+                        location.as_str(),
+                        &dest.display().to_string(),
+                    ]),
+                    &location,
+                );
+                Git::run(cmd).map_err(|err| FetchError::Clone { location: location.clone(), err })?;
+                how = format!("git clone {location}");
+                location
+            }
+            None => {
+                abra.recipe_fetch(req.recipe)
+                    .map_err(|err| FetchError::AbraFetch { recipe: req.recipe.to_string(), err })?;
+                if !dest.is_dir() {
+                    return Err(FetchError::NotCloned { recipe: req.recipe.to_string(), dir: dest.to_path_buf() });
+                }
+                how = "abra recipe fetch".to_string();
+                Git::output(git.at(dest).args(["remote", "get-url", "origin"])).unwrap_or_default()
+            }
+        };
+        if let Some(r) = req.git_ref {
+            checkout_ref(git, dest, r, &location)?;
+        }
+    }
+    let head = Git::output(git.at(dest).args(["rev-parse", "HEAD"]))
+        .map_err(|err| FetchError::Head { dir: dest.to_path_buf(), err })?;
+    let default_branch = Git::output(
+        git.at(dest)
+            .args(["symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD"])
+            .level(tracing::Level::DEBUG),
+    )
+    .ok();
+    Ok(Fetched { dir: dest.to_path_buf(), head, default_branch, how })
+}
+
+/// `git checkout -f <ref>`; a ref the clone does not have (e.g. `refs/pull/7/head`) is fetched
+/// from the origin first.
+fn checkout_ref(git: &Git, dir: &Path, git_ref: &str, location: &str) -> Result<(), FetchError> {
+    let err = |err| FetchError::Checkout { git_ref: git_ref.to_string(), location: location.to_string(), err };
+    let local = Git::run(git.at(dir).args(["checkout", "--quiet", "-f", git_ref, "--"]).level(tracing::Level::DEBUG));
+    if local.is_ok() {
+        return Ok(());
+    }
+    let fetch = git.authed(git.at(dir).args(["fetch", "--quiet", "origin", git_ref]), location);
+    Git::run(fetch).map_err(err)?;
+    Git::run(git.at(dir).args(["checkout", "--quiet", "-f", "FETCH_HEAD"])).map_err(err)?;
+    Ok(())
+}

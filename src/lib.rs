@@ -1,0 +1,54 @@
+//! ccci runs the CI pipeline of one Co-op Cloud recipe on a single-node Docker Swarm host:
+//! fetch the recipe at the code under test, deploy it once with abra, run the requested stages
+//! against that deployment, and always tear it down — without ever leaking an app stack or a
+//! process, and without ever disturbing a concurrent live run.
+//!
+//! The folder tree follows the program: `cli` and `config` turn flags, environment and the host
+//! config file into settings; `lifetime` owns signals, the deadline and the teardown budget;
+//! `process` is the one spawn path; `lock` the app lock; `workspace` the run dir; `fetch` and
+//! `git` get the recipe; `pipeline` deploys, checks readiness, runs stages and tears down through
+//! the `adapters` for abra and docker; `janitor` reaps what dead runs left; `report` writes
+//! results.
+
+pub mod adapters;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod env_vars;
+pub mod exit;
+pub mod fetch;
+pub mod git;
+pub mod lifetime;
+pub mod lock;
+pub mod logging;
+pub mod mask;
+pub mod names;
+pub mod pipeline;
+pub mod process;
+pub mod reap;
+pub mod report;
+pub mod workspace;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let code = match &cli.command {
+        cli::Command::Run(args) => commands::run::main(&cli, args),
+        cli::Command::Janitor(args) => commands::janitor::main(&cli, args),
+        cli::Command::Locks(args) => commands::locks::main(&cli, args),
+        cli::Command::ExecStep(args) => commands::exec_step::main(&cli, args),
+    };
+    logging::flush(std::time::Duration::from_millis(500));
+    ExitCode::from(code)
+}

@@ -1,0 +1,337 @@
+//! The shared lifetime state and the signal thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::clock;
+use crate::exit::Cause;
+
+/// What a wait can be told by the rest of the program.
+#[derive(Debug)]
+pub enum Event {
+    /// The lifetime changed (a signal, the deadline, the budget): re-check [`Watch::stop`].
+    Wake,
+    /// A line of child output.
+    Line(Stream, Vec<u8>),
+    /// A child's pipe closed.
+    Eof(Stream),
+    /// The watched child exited (not yet reaped).
+    Exited,
+    /// The app-lock thread finished its blocking acquire.
+    LockDone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    Teardown,
+}
+
+/// Why a wait must stop what it is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A signal or the deadline while running: stop and go to teardown.
+    Cancelled(Cause),
+    /// A second SIGINT/SIGQUIT during teardown: stop this teardown step, move on.
+    SkipStep,
+    /// The teardown budget is spent: stop everything and leave.
+    Abandon,
+}
+
+struct State {
+    cause: Option<Cause>,
+    phase: Phase,
+    interrupts: u32,
+    epoch: u64,
+    abandoned: bool,
+    deadline: Duration,
+    budget: Duration,
+    parent: Option<i32>,
+    next_id: u64,
+    wakers: Vec<(u64, Sender<Event>)>,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    cause: None,
+    phase: Phase::Running,
+    interrupts: 0,
+    epoch: 0,
+    abandoned: false,
+    deadline: Duration::from_secs(3600),
+    budget: Duration::from_secs(600),
+    parent: None,
+    next_id: 0,
+    wakers: Vec::new(),
+});
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+/// Called (from the signal thread) right before an immediate exit: kills child groups.
+static EXIT_NOW_HOOK: OnceLock<fn()> = OnceLock::new();
+
+fn lock() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records the durations used in log lines, and the parent pid seen at start.
+pub fn configure_deadline(deadline: Duration, budget: Duration, parent: Option<i32>) {
+    let mut s = lock();
+    s.deadline = deadline;
+    s.budget = budget;
+    s.parent = parent;
+}
+
+/// Installs what an immediate exit (third interrupt, wedged abandon) must do first.
+pub fn exit_now_hook(hook: fn()) {
+    let _ = EXIT_NOW_HOOK.set(hook);
+}
+
+pub fn cause() -> Option<Cause> {
+    lock().cause
+}
+
+pub fn phase() -> Phase {
+    lock().phase
+}
+
+pub fn abandoned() -> bool {
+    lock().abandoned
+}
+
+pub fn interrupts() -> u32 {
+    lock().interrupts
+}
+
+/// Starts the one signal thread. Must run before any other thread exists: signal-hook chains
+/// handlers, and a thread started earlier could race the registration.
+pub fn start_signal_thread() -> std::io::Result<()> {
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGALRM])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            on_signal(sig);
+        }
+    })?;
+    Ok(())
+}
+
+fn cause_of(sig: i32) -> Cause {
+    match sig {
+        SIGTERM => Cause::Term,
+        SIGHUP => Cause::Hup,
+        SIGINT => Cause::Int,
+        SIGQUIT => Cause::Quit,
+        _ => Cause::Deadline,
+    }
+}
+
+fn name_of(sig: i32) -> &'static str {
+    match sig {
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        SIGINT => "SIGINT",
+        SIGQUIT => "SIGQUIT",
+        _ => "SIGALRM",
+    }
+}
+
+fn notify(s: &mut State) {
+    s.epoch += 1;
+    s.wakers.retain(|(_, tx)| tx.send(Event::Wake).is_ok());
+}
+
+fn on_signal(sig: i32) {
+    let mut s = lock();
+    let interactive = matches!(sig, SIGINT | SIGQUIT);
+    if interactive {
+        s.interrupts += 1;
+    }
+    match s.phase {
+        Phase::Running => {
+            if s.cause.is_none() {
+                let cause = cause_of(sig);
+                s.cause = Some(cause);
+                match cause {
+                    Cause::Deadline => {
+                        tracing::error!(
+                            "run exceeded its {} deadline: stopping and tearing down",
+                            clock::minutes_seconds(s.deadline)
+                        )
+                    }
+                    Cause::Term | Cause::Hup => {
+                        let parent_gone = s.parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p);
+                        if parent_gone && sig == SIGTERM {
+                            tracing::warn!(
+                                "parent process exited (parent-death signal SIGTERM): cancelling the run and tearing down"
+                            )
+                        } else {
+                            tracing::warn!("received {}: cancelling the run and tearing down", name_of(sig))
+                        }
+                    }
+                    Cause::Int | Cause::Quit => {
+                        tracing::warn!(
+                            "received {}: cancelling the run and tearing down (press again to stop the current step at once)",
+                            name_of(sig)
+                        )
+                    }
+                }
+                notify(&mut s);
+            } else if interactive && s.interrupts >= 3 {
+                drop(s);
+                exit_now("third interrupt: exiting at once; the janitor will reap what remains");
+            } else if interactive {
+                tracing::warn!("received {} again: stopping the current step at once", name_of(sig));
+                notify(&mut s);
+            } else {
+                tracing::info!("received {} while already stopping: noted", name_of(sig));
+            }
+        }
+        Phase::Teardown => match sig {
+            SIGALRM => {
+                if !s.abandoned {
+                    s.abandoned = true;
+                    tracing::error!(
+                        "teardown budget of {} is spent: abandoning teardown",
+                        clock::minutes_seconds(s.budget)
+                    );
+                    notify(&mut s);
+                    drop(s);
+                    // The main thread writes the report and exits at once; should it be wedged
+                    // somewhere, this makes sure the process still ends.
+                    std::thread::spawn(|| {
+                        std::thread::sleep(Duration::from_secs(15));
+                        exit_now("teardown abandoned and the process did not exit: exiting at once");
+                    });
+                }
+            }
+            SIGTERM | SIGHUP => {
+                tracing::warn!("received {} during teardown: ignored, teardown continues", name_of(sig));
+            }
+            _ => {
+                if s.interrupts >= 3 {
+                    drop(s);
+                    exit_now("third interrupt: exiting at once; the janitor will reap what remains");
+                } else if s.interrupts == 2 {
+                    tracing::warn!(
+                        "received {} again during teardown: stopping the current teardown step and moving on",
+                        name_of(sig)
+                    );
+                    notify(&mut s);
+                } else {
+                    tracing::warn!(
+                        "received {} during teardown: teardown continues (press again to skip the current step)",
+                        name_of(sig)
+                    );
+                }
+            }
+        },
+    }
+}
+
+fn exit_now(why: &str) -> ! {
+    tracing::error!("{why}");
+    if let Some(hook) = EXIT_NOW_HOOK.get() {
+        hook();
+    }
+    crate::logging::flush(Duration::from_millis(200));
+    let code = cause().map_or(crate::exit::INTERRUPTED, Cause::exit_code);
+    std::process::exit(i32::from(code));
+}
+
+/// Enters teardown: from now on SIGTERM/SIGHUP are ignored and SIGALRM means the budget is spent.
+pub fn begin_teardown() {
+    let budget = {
+        let mut s = lock();
+        s.phase = Phase::Teardown;
+        s.budget
+    };
+    let secs = u32::try_from(budget.as_secs().max(1)).unwrap_or(u32::MAX);
+    // SAFETY: alarm(2) only replaces the process's one timer; it has no memory effects.
+    unsafe {
+        libc::alarm(secs);
+    }
+}
+
+/// A registration for wake-ups, with the channel every producer of one wait sends to.
+pub struct Watch {
+    id: u64,
+    epoch: u64,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+}
+
+/// Registers a new waiter. Register before checking [`Watch::stop`] so no wake-up is missed.
+pub fn watch() -> Watch {
+    let (tx, rx) = channel();
+    let mut s = lock();
+    s.next_id += 1;
+    let id = s.next_id;
+    s.wakers.push((id, tx.clone()));
+    Watch { id, epoch: s.epoch, tx, rx }
+}
+
+impl Watch {
+    /// A sender for other producers (child output readers, the lock thread).
+    pub fn sender(&self) -> Sender<Event> {
+        self.tx.clone()
+    }
+
+    /// Whether the current wait must stop, and why.
+    pub fn stop(&self) -> Option<Stop> {
+        let s = lock();
+        match s.phase {
+            Phase::Running => s.cause.map(Stop::Cancelled),
+            Phase::Teardown if s.abandoned => Some(Stop::Abandon),
+            Phase::Teardown if s.epoch != self.epoch => Some(Stop::SkipStep),
+            Phase::Teardown => None,
+        }
+    }
+
+    /// Whether a stop arrived after this watch began (used to escalate during a grace period).
+    pub fn epoch_moved(&self) -> bool {
+        lock().epoch != self.epoch
+    }
+
+    /// Re-arms the epoch (after handling one stop request, a further one escalates).
+    pub fn rearm(&mut self) {
+        self.epoch = lock().epoch;
+    }
+
+    pub fn recv_timeout(&self, d: Duration) -> Option<Event> {
+        self.rx.recv_timeout(d).ok()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        lock().wakers.retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Sleeps for `d` unless a stop arrives first; returns the stop.
+pub fn sleep(d: Duration) -> Option<Stop> {
+    let w = watch();
+    let end = Instant::now() + d;
+    loop {
+        if let Some(stop) = w.stop() {
+            return Some(stop);
+        }
+        let now = Instant::now();
+        if now >= end {
+            return None;
+        }
+        let _ = w.recv_timeout(end - now);
+    }
+}

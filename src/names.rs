@@ -1,0 +1,134 @@
+//! Names of §3: app domains, stack names, the run-app pattern and run ids.
+
+use regex::Regex;
+use sha1::{Digest, Sha1};
+
+/// `<p>-<h>.<suffix>`: `p` is the recipe reduced to `[a-z0-9]` and cut to 4 characters, `h` the
+/// first 6 hex digits of `sha1("<recipe>|<pr>|<ref>")`. Short on purpose: swarm object names
+/// (`<stack>_<secret>_<version>`) must stay within 64 characters.
+pub fn app_domain(recipe: &str, pr: &str, git_ref: &str, suffix: &str) -> String {
+    let prefix: String = recipe.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit()).take(4).collect();
+    let digest = Sha1::digest(format!("{recipe}|{pr}|{git_ref}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{}.{suffix}", &hex[..6])
+}
+
+/// abra's rule: the stack name is the domain with every `.` replaced by `_`.
+pub fn stack_name(domain: &str) -> String {
+    domain.replace('.', "_")
+}
+
+/// The inverse of [`stack_name`] for run apps: the first `_` separates the short name, the rest
+/// are the suffix's dots. Only meaningful for names matched by [`RunAppPattern`].
+pub fn domain_of_stack(stack: &str) -> String {
+    stack.replace('_', ".")
+}
+
+/// Recognises run apps; nothing else is ever a janitor candidate.
+#[derive(Clone, Debug)]
+pub struct RunAppPattern {
+    domain: Regex,
+    stack: Regex,
+}
+
+impl RunAppPattern {
+    pub fn new(suffix: &str) -> Self {
+        let esc = regex::escape(suffix);
+        let stack_suffix = regex::escape(&suffix.replace('.', "_"));
+        RunAppPattern {
+            domain: Regex::new(&format!(r"^[a-z0-9]{{1,4}}-[0-9a-f]{{6}}\.{esc}$")).expect("valid regex"),
+            stack: Regex::new(&format!(r"^[a-z0-9]{{1,4}}-[0-9a-f]{{6}}_{stack_suffix}$")).expect("valid regex"),
+        }
+    }
+
+    pub fn is_run_domain(&self, domain: &str) -> bool {
+        self.domain.is_match(domain)
+    }
+
+    /// Maps a stack namespace back to its run-app domain, or `None` when it is not a run app.
+    pub fn domain_for_stack(&self, stack: &str) -> Option<String> {
+        self.stack.is_match(stack).then(|| domain_of_stack(stack))
+    }
+}
+
+/// `^[A-Za-z0-9._-]{1,64}$`, and not `.` or `..`: a run id becomes a directory name.
+pub fn valid_run_id(id: &str) -> bool {
+    let ok_chars = id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    ok_chars && (1..=64).contains(&id.len()) && id != "." && id != ".."
+}
+
+/// The app lockfile name inside the lock dir. The predecessor's name, so a host running both
+/// during a migration locks the same inode.
+pub fn lock_file_name(domain: &str) -> String {
+    format!("cc-ci-app-{domain}.lock")
+}
+
+/// The domain a lockfile name belongs to, if it is an app lockfile.
+pub fn domain_of_lock_file(name: &str) -> Option<&str> {
+    name.strip_prefix("cc-ci-app-")?.strip_suffix(".lock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUFFIX: &str = "ci.commoninternet.net";
+
+    #[test]
+    fn spec_vectors() {
+        assert_eq!(app_domain("hello", "0", "", SUFFIX), "hell-620c9a.ci.commoninternet.net");
+        assert_eq!(
+            app_domain("hello", "7", "0123456789abcdef0123456789abcdef01234567", SUFFIX),
+            "hell-b45f50.ci.commoninternet.net"
+        );
+        assert_eq!(app_domain("custom-html", "12", "deadbeef", SUFFIX), "cust-07de7c.ci.commoninternet.net");
+        assert_eq!(app_domain("the-lounge", "3", "main", SUFFIX), "thel-bc7594.ci.commoninternet.net");
+    }
+
+    #[test]
+    fn short_recipe_names_keep_what_they_have() {
+        assert!(app_domain("ab", "0", "", SUFFIX).starts_with("ab-"));
+        assert!(app_domain("a-b-c-d-e", "0", "", SUFFIX).starts_with("abcd-"));
+    }
+
+    #[test]
+    fn stack_names_follow_abra() {
+        assert_eq!(stack_name("hell-620c9a.ci.commoninternet.net"), "hell-620c9a_ci_commoninternet_net");
+    }
+
+    #[test]
+    fn run_app_pattern() {
+        let p = RunAppPattern::new(SUFFIX);
+        assert!(p.is_run_domain("hell-620c9a.ci.commoninternet.net"));
+        assert!(p.is_run_domain("a-000000.ci.commoninternet.net"));
+        assert!(!p.is_run_domain("warm-keycloak.ci.commoninternet.net"));
+        assert!(!p.is_run_domain("hell-620c9a.ci.commoninternetXnet"));
+        assert!(!p.is_run_domain("hell-620c9a.other.example"));
+        assert!(!p.is_run_domain("hello-620c9a.ci.commoninternet.net"));
+        assert!(!p.is_run_domain("hell-620C9A.ci.commoninternet.net"));
+        assert!(!p.is_run_domain("x.hell-620c9a.ci.commoninternet.net"));
+        assert_eq!(
+            p.domain_for_stack("hell-620c9a_ci_commoninternet_net").as_deref(),
+            Some("hell-620c9a.ci.commoninternet.net")
+        );
+        assert_eq!(p.domain_for_stack("warm-keycloak_ci_commoninternet_net"), None);
+    }
+
+    #[test]
+    fn run_ids() {
+        for ok in ["279", "manual-42", "a.b_c-d", &"x".repeat(64)] {
+            assert!(valid_run_id(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a b", &"x".repeat(65), "é"] {
+            assert!(!valid_run_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lock_file_names_round_trip() {
+        let name = lock_file_name("hell-620c9a.ci.commoninternet.net");
+        assert_eq!(name, "cc-ci-app-hell-620c9a.ci.commoninternet.net.lock");
+        assert_eq!(domain_of_lock_file(&name), Some("hell-620c9a.ci.commoninternet.net"));
+        assert_eq!(domain_of_lock_file("other.lock"), None);
+    }
+}

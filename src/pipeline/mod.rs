@@ -1,0 +1,268 @@
+//! The pipeline (§7): fetch → customisation → deploy exactly once under the app lock → stages →
+//! teardown, always. Each step checks the lifetime: a signal or the deadline skips what is left
+//! and goes straight to teardown.
+
+pub mod base;
+pub mod customization;
+mod deploy;
+pub mod envfile;
+pub mod readiness;
+pub mod ready;
+mod stages;
+mod teardown;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::adapters::{Abra, Docker};
+use crate::config::{self, Stage};
+use crate::exit::Cause;
+use crate::fetch::{self, FetchRequest, Fetched};
+use crate::git::Git;
+use crate::lifetime;
+use crate::lock::{self, AppLock, HolderInfo, LockError};
+use crate::report::{StageResult, Teardown};
+use crate::workspace::Workspace;
+use customization::{Customization, CustomizationError, SnapshotRequest};
+
+/// What a run needs to reach the outside world.
+pub struct Ctx {
+    pub cfg: config::Run,
+    pub ws: Workspace,
+    pub abra: Abra,
+    pub docker: Docker,
+    pub git: Git,
+    pub stack: String,
+    pub env_path: PathBuf,
+    pub lock_path: PathBuf,
+    pub started: std::time::SystemTime,
+}
+
+/// What the pipeline found out; the report and the verdict are made from it.
+#[derive(Debug, Default)]
+pub struct RunState {
+    pub results: BTreeMap<Stage, StageResult>,
+    pub teardown: Teardown,
+    pub lock_timeout: bool,
+    pub internal_error: Option<String>,
+    pub failed: Option<String>,
+    pub fetched: Option<Fetched>,
+    pub base: Option<String>,
+    pub customization: Value,
+    pub version: Option<String>,
+}
+
+impl RunState {
+    /// Marks every requested stage without a result yet.
+    fn rest(&mut self, requested: &[Stage], status: crate::report::Status, reason: &str) {
+        for s in requested {
+            self.results.entry(*s).or_insert_with(|| StageResult::new(*s, status, 0, Some(reason.to_string())));
+        }
+    }
+
+    /// The five stages in order; unrequested ones are `unver: not requested`.
+    pub fn stage_list(&self, requested: &[Stage]) -> Vec<StageResult> {
+        Stage::ALL
+            .into_iter()
+            .map(|s| match self.results.get(&s) {
+                Some(r) => r.clone(),
+                None if requested.contains(&s) => StageResult::unver(s, "not run"),
+                None => StageResult::unver(s, "not requested"),
+            })
+            .collect()
+    }
+}
+
+fn cancel_reason(cause: Cause) -> String {
+    match cause {
+        Cause::Deadline => "deadline reached".to_string(),
+        other => format!("cancelled ({})", format!("{other:?}").to_uppercase()),
+    }
+}
+
+/// Runs the whole pipeline. Never panics on bad recipes or docker trouble: everything ends as a
+/// stage result or a teardown result.
+pub fn run(ctx: &Ctx) -> RunState {
+    let mut st = RunState::default();
+    let requested = ctx.cfg.stages.clone();
+    let unver = crate::report::Status::Unver;
+
+    banner("fetch");
+    let t0 = Instant::now();
+    let req = FetchRequest {
+        recipe: &ctx.cfg.recipe,
+        git_ref: ctx.cfg.git_ref.as_deref(),
+        src: ctx.cfg.src.as_ref(),
+        skip_fetch: ctx.cfg.skip_fetch,
+        git_base: &ctx.cfg.host.git_base,
+        abra_home: &ctx.cfg.host.abra_home,
+        dest: &ctx.ws.recipe_dir(&ctx.cfg.recipe),
+    };
+    let fetched = match fetch::fetch(&req, &ctx.git, &ctx.abra) {
+        Ok(f) => f,
+        Err(e) => {
+            match lifetime::cause() {
+                Some(c) if e.stopped() => st.rest(&requested, unver, &cancel_reason(c)),
+                _ => {
+                    tracing::error!("fetch failed: {e}");
+                    st.failed = Some(format!("fetch failed: {e}"));
+                    st.rest(&requested, unver, &format!("fetch failed: {e}"));
+                }
+            }
+            return st;
+        }
+    };
+    tracing::info!(
+        "fetched {} ({}) at {} in {}",
+        ctx.cfg.recipe,
+        fetched.how,
+        fetched.head,
+        crate::clock::human(t0.elapsed())
+    );
+    st.fetched = Some(fetched.clone());
+
+    let custom = match customization::snapshot(&SnapshotRequest {
+        tests_dir: ctx.cfg.host.tests_dir.as_deref(),
+        recipe: &ctx.cfg.recipe,
+        recipe_tree: &fetched.dir,
+        dest: &ctx.ws.tests_dir,
+        trusted_yml: ctx.cfg.trusted_yml.as_ref().map(|(_, y)| y),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            let reason = e.to_string();
+            if matches!(e, CustomizationError::LocalYml(_)) {
+                st.internal_error = Some(reason.clone());
+            } else {
+                st.failed = Some(reason.clone());
+            }
+            st.rest(&requested, unver, &reason);
+            return st;
+        }
+    };
+    custom.log();
+    st.customization = custom.to_json();
+
+    if let Some(c) = lifetime::cause() {
+        st.rest(&requested, unver, &cancel_reason(c));
+        return st;
+    }
+
+    banner("deploy");
+    let lock = match acquire_lock(ctx) {
+        Ok(l) => l,
+        Err(LockError::Timeout { .. }) | Err(LockError::Cancelled { .. }) if lifetime::cause().is_none() => {
+            let reason = "gave up waiting for the app lock (--lock-timeout)";
+            tracing::error!("{reason}");
+            st.lock_timeout = true;
+            st.rest(&requested, unver, reason);
+            st.teardown = skipped_teardown();
+            return st;
+        }
+        Err(LockError::Cancelled { .. }) | Err(LockError::Timeout { .. }) => {
+            let c = lifetime::cause().unwrap_or(Cause::Term);
+            tracing::warn!("cancelled while waiting for the app lock of {}: nothing was deployed", ctx.cfg.domain);
+            st.rest(&requested, unver, &format!("{} while waiting for the app lock", cancel_reason(c)));
+            st.teardown = skipped_teardown();
+            return st;
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            st.failed = Some(e.to_string());
+            st.rest(&requested, unver, &e.to_string());
+            st.teardown = skipped_teardown();
+            return st;
+        }
+    };
+
+    let mut running = Running {
+        ctx,
+        st,
+        custom,
+        fetched,
+        deployed: false,
+        base_ref: None,
+        snapshot: None,
+        backup_capable: None,
+        base_error: None,
+    };
+    running.run_stages(&requested);
+    let mut st = running.finish_stages(&requested);
+    banner("teardown");
+    st.teardown = teardown::teardown(ctx, lock);
+    st
+}
+
+fn skipped_teardown() -> Teardown {
+    Teardown {
+        result: "skipped".into(),
+        reason: Some("this run never held the app lock: the app, if any, belongs to its holder".into()),
+        ..Teardown::default()
+    }
+}
+
+fn acquire_lock(ctx: &Ctx) -> Result<AppLock, LockError> {
+    let t = Instant::now();
+    let mut lock = lock::acquire(&ctx.lock_path, &ctx.cfg.domain, ctx.cfg.lock_timeout)?;
+    let info = HolderInfo {
+        pid: std::process::id(),
+        run_id: ctx.cfg.run_id.clone(),
+        recipe: ctx.cfg.recipe.clone(),
+        started: crate::clock::rfc3339(ctx.started),
+        deadline_secs: ctx.cfg.deadline.as_secs(),
+        budget_secs: ctx.cfg.teardown_budget.as_secs(),
+        build_link: ctx.cfg.build_link.clone(),
+    };
+    if let Err(e) = lock.write_holder(&info) {
+        tracing::warn!("app lock {}: cannot record the holder: {e}", ctx.lock_path.display());
+    }
+    tracing::info!("app lock held: {} (after {})", ctx.lock_path.display(), crate::clock::human(t.elapsed()));
+    Ok(lock)
+}
+
+/// Logs a stage banner operators can find in a long Drone log.
+pub fn banner(what: &str) {
+    tracing::info!("==== {what} ====");
+}
+
+/// The state of a run between deploy and teardown.
+pub(crate) struct Running<'a> {
+    ctx: &'a Ctx,
+    st: RunState,
+    custom: Customization,
+    fetched: Fetched,
+    deployed: bool,
+    base_ref: Option<base::Base>,
+    snapshot: Option<String>,
+    backup_capable: Option<bool>,
+    base_error: Option<String>,
+}
+
+impl Running<'_> {
+    fn requested(&self, s: Stage) -> bool {
+        self.ctx.cfg.stages.contains(&s)
+    }
+
+    fn record(&mut self, r: StageResult) {
+        let status = r.status.as_str();
+        let reason = r.reason.clone().unwrap_or_default();
+        tracing::info!("stage {}: {status} in {} {reason}", r.name, crate::clock::human(Duration::from_millis(r.ms)));
+        if let Some(s) = r.stage() {
+            self.st.results.insert(s, r);
+        }
+    }
+
+    fn finish_stages(mut self, requested: &[Stage]) -> RunState {
+        if let Some(c) = lifetime::cause() {
+            self.st.rest(requested, crate::report::Status::Unver, &cancel_reason(c));
+        }
+        if self.deployed {
+            self.st.version = self.deployed_version();
+        }
+        self.st
+    }
+}

@@ -1,0 +1,325 @@
+//! The five stages (§7.6), run in order on the one deployment.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::Running;
+use super::base::Base;
+use super::deploy::StepError;
+use super::readiness;
+use crate::config::Stage;
+use crate::lifetime;
+use crate::process::{Cmd, Stopped, env as child_env};
+use crate::report::{StageResult, Status, TestResult};
+
+/// The rung a stage feeds (the keys of `expected_na`).
+pub fn rung_of(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Install => "install",
+        Stage::Upgrade => "upgrade",
+        Stage::Backup | Stage::Restore => "backup_restore",
+        Stage::Custom => "functional",
+    }
+}
+
+enum Out {
+    Pass,
+    Fail(String),
+    Skip { intentional: bool, reason: String },
+    Stopped,
+}
+
+impl From<StepError> for Out {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Failed(r) => Out::Fail(r),
+            StepError::Stopped => Out::Stopped,
+        }
+    }
+}
+
+impl Running<'_> {
+    pub(super) fn run_stages(&mut self, requested: &[Stage]) {
+        let Some(&first) = requested.first() else { return };
+        let t = Instant::now();
+        let deploy = self.deploy();
+        let deploy_ms = t.elapsed().as_millis() as u64;
+        match deploy {
+            Ok(_) => {}
+            Err(StepError::Stopped) => return,
+            Err(StepError::Failed(reason)) => {
+                tracing::error!("deploy failed: {reason}");
+                self.record(StageResult::new(first, Status::Fail, deploy_ms, Some(reason)));
+                self.st.rest(requested, Status::Unver, "deploy failed");
+                return;
+            }
+        }
+        let mut ran_one = false;
+        for &stage in requested {
+            if lifetime::cause().is_some() {
+                return;
+            }
+            super::banner(&format!("stage {stage}"));
+            child_env::set_stage(stage.name());
+            let t = Instant::now();
+            if let Some(reason) = self.custom.yml.expected_na.get(rung_of(stage)) {
+                self.record(StageResult::skip(stage, true, &format!("expected n/a: {reason}")));
+                continue;
+            }
+            if ran_one && stage != Stage::Install {
+                match self.wait_ready(
+                    Default::default(),
+                    false,
+                    Duration::from_secs(self.custom.yml.timeouts.deploy.min(120)),
+                ) {
+                    Ok(_) => {}
+                    Err(StepError::Stopped) => return,
+                    Err(StepError::Failed(r)) => {
+                        self.record(StageResult::new(
+                            stage,
+                            Status::Fail,
+                            t.elapsed().as_millis() as u64,
+                            Some(format!("app no longer ready before {stage}: {r}")),
+                        ));
+                        self.st.rest(requested, Status::Unver, &format!("app no longer ready before {stage}"));
+                        return;
+                    }
+                }
+            }
+            ran_one = true;
+            let mut tests = Vec::new();
+            let out = match stage {
+                Stage::Install => Out::Pass,
+                Stage::Upgrade => self.upgrade(),
+                Stage::Backup => self.backup(),
+                Stage::Restore => self.restore(),
+                Stage::Custom => self.custom_tests(&mut tests),
+            };
+            let ms = if stage == Stage::Install { deploy_ms } else { t.elapsed().as_millis() as u64 };
+            let mut result = match out {
+                Out::Pass => StageResult::new(stage, Status::Pass, ms, None),
+                Out::Fail(r) => StageResult::new(stage, Status::Fail, ms, Some(r)),
+                Out::Skip { intentional, reason } => {
+                    StageResult { ms, ..StageResult::skip(stage, intentional, &reason) }
+                }
+                Out::Stopped => return,
+            };
+            result.tests = tests;
+            if result.status == Status::Pass
+                && let Err(StepError::Failed(r)) = self.check_deploy_count()
+            {
+                result.status = Status::Fail;
+                result.reason = Some(r);
+            }
+            self.record(result);
+        }
+    }
+
+    fn hook(&self, name: &str) -> Result<(), StepError> {
+        let rel = format!("hooks/{name}");
+        if !self.custom.has(&rel) {
+            return Ok(());
+        }
+        let out = Cmd::new(self.custom.path(&rel).display().to_string())
+            .name(format!("hook:{name}"))
+            .cwd(&self.custom.dir)
+            .timeout(Duration::from_secs(self.custom.yml.timeouts.hook))
+            .run()
+            .map_err(|e| StepError::Failed(e.to_string()))?;
+        match out.stopped {
+            Some(Stopped::Cancelled(_)) => Err(StepError::Stopped),
+            _ if out.success() => Ok(()),
+            _ => Err(StepError::Failed(format!("hook {name} failed: {}", out.describe()))),
+        }
+    }
+
+    fn upgrade(&mut self) -> Out {
+        if let Some(e) = &self.base_error {
+            return Out::Fail(e.clone());
+        }
+        let head = self.fetched.head.clone();
+        match &self.base_ref {
+            Some(Base::Ref { .. }) => {}
+            _ => return Out::Skip { intentional: true, reason: "no earlier release".into() },
+        }
+        let step = || -> Result<(), StepError> {
+            self.hook("pre_upgrade")?;
+            self.checkout(&head)?;
+            let extra: Vec<(String, String)> =
+                self.custom.yml.upgrade_extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())).collect();
+            if !extra.is_empty() {
+                super::envfile::set(&self.ctx.env_path, &extra)?;
+            }
+            self.prepare_tree("upgrade")?;
+            let baseline = readiness::baseline(&self.ctx.docker, &self.ctx.stack);
+            self.ctx.abra.app_deploy(&self.ctx.cfg.domain, true).map_err(|e| self.abra_err("abra app deploy -f", e))?;
+            self.wait_ready(baseline, true, Duration::from_secs(self.custom.yml.timeouts.deploy))?;
+            self.check_chaos_version(&head)?;
+            self.hook("post_upgrade")
+        };
+        match step() {
+            Ok(()) => Out::Pass,
+            Err(e) => e.into(),
+        }
+    }
+
+    /// An "upgrade" that redeployed the old tree must fail here: the `chaos-version` label of the
+    /// app's services must name the head commit.
+    fn check_chaos_version(&self, head: &str) -> Result<(), StepError> {
+        let key = format!("coop-cloud.{}.chaos-version", self.ctx.stack);
+        let services = self.ctx.docker.services(&self.ctx.stack).map_err(|e| StepError::Failed(e.to_string()))?;
+        let mut labelled = 0;
+        for s in &services {
+            let name = s["Spec"]["Name"].as_str().unwrap_or("?");
+            let Some(v) = s["Spec"]["Labels"][&key].as_str() else { continue };
+            labelled += 1;
+            let commit = v.split('+').next().unwrap_or("").trim();
+            let ok = commit.len() >= 7
+                && commit.chars().all(|c| c.is_ascii_hexdigit())
+                && head.starts_with(&commit.to_lowercase());
+            if !ok {
+                return Err(StepError::Failed(format!(
+                    "upgrade did not deploy the head: {name} has {key}={v}, the head is {}",
+                    &head[..head.len().min(12)]
+                )));
+            }
+        }
+        if labelled == 0 {
+            return Err(StepError::Failed(format!("upgrade cannot be verified: no service carries {key}")));
+        }
+        Ok(())
+    }
+
+    fn is_backup_capable(&mut self) -> bool {
+        if let Some(c) = self.backup_capable {
+            return c;
+        }
+        let capable = self.custom.yml.backup.capable.unwrap_or_else(|| {
+            std::fs::read_dir(&self.fetched.dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with("compose") && (n.ends_with(".yml") || n.ends_with(".yaml"))
+                })
+                .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("backupbot.backup")))
+        });
+        self.backup_capable = Some(capable);
+        capable
+    }
+
+    fn backup(&mut self) -> Out {
+        if !self.is_backup_capable() {
+            return Out::Skip { intentional: true, reason: "not backup-capable".into() };
+        }
+        if let Err(e) = self.hook("pre_backup") {
+            return e.into();
+        }
+        let attempts = self.custom.yml.backup.attempts;
+        for attempt in 1..=attempts {
+            let id = match self.ctx.abra.backup_create(&self.ctx.cfg.domain) {
+                Ok(id) => id,
+                Err(e) => return self.abra_err("abra app backup create", e).into(),
+            };
+            self.record_op_state("snapshot", &id);
+            match self.hook("verify_backup") {
+                Ok(()) => {
+                    tracing::info!("backup snapshot {id} (attempt {attempt}/{attempts})");
+                    self.snapshot = Some(id);
+                    return Out::Pass;
+                }
+                Err(StepError::Stopped) => return Out::Stopped,
+                Err(StepError::Failed(r)) if attempt == attempts => {
+                    return Out::Fail(format!("backup verification failed after {attempts} attempts: {r}"));
+                }
+                Err(StepError::Failed(r)) => {
+                    tracing::warn!("backup attempt {attempt}/{attempts} did not verify ({r}); backing up again")
+                }
+            }
+        }
+        Out::Fail("no backup attempt was made".into())
+    }
+
+    fn record_op_state(&self, key: &str, value: &str) {
+        let path = &self.ctx.ws.op_state_file;
+        let mut v: serde_json::Value =
+            std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| json!({}));
+        if !v.is_object() {
+            v = json!({});
+        }
+        v[key] = json!(value);
+        if let Err(e) = std::fs::write(path, format!("{v}\n")) {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    fn restore(&mut self) -> Out {
+        if !self.is_backup_capable() {
+            return Out::Skip { intentional: true, reason: "not backup-capable".into() };
+        }
+        // Restoring "the latest" could restore another run's snapshot: only this run's counts.
+        let Some(id) = self.snapshot.clone() else {
+            return Out::Skip { intentional: false, reason: "no snapshot id from this run's backup".into() };
+        };
+        let step = || -> Result<(), StepError> {
+            self.hook("pre_restore")?;
+            self.ctx.abra.restore(&self.ctx.cfg.domain, &id).map_err(|e| self.abra_err("abra app restore", e))?;
+            self.wait_ready(Default::default(), false, Duration::from_secs(self.custom.yml.timeouts.deploy))?;
+            self.hook("post_restore")
+        };
+        match step() {
+            Ok(()) => Out::Pass,
+            Err(e) => e.into(),
+        }
+    }
+
+    fn custom_tests(&self, results: &mut Vec<TestResult>) -> Out {
+        let tests = self.custom.tests();
+        if tests.is_empty() {
+            return Out::Skip { intentional: true, reason: "no tests".into() };
+        }
+        let timeout = Duration::from_secs(self.custom.yml.timeouts.test);
+        let mut failed = Vec::new();
+        for name in tests {
+            if lifetime::cause().is_some() {
+                return Out::Stopped;
+            }
+            let out = match Cmd::new(self.custom.path(&name).display().to_string())
+                .name(name.clone())
+                .cwd(&self.custom.dir)
+                .timeout(timeout)
+                .run()
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    results.push(TestResult {
+                        name: name.clone(),
+                        status: Status::Fail,
+                        ms: 0,
+                        reason: Some(e.to_string()),
+                    });
+                    failed.push(name);
+                    continue;
+                }
+            };
+            let ms = out.duration.as_millis() as u64;
+            let (status, reason) = match out.stopped {
+                Some(Stopped::Cancelled(_)) => return Out::Stopped,
+                Some(Stopped::TimedOut(_)) => {
+                    (Status::Fail, Some(format!("timed out after {}", crate::clock::human(timeout))))
+                }
+                Some(s) => (Status::Fail, Some(s.to_string())),
+                None if out.success() => (Status::Pass, None),
+                None => (Status::Fail, Some(out.describe())),
+            };
+            tracing::info!("test {name}: {} {}", status.as_str(), reason.as_deref().unwrap_or(""));
+            if status == Status::Fail {
+                failed.push(name.clone());
+            }
+            results.push(TestResult { name, status, ms, reason });
+        }
+        if failed.is_empty() { Out::Pass } else { Out::Fail(format!("failed: {}", failed.join(", "))) }
+    }
+}

@@ -1,0 +1,97 @@
+//! Teardown (§7.7): always, bounded by the budget, and only while holding the app lock.
+
+use std::time::{Duration, Instant};
+
+use super::Ctx;
+use crate::lifetime;
+use crate::lock::AppLock;
+use crate::reap;
+use crate::report::Teardown;
+
+const VERIFY_FOR: Duration = Duration::from_secs(30);
+
+fn abandoned(ctx: &Ctx, started: Instant) -> Option<Teardown> {
+    if !lifetime::abandoned() {
+        return None;
+    }
+    tracing::error!(
+        "teardown abandoned: {} may remain; the janitor will reap it once this run's lock is released",
+        ctx.cfg.domain
+    );
+    Some(Teardown {
+        result: "abandoned".into(),
+        residue: Vec::new(),
+        reason: Some("teardown budget spent".into()),
+        ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// `abra app undeploy` → `abra app remove` → verify nothing of the stack and no `.env` remains;
+/// residue is reported and the janitor's docker routine tried once on it.
+pub(super) fn teardown(ctx: &Ctx, lock: AppLock) -> Teardown {
+    lifetime::begin_teardown();
+    crate::process::env::set_stage("teardown");
+    let started = Instant::now();
+    let (domain, stack, env_path) = (&ctx.cfg.domain, &ctx.stack, &ctx.env_path);
+
+    let deployed = ctx.docker.residue(stack).map(|r| !r.services.is_empty()).unwrap_or(true);
+    if deployed && let Err(e) = ctx.abra.app_undeploy(domain) {
+        tracing::warn!("teardown: abra app undeploy: {e}");
+    }
+    if let Some(t) = abandoned(ctx, started) {
+        return t;
+    }
+    if env_path.exists()
+        && let Err(e) = ctx.abra.app_remove(domain)
+    {
+        tracing::warn!("teardown: abra app remove: {e}");
+    }
+    if let Some(t) = abandoned(ctx, started) {
+        return t;
+    }
+    // `stack rm` is asynchronous: give the objects a short while to disappear.
+    let mut left = verify(ctx, VERIFY_FOR);
+    if let Some(t) = abandoned(ctx, started) {
+        return t;
+    }
+    if !left.is_empty() {
+        tracing::warn!("teardown: residue of {domain}: {}; trying the janitor's docker routine", left.join(", "));
+        if let Err(e) = reap::docker_reap(&ctx.docker, stack, env_path) {
+            tracing::warn!("teardown: docker removal: {e}");
+        }
+        if let Some(t) = abandoned(ctx, started) {
+            return t;
+        }
+        left = verify(ctx, Duration::from_secs(5));
+    }
+    let ms = started.elapsed().as_millis() as u64;
+    if let Some(t) = abandoned(ctx, started) {
+        return t;
+    }
+    if left.is_empty() {
+        if let Err(e) = lock.unlink() {
+            tracing::warn!("cannot unlink the app lock {}: {e}", lock.path.display());
+        }
+        tracing::info!("teardown clean in {}", crate::clock::human(started.elapsed()));
+        Teardown { result: "clean".into(), residue: Vec::new(), reason: None, ms }
+    } else {
+        tracing::error!("teardown left residue of {domain}: {}", left.join(", "));
+        Teardown { result: "residue".into(), residue: left, reason: Some("objects remained after teardown".into()), ms }
+    }
+}
+
+fn verify(ctx: &Ctx, within: Duration) -> Vec<String> {
+    let end = Instant::now() + within;
+    loop {
+        let left = match reap::leftovers(&ctx.docker, &ctx.stack, &ctx.env_path) {
+            Ok(l) => l,
+            Err(e) => vec![format!("unknown (docker failed: {e})")],
+        };
+        if left.is_empty() || Instant::now() >= end || lifetime::abandoned() {
+            return left;
+        }
+        if lifetime::sleep(Duration::from_millis(500)).is_some() && lifetime::abandoned() {
+            return left;
+        }
+    }
+}

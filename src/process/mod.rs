@@ -1,0 +1,490 @@
+//! The one spawn path (§4). Every child — abra, docker, git, curl, hooks, tests — starts here:
+//! its own process group, stdin from /dev/null, an explicit environment, a SIGKILL parent-death
+//! signal, output drained line by line, a cancellable wait, and a leak check after it exits.
+
+pub mod env;
+pub mod group;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::WaitStatus;
+use thiserror::Error;
+use tracing::Level;
+
+use crate::exit::Cause;
+use crate::lifetime::{self, Event, Stop, Stream};
+
+const TAIL_LINES: usize = 40;
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Error)]
+pub enum ProcessError {
+    #[error("cannot start `{cmdline}`: {source}{hint}")]
+    Spawn { cmdline: String, source: std::io::Error, hint: String },
+}
+
+/// Timing knobs of the spawn path (`CCCI_KILL_GRACE`, `CCCI_LEAK_TIMEOUT_MS`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub kill_grace: Duration,
+    pub leak_timeout: Duration,
+}
+
+static TIMING: OnceLock<Timing> = OnceLock::new();
+
+pub fn configure_timing(t: Timing) {
+    let _ = TIMING.set(t);
+}
+
+fn timing() -> Timing {
+    *TIMING.get_or_init(|| Timing { kill_grace: Duration::from_secs(10), leak_timeout: Duration::from_millis(200) })
+}
+
+/// Why a child did not run to its own end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The run was cancelled (signal or deadline) while it ran.
+    Cancelled(Cause),
+    /// It ran past its own timeout.
+    TimedOut(Duration),
+    /// A second interrupt during teardown skipped it.
+    Skipped,
+    /// The teardown budget ran out.
+    Abandoned,
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stopped::Cancelled(c) => write!(f, "stopped: run cancelled ({c:?})"),
+            Stopped::TimedOut(d) => write!(f, "timed out after {}", crate::clock::human(*d)),
+            Stopped::Skipped => f.write_str("skipped by a second interrupt"),
+            Stopped::Abandoned => f.write_str("killed: teardown budget spent"),
+        }
+    }
+}
+
+/// What a finished child left behind.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub name: String,
+    pub cmdline: String,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Captured stdout (only when asked for; unmasked, for parsing).
+    pub stdout: String,
+    /// The last lines of both streams, masked.
+    pub tail: Vec<String>,
+    pub stopped: Option<Stopped>,
+    /// Pids still alive in the group after the child exited (they were stopped).
+    pub leaky: Vec<i32>,
+    pub duration: Duration,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && self.stopped.is_none()
+    }
+
+    /// The last `FATA …` line (abra's failure line), else the last non-empty line.
+    pub fn last_error_line(&self) -> Option<&str> {
+        self.tail
+            .iter()
+            .rev()
+            .find(|l| l.trim_start().starts_with("FATA"))
+            .or_else(|| self.tail.iter().rev().find(|l| !l.trim().is_empty()))
+            .map(|s| s.trim())
+    }
+
+    /// One line for reports: what ran, how it ended, and its last error line.
+    pub fn describe(&self) -> String {
+        let how = match (self.stopped, self.code, self.signal) {
+            (Some(s), _, _) => s.to_string(),
+            (None, Some(c), _) => format!("exited {c}"),
+            (None, None, Some(sig)) => format!("killed by signal {sig}"),
+            (None, None, None) => "ended".to_string(),
+        };
+        match self.last_error_line() {
+            Some(line) if !self.success() => format!("`{}` {how}: {line}", self.cmdline),
+            _ => format!("`{}` {how}", self.cmdline),
+        }
+    }
+}
+
+/// A child to run. Build it, then [`Cmd::run`].
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: String,
+    args: Vec<String>,
+    name: String,
+    cwd: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    /// Variables whose values never appear in logs (git's auth header).
+    secret_env: Vec<(String, String)>,
+    level: Level,
+    capture: bool,
+    timeout: Option<Duration>,
+    hint: String,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<String>) -> Cmd {
+        let program = program.into();
+        let name =
+            Path::new(&program).file_name().map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
+        Cmd {
+            program,
+            args: Vec::new(),
+            name,
+            cwd: None,
+            env: Vec::new(),
+            secret_env: Vec::new(),
+            level: Level::INFO,
+            capture: false,
+            timeout: None,
+            hint: String::new(),
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Cmd {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Cmd {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+
+    /// The short name that prefixes the child's output lines.
+    pub fn name(mut self, n: impl Into<String>) -> Cmd {
+        self.name = n.into();
+        self
+    }
+
+    pub fn cwd(mut self, d: impl Into<PathBuf>) -> Cmd {
+        self.cwd = Some(d.into());
+        self
+    }
+
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Cmd {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn envs(mut self, vars: &[(String, String)]) -> Cmd {
+        self.env.extend_from_slice(vars);
+        self
+    }
+
+    pub fn secret_env(mut self, k: impl Into<String>, v: impl Into<String>) -> Cmd {
+        self.secret_env.push((k.into(), v.into()));
+        self
+    }
+
+    /// The log level of the child's output lines (default info).
+    pub fn level(mut self, l: Level) -> Cmd {
+        self.level = l;
+        self
+    }
+
+    /// Keep stdout for the caller instead of logging it.
+    pub fn capture(mut self) -> Cmd {
+        self.capture = true;
+        self
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Cmd {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// Appended to a spawn error (e.g. which env var names the program).
+    pub fn hint(mut self, h: impl Into<String>) -> Cmd {
+        self.hint = h.into();
+        self
+    }
+
+    /// The command line, shell-quoted. Never carries a secret: secrets travel in the environment.
+    pub fn cmdline(&self) -> String {
+        std::iter::once(&self.program).chain(self.args.iter()).map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args)
+            .env_clear()
+            .envs(env::base())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.secret_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        let parent = nix::unistd::getpid().as_raw();
+        // SAFETY: runs in the forked child before exec; only async-signal-safe calls (prctl,
+        // getppid, _exit), no allocation. The parent-death signal follows the spawning thread,
+        // which is why ccci spawns only from its main thread.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died between fork and prctl; the signal would never come.
+                if libc::getppid() != parent {
+                    libc::_exit(127);
+                }
+                Ok(())
+            });
+        }
+        c
+    }
+
+    /// Runs the child to its end, or until a stop (signal, deadline, timeout, budget).
+    /// A non-zero exit is not an error here: look at [`Output::success`].
+    pub fn run(&self) -> Result<Output, ProcessError> {
+        let started = Instant::now();
+        let cmdline = self.cmdline();
+        let mut watch = lifetime::watch();
+        let mut out = Output {
+            name: self.name.clone(),
+            cmdline: cmdline.clone(),
+            code: None,
+            signal: None,
+            stdout: String::new(),
+            tail: Vec::new(),
+            stopped: None,
+            leaky: Vec::new(),
+            duration: Duration::ZERO,
+        };
+        if let Some(stop) = watch.stop() {
+            out.stopped = Some(stopped_of(stop, None));
+            return Ok(out);
+        }
+        tracing::event!(target: "ccci::process", Level::DEBUG, "$ {cmdline}");
+        let mut child = self.command().spawn().map_err(|source| ProcessError::Spawn {
+            cmdline: cmdline.clone(),
+            source,
+            hint: self.hint.clone(),
+        })?;
+        let pid = child.id() as i32;
+        group::register(pid);
+        let tx = watch.sender();
+        if let Some(s) = child.stdout.take() {
+            spawn_reader(s, Stream::Stdout, tx.clone());
+        }
+        if let Some(s) = child.stderr.take() {
+            spawn_reader(s, Stream::Stderr, tx.clone());
+        }
+        spawn_exit_watcher(pid, tx);
+        drop(child);
+
+        let mut sink = Sink { cmd: self, tail: VecDeque::new(), stdout: String::new(), eofs: 0 };
+        let deadline = self.timeout.map(|t| started + t);
+        let mut exited = false;
+        let mut stop: Option<Stopped> = None;
+        while !exited {
+            if let Some(s) = watch.stop() {
+                stop = Some(stopped_of(s, None));
+                break;
+            }
+            if let Some(d) = deadline
+                && Instant::now() >= d
+            {
+                stop = Some(Stopped::TimedOut(self.timeout.unwrap_or_default()));
+                break;
+            }
+            let wait = deadline.map_or(Duration::from_millis(500), |d| {
+                d.saturating_duration_since(Instant::now()).min(Duration::from_millis(500))
+            });
+            match watch.recv_timeout(wait) {
+                Some(Event::Exited) => exited = true,
+                Some(ev) => sink.handle(ev),
+                None => {}
+            }
+        }
+
+        let t = timing();
+        let mut status = None;
+        if let Some(s) = stop {
+            // Abandon and skip mean "now": the budget is spent or a person asked twice.
+            let grace = match s {
+                Stopped::Abandoned | Stopped::Skipped => Duration::ZERO,
+                _ => t.kill_grace,
+            };
+            if grace.is_zero() {
+                tracing::warn!("{}: {s}; killing its process group", self.name);
+            } else {
+                tracing::warn!(
+                    "{}: {s}; stopping its process group (SIGTERM, {} grace, SIGKILL)",
+                    self.name,
+                    crate::clock::human(grace)
+                );
+            }
+            watch.rearm();
+            let escalate = || watch.epoch_moved();
+            group::terminate_group(pid, grace, &escalate);
+            status = group::reap_leader(pid, true);
+            out.stopped = Some(s);
+        } else {
+            status = status.or_else(|| group::reap_leader(pid, true));
+            // Leak check: the pipes should close and the group empty within the leak timeout.
+            let end = Instant::now() + t.leak_timeout;
+            while sink.eofs < 2 {
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                if let Some(ev) = watch.recv_timeout(left) {
+                    sink.handle(ev);
+                }
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if !group::wait_group_empty(pid, left.max(Duration::from_millis(1))) {
+                let members = group::live_members(pid);
+                tracing::warn!(
+                    "{}: leaky step: processes {members:?} were still running in its group after it exited; stopping them",
+                    self.name
+                );
+                out.leaky = members;
+                group::terminate_group(pid, t.kill_grace, &|| false);
+            } else if sink.eofs < 2 {
+                tracing::warn!(
+                    "{}: leaky step: its output pipe is still held open by a process outside its group after it exited",
+                    self.name
+                );
+            }
+        }
+        while let Some(ev) = watch.recv_timeout(Duration::ZERO) {
+            sink.handle(ev);
+        }
+        group::unregister(pid);
+        group::reap_adopted();
+        match status {
+            Some(WaitStatus::Exited(_, code)) => out.code = Some(code),
+            Some(WaitStatus::Signaled(_, sig, _)) => out.signal = Some(sig as i32),
+            _ => {}
+        }
+        out.stdout = sink.stdout;
+        out.tail = sink.tail.into_iter().collect();
+        out.duration = started.elapsed();
+        let level = if out.success() { Level::DEBUG } else { self.level };
+        match level {
+            Level::INFO | Level::WARN | Level::ERROR => {
+                tracing::info!("{} finished in {}: {}", self.name, crate::clock::human(out.duration), out.describe())
+            }
+            _ => tracing::debug!("{} finished in {}: {}", self.name, crate::clock::human(out.duration), out.describe()),
+        }
+        Ok(out)
+    }
+}
+
+fn stopped_of(s: Stop, timeout: Option<Duration>) -> Stopped {
+    match (s, timeout) {
+        (Stop::Cancelled(c), _) => Stopped::Cancelled(c),
+        (Stop::SkipStep, _) => Stopped::Skipped,
+        (Stop::Abandon, _) => Stopped::Abandoned,
+    }
+}
+
+struct Sink<'a> {
+    cmd: &'a Cmd,
+    tail: VecDeque<String>,
+    stdout: String,
+    eofs: u8,
+}
+
+impl Sink<'_> {
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Line(stream, bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let text = text.trim_end_matches(['\n', '\r']);
+                if self.cmd.capture && stream == Stream::Stdout {
+                    self.stdout.push_str(text);
+                    self.stdout.push('\n');
+                    tracing::trace!("{}| {text}", self.cmd.name);
+                    return;
+                }
+                let masked = crate::mask::mask(text);
+                match self.cmd.level {
+                    Level::TRACE => tracing::trace!("{}| {masked}", self.cmd.name),
+                    Level::DEBUG => tracing::debug!("{}| {masked}", self.cmd.name),
+                    _ => tracing::info!("{}| {masked}", self.cmd.name),
+                }
+                if self.tail.len() == TAIL_LINES {
+                    self.tail.pop_front();
+                }
+                self.tail.push_back(masked);
+            }
+            Event::Eof(_) => self.eofs += 1,
+            Event::Wake | Event::Exited | Event::LockDone => {}
+        }
+    }
+}
+
+fn spawn_reader<R: Read + Send + 'static>(pipe: R, stream: Stream, tx: Sender<Event>) {
+    let spawned = std::thread::Builder::new().name("child-output".into()).spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.by_ref().take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.send(Event::Line(stream, std::mem::take(&mut buf))).is_err() {
+                        // Nobody listens any more; keep draining so the child never blocks.
+                        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Event::Eof(stream));
+    });
+    if spawned.is_err() {
+        tracing::error!("cannot start an output reader thread");
+    }
+}
+
+/// Tells the wait loop that the child exited, without reaping it (`WNOWAIT`): the reap stays
+/// with the main thread, which owns the exit status.
+fn spawn_exit_watcher(pid: i32, tx: Sender<Event>) {
+    let _ = std::thread::Builder::new().name("child-exit".into()).spawn(move || {
+        loop {
+            // SAFETY: waitid fills the zeroed siginfo it is given; no other memory is touched.
+            let rc = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+            };
+            if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        let _ = tx.send(Event::Exited);
+    });
+}
+
+fn quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Exit status helper for places that only have a std status.
+pub fn code_of(status: std::process::ExitStatus) -> Option<i32> {
+    status.code().or_else(|| status.signal().map(|s| 128 + s))
+}

@@ -1,0 +1,108 @@
+//! Taking a run app apart: the routine shared by teardown, the pre-deploy clean-up and the
+//! janitor. Tolerates half-gone stacks (a SIGKILL between `undeploy` and `remove` leaves volumes
+//! and secrets with no service).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::adapters::docker::REMOVABLE;
+use crate::adapters::{Abra, Docker, Residue};
+use crate::lifetime;
+
+/// Everything of the stack that still exists, plus the `.env` when it remains.
+pub fn leftovers(docker: &Docker, stack: &str, env_path: &Path) -> Result<Vec<String>, String> {
+    let mut items = docker.residue(stack).map_err(|e| e.to_string())?.items();
+    if env_path.exists() {
+        items.push(format!("env:{}", env_path.display()));
+    }
+    Ok(items)
+}
+
+/// Removes the app with docker directly: `stack rm`, wait for its containers to go, then its
+/// volumes, secrets, configs and networks, then the `.env`.
+pub fn docker_reap(docker: &Docker, stack: &str, env_path: &Path) -> Result<(), String> {
+    let residue = docker.residue(stack).map_err(|e| e.to_string())?;
+    if !residue.services.is_empty() {
+        docker.stack_rm(stack).map_err(|e| e.to_string())?;
+    }
+    wait_gone(docker, stack, Duration::from_secs(60), |r| r.services.is_empty() && r.containers.is_empty())?;
+    // Volumes can stay busy for a moment after their containers exit.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = docker.residue(stack).map_err(|e| e.to_string())?;
+        let mut failed = Vec::new();
+        if !r.containers.is_empty() {
+            let _ = docker.rm("container", &r.containers);
+        }
+        for kind in REMOVABLE {
+            let names = match kind {
+                "volume" => &r.volumes,
+                "secret" => &r.secrets,
+                "config" => &r.configs,
+                _ => &r.networks,
+            };
+            if let Err(e) = docker.rm(kind, names) {
+                failed.push(format!("{kind}: {e}"));
+            }
+        }
+        let left = docker.residue(stack).map_err(|e| e.to_string())?;
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= end {
+            return Err(format!(
+                "still present after docker removal: {} ({})",
+                left.items().join(", "),
+                failed.join("; ")
+            ));
+        }
+        if let Some(stop) = lifetime::sleep(Duration::from_millis(500)) {
+            return Err(format!("stopped: {stop:?}"));
+        }
+    }
+    match std::fs::remove_file(env_path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove {}: {e}", env_path.display())),
+    }
+}
+
+/// Polls until `done` holds for the stack's residue, or `within` passes.
+pub fn wait_gone(
+    docker: &Docker,
+    stack: &str,
+    within: Duration,
+    done: impl Fn(&Residue) -> bool,
+) -> Result<(), String> {
+    let end = Instant::now() + within;
+    loop {
+        let r = docker.residue(stack).map_err(|e| e.to_string())?;
+        if done(&r) {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(format!("still present after {}: {}", crate::clock::human(within), r.items().join(", ")));
+        }
+        if let Some(stop) = lifetime::sleep(Duration::from_millis(500)) {
+            return Err(format!("stopped: {stop:?}"));
+        }
+    }
+}
+
+/// The janitor's reap routine: abra when the `.env` is there, docker when it is not or abra
+/// fails. Verification is the caller's business.
+pub fn reap(abra: &Abra, docker: &Docker, domain: &str, stack: &str, env_path: &Path) -> Result<(), String> {
+    if env_path.exists() {
+        let deployed = docker.residue(stack).map(|r| !r.services.is_empty()).unwrap_or(true);
+        let undeploy = if deployed { abra.app_undeploy(domain).map(|_| ()) } else { Ok(()) };
+        let via_abra = undeploy.and_then(|()| abra.app_remove(domain).map(|_| ()));
+        match via_abra {
+            Ok(()) if docker.residue(stack).map(|r| r.is_empty()).unwrap_or(false) && !env_path.exists() => {
+                return Ok(());
+            }
+            Ok(()) => tracing::info!("reap {domain}: abra left objects behind; removing them with docker"),
+            Err(e) => tracing::warn!("reap {domain}: abra failed ({e}); removing the app with docker"),
+        }
+    }
+    docker_reap(docker, stack, env_path)
+}

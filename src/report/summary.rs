@@ -1,0 +1,49 @@
+//! The summary table printed on stderr at the end of a run.
+
+use super::Results;
+
+pub fn summary_table(r: &Results) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("== summary: {} {} ({}) ==\n", r.recipe, r.domain, r.mode));
+    out.push_str(&format!("  {:<10} {:<6} {:>9}  {}\n", "stage", "status", "duration", "reason"));
+    for s in &r.stages {
+        let status = match (s.status.as_str(), s.intentional) {
+            ("skip", true) => "skip",
+            ("skip", false) => "SKIP!",
+            (other, _) => other,
+        };
+        out.push_str(&format!(
+            "  {:<10} {:<6} {:>9}  {}\n",
+            s.name,
+            status,
+            crate::clock::human(std::time::Duration::from_millis(s.ms)),
+            s.reason.as_deref().unwrap_or("")
+        ));
+        for t in &s.tests {
+            out.push_str(&format!(
+                "    {:<8} {:<6} {:>9}  {}\n",
+                t.name,
+                t.status.as_str(),
+                crate::clock::human(std::time::Duration::from_millis(t.ms)),
+                t.reason.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    let residue =
+        if r.teardown.residue.is_empty() { String::new() } else { format!(" ({})", r.teardown.residue.join(", ")) };
+    out.push_str(&format!(
+        "  teardown   {:<6} {:>9}  {}{residue}\n",
+        r.teardown.result,
+        crate::clock::human(std::time::Duration::from_millis(r.teardown.ms)),
+        r.teardown.reason.as_deref().unwrap_or("")
+    ));
+    out.push_str(&format!(
+        "  level {}  outcome {}  exit {}  in {}  (ccci cpu {} ms)\n",
+        r.level,
+        r.outcome,
+        r.exit_code,
+        crate::clock::human(std::time::Duration::from_millis(r.duration_ms)),
+        r.self_cpu_ms
+    ));
+    out
+}

@@ -1,0 +1,198 @@
+//! The run dir (§3): `run.lock`, the per-run ABRA_DIR, run-scoped state files and `run.log`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum WorkspaceError {
+    #[error(
+        "abra server dir {0} does not exist: create it with `abra server add --local` (or set CCCI_SERVER / CCCI_ABRA_HOME)"
+    )]
+    NoServerDir(PathBuf),
+    #[error(
+        "run id {run_id} is held by a live run (pid {holder}): its run dir is {dir}; use another run id (CCCI_RUN_ID)"
+    )]
+    RunIdHeld { run_id: String, holder: String, dir: PathBuf },
+    #[error("cannot {action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WorkspaceError {
+    let path = path.to_path_buf();
+    move |source| WorkspaceError::Io { action, path, source }
+}
+
+/// A live run's directory. Holding this holds `run.lock`, the liveness oracle of the run dir.
+#[derive(Debug)]
+pub struct Workspace {
+    pub run_dir: PathBuf,
+    pub abra_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub deploy_count_file: PathBuf,
+    pub op_state_file: PathBuf,
+    pub tests_dir: PathBuf,
+    _run_lock: File,
+}
+
+impl Workspace {
+    /// Checks what must exist before anything is created.
+    pub fn preflight(abra_home: &Path, server: &str) -> Result<(), WorkspaceError> {
+        let server_dir = abra_home.join("servers").join(server);
+        if !server_dir.is_dir() {
+            return Err(WorkspaceError::NoServerDir(server_dir));
+        }
+        Ok(())
+    }
+
+    /// Creates (or re-enters) `<runs dir>/<run id>/`, takes `run.lock` without blocking, empties
+    /// leftovers of an earlier attempt and builds the per-run ABRA_DIR.
+    pub fn create(runs_dir: &Path, run_id: &str, abra_home: &Path) -> Result<Workspace, WorkspaceError> {
+        fs::create_dir_all(runs_dir).map_err(io("create the runs dir", runs_dir))?;
+        let run_dir = runs_dir.join(run_id);
+        match fs::DirBuilder::new().mode(0o750).create(&run_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("create the run dir", &run_dir)(e)),
+        }
+        let lock_path = run_dir.join("run.lock");
+        let run_lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o640)
+            .open(&lock_path)
+            .map_err(io("open", &lock_path))?;
+        match run_lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = crate::lock::proc_locks::holders_of_file(&run_lock)
+                    .first()
+                    .map_or_else(|| "unknown".to_string(), |p| p.to_string());
+                return Err(WorkspaceError::RunIdHeld { run_id: run_id.to_string(), holder, dir: run_dir });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
+        }
+        let _ = fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o750));
+        // An earlier attempt with this run id (a retried build) may have left these behind.
+        let abra_dir = run_dir.join("abra");
+        remove_dir_all_if_exists(&abra_dir.join("recipes"))?;
+        remove_dir_all_if_exists(&run_dir.join("state"))?;
+        remove_dir_all_if_exists(&run_dir.join("tests"))?;
+        for stale in ["results.json", "junit.xml"] {
+            let _ = fs::remove_file(run_dir.join(stale));
+        }
+
+        fs::create_dir_all(&abra_dir).map_err(io("create", &abra_dir))?;
+        let servers = abra_home.join("servers");
+        let catalogue = abra_home.join("catalogue");
+        if !catalogue.exists() {
+            fs::create_dir_all(&catalogue).map_err(io("create the catalogue dir", &catalogue))?;
+        }
+        link(&servers, &abra_dir.join("servers"))?;
+        link(&catalogue, &abra_dir.join("catalogue"))?;
+        fs::create_dir(abra_dir.join("recipes")).map_err(io("create", &abra_dir.join("recipes")))?;
+
+        let state_dir = run_dir.join("state").join(std::process::id().to_string());
+        fs::create_dir_all(&state_dir).map_err(io("create", &state_dir))?;
+        let deploy_count_file = state_dir.join("deploy-count");
+        fs::write(&deploy_count_file, "0\n").map_err(io("write", &deploy_count_file))?;
+        let op_state_file = state_dir.join("op-state.json");
+        fs::write(&op_state_file, "{}\n").map_err(io("write", &op_state_file))?;
+        Ok(Workspace {
+            tests_dir: run_dir.join("tests"),
+            run_dir,
+            abra_dir,
+            state_dir,
+            deploy_count_file,
+            op_state_file,
+            _run_lock: run_lock,
+        })
+    }
+
+    pub fn recipe_dir(&self, recipe: &str) -> PathBuf {
+        self.abra_dir.join("recipes").join(recipe)
+    }
+
+    pub fn run_log(&self) -> PathBuf {
+        self.run_dir.join("run.log")
+    }
+
+    pub fn results_path(&self) -> PathBuf {
+        self.run_dir.join("results.json")
+    }
+
+    /// Writes a file atomically: a temp file in the same dir, then rename.
+    pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+            std::process::id()
+        ));
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(content)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)
+    }
+
+    /// End of run: the recipe trees can be large; state files are run-scoped. The rest stays
+    /// for the dashboard and post-mortems.
+    pub fn finish(&self) {
+        for dir in [self.abra_dir.join("recipes"), self.state_dir.clone()] {
+            if let Err(e) = remove_dir_all_if_exists(&dir) {
+                tracing::warn!("{e}");
+            }
+        }
+        let _ = fs::remove_dir(self.run_dir.join("state"));
+    }
+}
+
+fn link(target: &Path, at: &Path) -> Result<(), WorkspaceError> {
+    if let Ok(existing) = fs::read_link(at) {
+        if existing == target {
+            return Ok(());
+        }
+        fs::remove_file(at).map_err(io("replace the symlink", at))?;
+    } else if at.exists() {
+        return Err(WorkspaceError::Io {
+            action: "create the symlink",
+            path: at.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a non-symlink is in the way"),
+        });
+    }
+    symlink(target, at).map_err(io("create the symlink", at))
+}
+
+pub fn remove_dir_all_if_exists(dir: &Path) -> Result<(), WorkspaceError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("remove", dir)(e)),
+    }
+}
+
+/// Copies a directory tree, keeping symlinks as symlinks and file modes.
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(from).follow_links(false) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let rel = entry.path().strip_prefix(from).map_err(std::io::Error::other)?;
+        let dest = to.join(rel);
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            fs::create_dir_all(&dest)?;
+        } else if ft.is_symlink() {
+            symlink(fs::read_link(entry.path())?, &dest)?;
+        } else if ft.is_file() {
+            fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
