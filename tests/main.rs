@@ -1,1 +1,10 @@
-//! placeholder
+//! End-to-end tests: the real ccci binary against fixtures (and, for the swarm tier, a real
+//! Docker Swarm through the fixture abra).
+
+mod common;
+
+mod fetch;
+mod input;
+mod janitor_swarm;
+mod run_dir;
+mod swarm;

@@ -37,6 +37,10 @@ pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
             return exit::ORPHANED;
         }
     };
+    if let Err(e) = preflight(&cfg) {
+        eprintln!("ccci: {e}");
+        return exit::USAGE;
+    }
     mask::install(Masker::from_dir_and_token(&cfg.host.secrets_dir, cfg.host.git_token.as_deref()));
     logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), true);
     // 3.–5. The watched pid, the subreaper, the deadline.
@@ -81,11 +85,6 @@ fn run(cfg: config::Run) -> u8 {
     );
     for w in &cfg.host.warnings {
         tracing::warn!("{w}");
-    }
-    if let Err(e) = preflight(&cfg) {
-        tracing::error!("{e}");
-        eprintln!("ccci: {e}");
-        return exit::USAGE;
     }
     let ws = match Workspace::create(&cfg.host.runs_dir, &cfg.run_id, &cfg.host.abra_home) {
         Ok(ws) => ws,

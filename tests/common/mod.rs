@@ -1,0 +1,428 @@
+//! The test world: a real ccci binary, the fixture abra, a real swarm, and nothing shared with
+//! other tests. Each world has its own lock dir, runs dir, abra home and domain suffix, so
+//! janitors of parallel tests never see each other's apps.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const CCCI: &str = env!("CARGO_BIN_EXE_ccci");
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short tag for names (suffixes, run ids, ports).
+pub fn unique() -> u32 {
+    std::process::id() * 100 + COUNTER.fetch_add(1, Ordering::SeqCst)
+}
+
+/// A free TCP port on 127.0.0.1 (for host-mode published ports and local servers).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub struct World {
+    pub root: tempfile::TempDir,
+    pub abra_home: PathBuf,
+    pub runs_dir: PathBuf,
+    pub lock_dir: PathBuf,
+    pub tests_dir: PathBuf,
+    pub recipes: PathBuf,
+    pub bin: PathBuf,
+    pub secrets: PathBuf,
+    pub abra_log: PathBuf,
+    pub suffix: String,
+    pub env: BTreeMap<String, String>,
+    abra_mode: String,
+}
+
+impl World {
+    pub fn new() -> World {
+        let root = tempfile::Builder::new().prefix("ccci-world-").tempdir().unwrap();
+        let p = root.path().to_path_buf();
+        let w = World {
+            abra_home: p.join("abra"),
+            runs_dir: p.join("runs"),
+            lock_dir: p.join("lock"),
+            tests_dir: p.join("tests"),
+            recipes: p.join("recipes"),
+            bin: p.join("bin"),
+            secrets: p.join("secrets"),
+            abra_log: p.join("abra.log"),
+            suffix: format!("w{}.test", unique()),
+            env: BTreeMap::new(),
+            abra_mode: String::new(),
+            root,
+        };
+        fs::create_dir_all(w.abra_home.join("servers/default")).unwrap();
+        for d in [&w.tests_dir, &w.recipes, &w.bin, &w.secrets] {
+            fs::create_dir_all(d).unwrap();
+        }
+        w.write_abra_wrapper();
+        w
+    }
+
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    fn write_abra_wrapper(&self) {
+        let script = format!(
+            "#!/bin/sh\nexport FIXTURE_RECIPES='{}' FIXTURE_ABRA_LOG='{}' FIXTURE_ABRA_MODE='{}'\nexec '{}' \"$@\"\n",
+            self.recipes.display(),
+            self.abra_log.display(),
+            self.abra_mode,
+            repo_root().join("fixtures/abra").display()
+        );
+        let path = self.bin.join("abra");
+        fs::write(&path, script).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Scripted misbehaviours of the fixture abra, e.g. `hang:deploy` or `fail:new,chatty:fetch`.
+    pub fn abra_mode(&mut self, mode: &str) -> &mut World {
+        self.abra_mode = mode.to_string();
+        self.write_abra_wrapper();
+        self
+    }
+
+    /// A fixture recipe repository (built once per world) at `<world>/recipes/<name>`.
+    pub fn recipe(&self, name: &str) -> PathBuf {
+        let dest = self.recipes.join(name);
+        if !dest.exists() {
+            let st =
+                Command::new(repo_root().join("fixtures/recipes/make-repo.sh")).arg(name).arg(&dest).status().unwrap();
+            assert!(st.success(), "make-repo.sh {name} failed");
+        }
+        dest
+    }
+
+    /// Writes a trusted customisation file `<tests dir>/<recipe>/<rel>`.
+    pub fn trusted(&self, recipe: &str, rel: &str, content: &str, executable: bool) -> PathBuf {
+        let p = self.tests_dir.join(recipe).join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+        let mode = if executable { 0o755 } else { 0o644 };
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    pub fn set(&mut self, k: &str, v: &str) -> &mut World {
+        self.env.insert(k.to_string(), v.to_string());
+        self
+    }
+
+    pub fn domain(&self, recipe: &str, pr: &str, git_ref: &str) -> String {
+        ccci::names::app_domain(recipe, pr, git_ref, &self.suffix)
+    }
+
+    pub fn stack(&self, recipe: &str) -> String {
+        ccci::names::stack_name(&self.domain(recipe, "0", ""))
+    }
+
+    /// The ccci command with a clean environment: PATH and the world's settings only
+    /// (`INVOCATION_ID` and every other inherited variable that changes behaviour are gone).
+    pub fn ccci(&self) -> Command {
+        let mut c = Command::new(CCCI);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .env("LANG", "C.UTF-8")
+            .env("CCCI_CONFIG", "/dev/null")
+            .env("CCCI_ABRA", self.bin.join("abra"))
+            .env("CCCI_ABRA_HOME", &self.abra_home)
+            .env("CCCI_RUNS_DIR", &self.runs_dir)
+            .env("CCCI_APP_LOCK_DIR", &self.lock_dir)
+            .env("CCCI_TESTS_DIR", &self.tests_dir)
+            .env("CCCI_SECRETS_DIR", &self.secrets)
+            .env("CCCI_DOMAIN_SUFFIX", &self.suffix)
+            .env("CCCI_HEALTH_URL", "off")
+            .env("CCCI_KILL_GRACE", "1")
+            .env("CCCI_RUN_ID", format!("r{}", unique()))
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs `ccci <args>` to completion (bounded), echoing its stderr for failing tests.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut c = self.ccci();
+        c.args(args);
+        output_within(c, Duration::from_secs(600))
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut c = self.ccci();
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    }
+
+    pub fn abra_log(&self) -> String {
+        fs::read_to_string(&self.abra_log).unwrap_or_default()
+    }
+
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.runs_dir.join(run_id)
+    }
+
+    pub fn results(&self, run_id: &str) -> serde_json::Value {
+        let text = fs::read_to_string(self.run_dir(run_id).join("results.json")).expect("results.json");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Every docker object and `.env` of the world's apps (should be empty after each test).
+    pub fn leftovers(&self) -> Vec<String> {
+        let ns = self.suffix.replace('.', "_");
+        let mut out = docker_objects_matching(&ns);
+        if let Ok(rd) = fs::read_dir(self.abra_home.join("servers/default")) {
+            out.extend(rd.flatten().map(|e| format!("env:{}", e.file_name().to_string_lossy())));
+        }
+        out
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Best effort: never leave a stack of this world behind, even when a test failed.
+        let ns = self.suffix.replace('.', "_");
+        let left = docker_objects_matching(&ns);
+        if !left.is_empty() {
+            eprintln!("world cleanup: removing {left:?}");
+            remove_docker_objects_matching(&ns);
+        }
+    }
+}
+
+/// `kind:name` of every docker object whose stack namespace ends with `suffix_ns`.
+pub fn docker_objects_matching(suffix_ns: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let label = "{{.Label \"com.docker.stack.namespace\"}}";
+    for kind in ["volume", "secret", "config", "network"] {
+        let o = Command::new("docker")
+            .args([
+                kind,
+                "ls",
+                "--filter",
+                "label=com.docker.stack.namespace",
+                "--format",
+                &format!("{{{{.Name}}}} {label}"),
+            ])
+            .output();
+        if let Ok(o) = o {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                let mut f = line.split_whitespace();
+                if let (Some(name), Some(ns)) = (f.next(), f.next())
+                    && ns.ends_with(suffix_ns)
+                {
+                    out.push(format!("{kind}:{name}"));
+                }
+            }
+        }
+    }
+    if let Ok(o) = Command::new("docker").args(["ps", "-a", "--format", &format!("{{{{.Names}}}} {label}")]).output() {
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let mut f = line.split_whitespace();
+            if let (Some(name), Some(ns)) = (f.next(), f.next())
+                && ns.ends_with(suffix_ns)
+            {
+                out.push(format!("container:{name}"));
+            }
+        }
+    }
+    if let Ok(o) = Command::new("docker").args(["service", "ls", "--format", "{{.Name}}"]).output() {
+        for name in String::from_utf8_lossy(&o.stdout).lines() {
+            if name.contains(suffix_ns) {
+                out.push(format!("service:{name}"));
+            }
+        }
+    }
+    out
+}
+
+fn remove_docker_objects_matching(suffix_ns: &str) {
+    let objs = docker_objects_matching(suffix_ns);
+    for o in objs.iter().filter(|o| o.starts_with("service:")) {
+        let _ = Command::new("docker").args(["service", "rm", &o[8..]]).output();
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end && docker_objects_matching(suffix_ns).iter().any(|o| o.starts_with("container:")) {
+        for o in docker_objects_matching(suffix_ns).iter().filter(|o| o.starts_with("container:")) {
+            let _ = Command::new("docker").args(["rm", "-f", &o[10..]]).output();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for o in docker_objects_matching(suffix_ns) {
+        let (kind, name) = o.split_once(':').unwrap();
+        let _ = Command::new("docker").args([kind, "rm", name]).output();
+    }
+}
+
+/// Waits for `child` at most `within`; kills and reaps it when it overstays (never leaks it).
+pub fn wait_within(child: &mut Child, within: Duration) -> ExitStatus {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let st = child.wait().unwrap();
+            panic!("process {} did not exit within {within:?} (killed: {st:?})", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a command to completion within a bound, collecting stdout and stderr.
+pub fn output_within(mut c: Command, within: Duration) -> Output {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = wait_within(&mut child, within);
+    let stdout = t_out.join().unwrap();
+    let stderr = t_err.join().unwrap();
+    if !status.success() || std::env::var("CCCI_TEST_ECHO").is_ok() {
+        eprintln!("---- ccci stderr ({status}) ----\n{}", String::from_utf8_lossy(&stderr));
+    }
+    Output { status, stdout, stderr }
+}
+
+/// Polls until `f` is true (an observable event), failing the test after `within`.
+pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < end, "timed out after {within:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !matches!(s.rsplit(')').next().and_then(|r| r.trim_start().chars().next()), Some('Z') | Some('X')),
+        Err(_) => false,
+    }
+}
+
+/// Pids of processes whose environment carries `needle` (e.g. a run token).
+pub fn pids_with_env(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if let Ok(env) = fs::read(format!("/proc/{pid}/environ"))
+            && env.split(|b| *b == 0).any(|kv| String::from_utf8_lossy(kv).contains(needle))
+            && alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// At most two swarm deploys at once across every test binary: a slot is a real flock.
+pub fn swarm_slot() -> File {
+    loop {
+        for i in 0..2 {
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(format!("/tmp/ccci-test-swarm-slot-{i}"))
+                .unwrap();
+            if f.try_lock().is_ok() {
+                return f;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Fails with a clear message when dockerd is unreachable, unless `CCCI_SKIP_SWARM_TESTS=1`
+/// (then the caller skips). Returns false when skipping.
+pub fn swarm_available() -> bool {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.Swarm.LocalNodeState}}"])
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "active")
+        .unwrap_or(false);
+    if ok {
+        return true;
+    }
+    if std::env::var("CCCI_SKIP_SWARM_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipped: no swarm (CCCI_SKIP_SWARM_TESTS=1)");
+        return false;
+    }
+    panic!(
+        "dockerd is unreachable or not a swarm manager: start it with `ci/swarm.sh up` (dockerd + `docker swarm init --advertise-addr 127.0.0.1`), or set CCCI_SKIP_SWARM_TESTS=1 to skip swarm tests"
+    );
+}
+
+pub fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Sends a signal to a pid.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid and signal number; no memory is touched.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// Reads a child's stderr in the background, so a test can wait for a marker line.
+pub struct LineWatch {
+    lines: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl LineWatch {
+    pub fn stderr_of(child: &mut Child) -> LineWatch {
+        let mut err = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match err.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => l2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        });
+        LineWatch { lines }
+    }
+
+    pub fn text(&self) -> String {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn wait_for(&self, needle: &str, within: Duration) {
+        wait_until(&format!("stderr line containing {needle:?}"), within, || self.text().contains(needle));
+    }
+}

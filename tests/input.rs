@@ -1,0 +1,117 @@
+//! Bad input gets one line naming the value and the rule, exit 2, and nothing is created: no run
+//! dir, no lockfile, no abra/git/docker call.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::*;
+
+/// A world whose abra, git, docker and curl only record that they were called.
+fn recording_world() -> (World, std::path::PathBuf) {
+    let mut w = World::new();
+    let calls = w.path().join("calls.log");
+    let rec = w.path().join("recorders");
+    fs::create_dir_all(&rec).unwrap();
+    for prog in ["abra", "git", "docker", "curl"] {
+        let p = rec.join(prog);
+        fs::write(&p, format!("#!/bin/sh\necho \"{prog} $*\" >> '{}'\nexit 1\n", calls.display())).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", rec.display(), std::env::var("PATH").unwrap_or_default());
+    w.set("PATH", &path).set("CCCI_ABRA", rec.join("abra").to_str().unwrap());
+    (w, calls)
+}
+
+fn assert_nothing_created(w: &World, calls: &std::path::Path) {
+    assert!(!w.runs_dir.exists(), "runs dir was created");
+    assert!(!w.lock_dir.exists(), "lock dir was created");
+    assert!(!calls.exists(), "a program was called: {}", fs::read_to_string(calls).unwrap_or_default());
+}
+
+#[test]
+fn bad_inputs_exit_2_and_create_nothing() {
+    let (w, calls) = recording_world();
+    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        (&["--recipe", "../x"], &[], "recipe"),
+        (&["--recipe", "A"], &[], "recipe"),
+        (&["--recipe", "a_b"], &[], "recipe"),
+        (&["--recipe", ""], &[], "recipe"),
+        (&["--recipe", "hello", "--ref", ".."], &[], "ref"),
+        (&["--recipe", "hello", "--ref=-x"], &[], "ref"),
+        (&["--recipe", "hello", "--ref", "a\nb"], &[], "ref"),
+        (&["--recipe", "hello", "--pr", "1a"], &[], "pr"),
+        (&["--recipe", "hello", "--src", "ftp://x/y"], &[], "src"),
+        (&["--recipe", "hello", "--src", "relative/path/x"], &[], "src"),
+        (&["--recipe", "hello", "--src", "https://user:pw@git.example/o/r.git"], &[], "src"),
+        (&["--recipe", "hello", "--stages", "install,lint"], &[], "stages"),
+        (&["--recipe", "hello", "--stages", "install,install"], &[], "stages"),
+        (&["--recipe", "hello", "--deadline", "0"], &[], "deadline"),
+        (&["--recipe", "hello"], &[("CCCI_RUN_ID", "../x")], "run id"),
+        (&["--recipe", "hello", "--teardown-budget=-5"], &[], "teardown-budget"),
+        (&["--recipe", "hello", "--lock-timeout", "soon"], &[], "lock-timeout"),
+        (&[], &[("RECIPE", "Bad!")], "RECIPE"),
+        (&["--recipe", "hello"], &[("CCCI_QUICK", "maybe")], "quick"),
+        (&["--recipe", "hello", "--src", "o/r"], &[("CCCI_SKIP_FETCH", "1")], "CCCI_SKIP_FETCH"),
+    ];
+    for (args, env, needle) in cases {
+        let mut c = w.ccci();
+        c.arg("run").args(*args);
+        for (k, v) in *env {
+            c.env(k, v);
+        }
+        let o = output_within(c, std::time::Duration::from_secs(30));
+        let err = stderr_of(&o);
+        assert_eq!(code(&o), 2, "{args:?} {env:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: expected one line, got: {err}");
+        assert!(err.contains(needle), "{args:?}: {err:?} should name {needle}");
+        assert_nothing_created(&w, &calls);
+    }
+}
+
+#[test]
+fn unknown_key_in_trusted_ccci_yml_is_bad_input() {
+    let (w, calls) = recording_world();
+    w.trusted("hello", "ccci.yml", "timeouts: { deploy: 10 }\nhealthz: { url: off }\n", false);
+    let o = w.run(&["run", "--recipe", "hello"]);
+    let err = stderr_of(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(err.contains("ccci.yml") && err.contains("healthz"), "{err}");
+    assert_nothing_created(&w, &calls);
+}
+
+#[test]
+fn missing_server_dir_names_abra_server_add() {
+    let (w, calls) = recording_world();
+    fs::remove_dir_all(w.abra_home.join("servers/default")).unwrap();
+    let o = w.run(&["run", "--recipe", "hello"]);
+    let err = stderr_of(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(err.contains("abra server add --local"), "{err}");
+    assert_nothing_created(&w, &calls);
+}
+
+#[test]
+fn missing_explicit_config_file_is_an_error() {
+    let (w, calls) = recording_world();
+    let mut c = w.ccci();
+    c.args(["run", "--recipe", "hello"]).env("CCCI_CONFIG", w.path().join("nope.env"));
+    let o = output_within(c, std::time::Duration::from_secs(30));
+    assert_eq!(code(&o), 2, "{}", stderr_of(&o));
+    assert!(stderr_of(&o).contains("nope.env"));
+    assert_nothing_created(&w, &calls);
+}
+
+#[test]
+fn help_lists_env_vars_and_examples_and_version_has_commit() {
+    let w = World::new();
+    let o = w.run(&["run", "--help"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for needle in ["RECIPE", "CCCI_DEADLINE", "CCCI_LOCK_TIMEOUT", "--quick"] {
+        assert!(text.contains(needle), "run --help lacks {needle}");
+    }
+    let o = w.run(&["--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Examples:"));
+    let o = w.run(&["--version"]);
+    let v = String::from_utf8_lossy(&o.stdout);
+    assert!(v.starts_with("ccci 0.") && v.contains('('), "{v}");
+}
