@@ -31,7 +31,8 @@ fn assert_nothing_created(w: &World, calls: &std::path::Path) {
 #[test]
 fn bad_inputs_exit_2_and_create_nothing() {
     let (w, calls) = recording_world();
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--recipe", "../x"], &[], "recipe"),
         (&["--recipe", "A"], &[], "recipe"),
         (&["--recipe", "a_b"], &[], "recipe"),
