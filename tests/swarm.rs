@@ -1,1 +1,181 @@
-//! swarm
+//! The swarm tier (§7.1, §7.5, §7.7): real deploys on a real single-node swarm through the
+//! fixture abra. At most two deploys run at once (`swarm_slot`).
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// A trusted ccci.yml giving the app its own host port (host-mode ports collide between
+/// parallel apps) and short timeouts.
+fn port_config(w: &World, recipe: &str, deploy_timeout: u64) -> u16 {
+    let port = free_port();
+    w.trusted(
+        recipe,
+        "ccci.yml",
+        &format!("extra_env: {{ HTTP_PORT: \"{port}\" }}\ntimeouts: {{ deploy: {deploy_timeout}, http: 30 }}\n"),
+        false,
+    );
+    port
+}
+
+fn assert_nothing_left(w: &World, run_id: &str) {
+    let left = w.leftovers();
+    assert!(left.is_empty(), "leftovers: {left:?}");
+    let run_dir = w.run_dir(run_id);
+    assert!(!run_dir.join("state").exists(), "state/ remains");
+    assert!(!run_dir.join("abra/recipes").exists(), "abra/recipes remains");
+}
+
+#[test]
+fn a_green_run_of_hello_passes_and_leaves_nothing() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let mut w = World::new();
+    w.recipe("hello");
+    let port = port_config(&w, "hello", 60);
+    // The HTTP floor, pointed at the app's host port by the host-wide override.
+    w.set("CCCI_HEALTH_URL", &format!("http://127.0.0.1:{port}/"));
+    let run_id = format!("g{}", unique());
+    let mut c = w.ccci();
+    c.env("CCCI_RUN_ID", &run_id).args(["run", "--recipe", "hello", "--stages", "install", "--json"]);
+    let o = output_within(c, Duration::from_secs(300));
+    let err = stderr_of(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    let r = w.results(&run_id);
+    let stdout: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints results.json on stdout");
+    assert_eq!(stdout["run_id"], r["run_id"]);
+    assert_eq!(r["stages"][0]["name"], "install");
+    assert_eq!(r["stages"][0]["status"], "pass", "{r}");
+    assert_eq!(r["teardown"]["result"], "clean", "{r}");
+    assert_eq!(r["flags"]["clean_teardown"], true);
+    assert_eq!(r["outcome"], "pass");
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["domain"], w.domain("hello", "0", ""));
+    assert!(r["provenance"]["docker"].as_str().unwrap().chars().next().unwrap().is_ascii_digit(), "{r}");
+    assert!(r["self_cpu_ms"].as_u64().is_some());
+    eprintln!("self_cpu_ms of a green install run: {}", r["self_cpu_ms"]);
+    for stage in ["upgrade", "backup", "restore", "custom"] {
+        let s = r["stages"].as_array().unwrap().iter().find(|s| s["name"] == stage).unwrap();
+        assert_eq!((s["status"].as_str(), s["reason"].as_str()), (Some("unver"), Some("not requested")));
+    }
+    // The first log line echoes the inputs; the summary table is on stderr.
+    assert!(err.contains("ccci run: recipe=hello ref= pr=0 src=abra recipe fetch stages=install quick=0"), "{err}");
+    assert!(err.contains("== summary: hello"), "{err}");
+    assert!(err.contains("==== teardown ===="), "{err}");
+    // The run dir keeps abra/ with both symlinks into the canonical abra home.
+    let abra = w.run_dir(&run_id).join("abra");
+    assert_eq!(fs::read_link(abra.join("servers")).unwrap(), w.abra_home.join("servers"));
+    assert_eq!(fs::read_link(abra.join("catalogue")).unwrap(), w.abra_home.join("catalogue"));
+    assert!(w.run_dir(&run_id).join("run.log").is_file());
+    assert!(
+        !w.lock_dir.join(format!("cc-ci-app-{}.lock", w.domain("hello", "0", ""))).exists(),
+        "a clean teardown unlinks the lockfile"
+    );
+    assert_nothing_left(&w, &run_id);
+}
+
+#[test]
+fn a_never_healthy_recipe_fails_fast_and_tears_down() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let w = World::new();
+    w.recipe("sick");
+    port_config(&w, "sick", 40);
+    let run_id = format!("k{}", unique());
+    let mut c = w.ccci();
+    c.env("CCCI_RUN_ID", &run_id).args(["run", "--recipe", "sick", "--stages", "install,custom"]);
+    let t = Instant::now();
+    let o = output_within(c, Duration::from_secs(300));
+    assert_eq!(code(&o), 1, "{}", stderr_of(&o));
+    let r = w.results(&run_id);
+    let install = &r["stages"][0];
+    assert_eq!(install["status"], "fail", "{r}");
+    let reason = install["reason"].as_str().unwrap();
+    assert!(reason.contains("sick") && reason.contains("_app"), "the reason names the service: {reason}");
+    assert!(reason.contains("unhealthy") || reason.contains("failed"), "the reason says what was wrong: {reason}");
+    assert_eq!(r["stages"][4]["status"], "unver", "{r}");
+    assert_eq!(r["teardown"]["result"], "clean", "{r}");
+    assert_eq!(r["outcome"], "fail");
+    assert!(t.elapsed() < Duration::from_secs(200), "bounded by its short deploy timeout");
+    assert_nothing_left(&w, &run_id);
+}
+
+#[test]
+fn leftovers_of_a_crashed_run_are_cleared_before_app_new() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let w = World::new();
+    w.recipe("hello");
+    port_config(&w, "hello", 60);
+    // A run SIGKILLed right after its deploy: its stack, secret and .env remain, its lock is
+    // free (the kernel released it).
+    let crashed = format!("c{}", unique());
+    let mut c = w.ccci();
+    c.env("CCCI_RUN_ID", &crashed)
+        .args(["run", "--recipe", "hello", "--stages", "install"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    wait_until("the first deploy to finish", Duration::from_secs(120), || w.abra_log().contains("app deploy rc=0"));
+    signal(child.id(), libc::SIGKILL);
+    let _ = wait_within(&mut child, Duration::from_secs(30));
+    let before = w.leftovers();
+    assert!(before.iter().any(|l| l.starts_with("secret:")), "{before:?}");
+    assert!(before.iter().any(|l| l.starts_with("env:")), "{before:?}");
+    // The next run of the same domain clears them under its lock and passes.
+    let run_id = format!("n{}", unique());
+    let mut c = w.ccci();
+    c.env("CCCI_RUN_ID", &run_id).args(["run", "--recipe", "hello", "--stages", "install"]);
+    let o = output_within(c, Duration::from_secs(300));
+    let err = stderr_of(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(err.contains("clearing leftovers of"), "{err}");
+    let log = w.abra_log();
+    let second = &log[log.rfind("recipe fetch").unwrap()..];
+    let (cleared_at, new_at) = (second.find("app remove").unwrap(), second.find("app new").unwrap());
+    assert!(cleared_at < new_at, "leftovers are cleared before app new:\n{log}");
+    assert_nothing_left(&w, &run_id);
+}
+
+#[test]
+fn two_different_recipes_in_parallel_both_pass() {
+    if !swarm_available() {
+        return;
+    }
+    let _a = swarm_slot();
+    let _b = swarm_slot();
+    let w = World::new();
+    let hello = w.recipe("hello");
+    // A second recipe: the same tree under another name (the fixture abra takes TYPE from
+    // `app new`).
+    let howdy = w.recipes.join("howdy");
+    assert!(
+        std::process::Command::new("git").arg("clone").arg("-q").arg(&hello).arg(&howdy).status().unwrap().success()
+    );
+    port_config(&w, "hello", 90);
+    port_config(&w, "howdy", 90);
+    let spawn = |recipe: &str, run_id: &str| {
+        let mut c = w.ccci();
+        c.env("CCCI_RUN_ID", run_id).args(["run", "--recipe", recipe, "--stages", "install"]);
+        let recipe = recipe.to_string();
+        std::thread::spawn(move || (recipe, output_within(c, Duration::from_secs(300))))
+    };
+    let (ra, rb) = (format!("pa{}", unique()), format!("pb{}", unique()));
+    let a = spawn("hello", &ra);
+    let b = spawn("howdy", &rb);
+    for h in [a, b] {
+        let (recipe, o) = h.join().unwrap();
+        assert_eq!(code(&o), 0, "{recipe}: {}", stderr_of(&o));
+    }
+    assert_eq!(w.results(&ra)["stages"][0]["status"], "pass");
+    assert_eq!(w.results(&rb)["stages"][0]["status"], "pass");
+    assert_ne!(w.results(&ra)["domain"], w.results(&rb)["domain"]);
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}

@@ -204,3 +204,158 @@ fn latest_task_error(tasks: &[Value]) -> Option<String> {
         .max_by(|a, b| a.0.cmp(b.0))
         .map(|(_, e)| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Policy on JSON captured from a real swarm (`tests/data/ready/`: the hello fixture at
+    //! 1.0.0+1, mid-upgrade, after the upgrade; the never-healthy fixture), edited where a state
+    //! is hard to catch live.
+    use super::*;
+
+    fn load(text: &str) -> Vec<Value> {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn svc_v1() -> Vec<Value> {
+        load(include_str!("../../tests/data/ready/svc-v1.json"))
+    }
+    fn svc_v3() -> Vec<Value> {
+        load(include_str!("../../tests/data/ready/svc-v3.json"))
+    }
+    fn poll(services: Vec<Value>, tasks: &str, containers: &str) -> Poll {
+        Poll { services, tasks: load(tasks), containers: load(containers), nodes: 1 }
+    }
+    const TASKS_V1: &str = include_str!("../../tests/data/ready/tasks-v1.json");
+    const TASKS_V3: &str = include_str!("../../tests/data/ready/tasks-v3.json");
+    const CTR_V1: &str = include_str!("../../tests/data/ready/ctr-v1.json");
+    const CTR_V3: &str = include_str!("../../tests/data/ready/ctr-v3.json");
+
+    fn with_update_state(mut services: Vec<Value>, state: &str) -> Vec<Value> {
+        services[0]["UpdateStatus"] = json!({"State": state, "Message": format!("update {state}")});
+        services
+    }
+
+    #[test]
+    fn a_healthy_first_deploy_is_ready() {
+        assert_eq!(Judge::default().judge(&poll(svc_v1(), TASKS_V1, CTR_V1)), Verdict::Ready);
+    }
+
+    #[test]
+    fn n_of_n_counts_only_tasks_of_the_current_spec() {
+        // After the upgrade: one running task of v3, one shut-down task of v1.
+        assert_eq!(Judge::default().judge(&poll(svc_v3(), TASKS_V3, CTR_V3)), Verdict::Ready);
+        // The v1 task still running under the v3 spec does not count.
+        match Judge::default().judge(&poll(svc_v3(), TASKS_V1, CTR_V1)) {
+            Verdict::NotReady(why) => assert!(why[0].contains("0/1 tasks running"), "{why:?}"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_service_this_deploy_did_not_move_is_not_judged_ready() {
+        let baseline = Baseline::of(&svc_v3());
+        match Judge::new(baseline, true).judge(&poll(svc_v3(), TASKS_V3, CTR_V3)) {
+            Verdict::NotReady(why) => assert!(why[0].contains("not yet updated"), "{why:?}"),
+            v => panic!("{v:?}"),
+        }
+        let older = Baseline::of(&svc_v1());
+        assert_eq!(Judge::new(older, true).judge(&poll(svc_v3(), TASKS_V3, CTR_V3)), Verdict::Ready);
+    }
+
+    #[test]
+    fn updating_and_rollback_started_are_not_settled_but_paused_is() {
+        let updating = load(include_str!("../../tests/data/ready/svc-updating.json"));
+        assert!(
+            matches!(Judge::default().judge(&poll(updating, TASKS_V3, CTR_V3)), Verdict::NotReady(w) if w[0].contains("update updating"))
+        );
+        let rb = with_update_state(svc_v3(), "rollback_started");
+        assert!(
+            matches!(Judge::default().judge(&poll(rb, TASKS_V3, CTR_V3)), Verdict::NotReady(w) if w[0].contains("rollback_started"))
+        );
+        let paused = with_update_state(svc_v3(), "paused");
+        assert_eq!(Judge::default().judge(&poll(paused, TASKS_V3, CTR_V3)), Verdict::Ready);
+    }
+
+    #[test]
+    fn rollback_completed_after_an_upgrade_is_a_failure() {
+        let rolled = with_update_state(svc_v3(), "rollback_completed");
+        match Judge::new(Baseline::default(), true).judge(&poll(rolled.clone(), TASKS_V3, CTR_V3)) {
+            Verdict::Failed(why) => assert!(why.contains("rolled the update back"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(Judge::new(Baseline::default(), false).judge(&poll(rolled, TASKS_V3, CTR_V3)), Verdict::Ready);
+    }
+
+    #[test]
+    fn an_unhealthy_container_blocks_and_three_polls_in_a_row_fail_fast() {
+        let mut ctr = load(CTR_V1);
+        ctr[0]["State"]["Health"]["Status"] = json!("unhealthy");
+        let p = Poll { services: svc_v1(), tasks: load(TASKS_V1), containers: ctr, nodes: 1 };
+        let mut j = Judge::default();
+        assert!(matches!(j.judge(&p), Verdict::NotReady(w) if w[0].contains("unhealthy")));
+        assert!(matches!(j.judge(&p), Verdict::NotReady(_)));
+        assert!(matches!(j.judge(&p), Verdict::Failed(w) if w.contains("unhealthy for 3 polls")));
+        // A healthy poll in between resets the streak.
+        let mut j = Judge::default();
+        j.judge(&p);
+        j.judge(&p);
+        j.judge(&poll(svc_v1(), TASKS_V1, CTR_V1));
+        assert!(matches!(j.judge(&p), Verdict::NotReady(_)));
+        let mut starting = load(CTR_V1);
+        starting[0]["State"]["Health"]["Status"] = json!("starting");
+        let p = Poll { services: svc_v1(), tasks: load(TASKS_V1), containers: starting, nodes: 1 };
+        assert!(matches!(Judge::default().judge(&p), Verdict::NotReady(w) if w[0].contains("health starting")));
+    }
+
+    #[test]
+    fn three_failed_tasks_of_this_version_are_a_crash_loop() {
+        let svc = load(include_str!("../../tests/data/ready/svc-sick.json"));
+        let tasks = load(include_str!("../../tests/data/ready/tasks-sick.json"));
+        let failed = tasks.iter().find(|t| t["Status"]["State"] == "failed").unwrap().clone();
+        let mut p = Poll { services: svc, tasks: tasks.clone(), containers: vec![], nodes: 1 };
+        assert!(matches!(Judge::default().judge(&p), Verdict::NotReady(_)));
+        for i in 0..2 {
+            let mut t = failed.clone();
+            t["ID"] = json!(format!("extra{i}"));
+            p.tasks.push(t);
+        }
+        match Judge::default().judge(&p) {
+            Verdict::Failed(why) => {
+                assert!(why.contains("3 tasks of this version failed"), "{why}");
+                assert!(why.contains("unhealthy container"), "names the last task error: {why}");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn global_job_and_zero_replica_services() {
+        let mut global = svc_v1();
+        global[0]["Spec"]["Mode"] = json!({"Global": {}});
+        let mut p = poll(global, TASKS_V1, CTR_V1);
+        assert_eq!(Judge::default().judge(&p), Verdict::Ready);
+        p.nodes = 2;
+        assert!(matches!(Judge::default().judge(&p), Verdict::NotReady(w) if w[0].contains("1/2 global")));
+
+        let mut job = svc_v1();
+        job[0]["Spec"]["Mode"] = json!({"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}});
+        assert!(
+            matches!(Judge::default().judge(&poll(job.clone(), TASKS_V1, CTR_V1)), Verdict::NotReady(w) if w[0].contains("job not completed"))
+        );
+        let mut done = load(TASKS_V1);
+        done[0]["Status"]["State"] = json!("complete");
+        done[0]["DesiredState"] = json!("complete");
+        let p = Poll { services: job, tasks: done, containers: vec![], nodes: 1 };
+        assert_eq!(Judge::default().judge(&p), Verdict::Ready);
+
+        let mut zero = svc_v1();
+        zero[0]["Spec"]["Mode"] = json!({"Replicated": {"Replicas": 0}});
+        let p = Poll { services: zero, tasks: vec![], containers: vec![], nodes: 1 };
+        assert_eq!(Judge::default().judge(&p), Verdict::Ready);
+    }
+
+    #[test]
+    fn no_services_is_not_ready() {
+        assert!(matches!(Judge::default().judge(&Poll::default()), Verdict::NotReady(_)));
+    }
+}
