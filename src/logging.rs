@@ -72,9 +72,10 @@ pub fn init(filter: EnvFilter, keep_run_log: bool) {
     std::thread::Builder::new()
         .name("stderr".into())
         .spawn(move || {
-            let mut err = std::io::stderr().lock();
             for line in rx {
-                if !STDERR_BROKEN.load(Ordering::Relaxed) && err.write_all(line.as_bytes()).is_err() {
+                // Lock stderr per line, never for the thread's life: an eprintln! elsewhere
+                // would otherwise wait forever.
+                if !STDERR_BROKEN.load(Ordering::Relaxed) && std::io::stderr().write_all(line.as_bytes()).is_err() {
                     // EPIPE/EIO: the reader is gone. Keep draining so senders never see a full
                     // queue for this reason; run.log still has every line.
                     STDERR_BROKEN.store(true, Ordering::Relaxed);

@@ -167,6 +167,10 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
             stragglers.len()
         );
     }
+    let escaped = group::stop_token_carriers(cfg.host.kill_grace);
+    if !escaped.is_empty() {
+        tracing::warn!("stopped {} process(es) of this run that escaped their step: {escaped:?}", escaped.len());
+    }
     let stages = st.stage_list(&cfg.stages);
     let failed = st.failed.is_some() || stages.iter().any(|s| s.is_bad(cfg.stages.iter().any(|r| r.name() == s.name)));
     let facts = Facts {

@@ -16,8 +16,8 @@ use crate::exit::Cause;
 pub enum Event {
     /// The lifetime changed (a signal, the deadline, the budget): re-check [`Watch::stop`].
     Wake,
-    /// A line of child output.
-    Line(Stream, Vec<u8>),
+    /// Lines of child output (each with its newline, when it had one).
+    Lines(Stream, Vec<Vec<u8>>),
     /// A child's pipe closed.
     Eof(Stream),
     /// The watched child exited (not yet reaped).
@@ -58,6 +58,7 @@ struct State {
     deadline: Duration,
     budget: Duration,
     parent: Option<i32>,
+    teardown_started: Option<Instant>,
     next_id: u64,
     wakers: Vec<(u64, Sender<Event>)>,
 }
@@ -71,6 +72,7 @@ static STATE: Mutex<State> = Mutex::new(State {
     deadline: Duration::from_secs(3600),
     budget: Duration::from_secs(600),
     parent: None,
+    teardown_started: None,
     next_id: 0,
     wakers: Vec::new(),
 });
@@ -200,7 +202,12 @@ fn on_signal(sig: i32) {
         }
         Phase::Teardown => match sig {
             SIGALRM => {
-                if !s.abandoned {
+                // The deadline's alarm can race the normal end of the stages: a SIGALRM that
+                // arrives well before the budget could have run out is that stale alarm.
+                let early = s.teardown_started.is_some_and(|t| t.elapsed() + Duration::from_secs(1) < s.budget);
+                if early {
+                    tracing::info!("deadline alarm arrived as teardown began: ignored, teardown continues");
+                } else if !s.abandoned {
                     s.abandoned = true;
                     tracing::error!(
                         "teardown budget of {} is spent: abandoning teardown",
@@ -255,6 +262,7 @@ pub fn begin_teardown() {
     let budget = {
         let mut s = lock();
         s.phase = Phase::Teardown;
+        s.teardown_started = Some(Instant::now());
         s.budget
     };
     let secs = u32::try_from(budget.as_secs().max(1)).unwrap_or(u32::MAX);

@@ -53,7 +53,9 @@ fn poll(docker: &Docker, stack: &str, nodes: usize) -> Result<Poll, String> {
 
 fn tcp_ok(addr: &str) -> bool {
     let Ok(mut addrs) = addr.to_socket_addrs() else { return false };
-    addrs.next().is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+    // Short, so the readiness wait stays cancellable within 100 ms; a slow connect counts as a
+    // failed attempt and the next poll tries again.
+    addrs.next().is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_ok())
 }
 
 /// GETs the floor URL with curl; `Ok(status)` or an explanation.

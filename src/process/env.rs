@@ -44,6 +44,11 @@ pub fn configure(passwd_home: &std::path::Path, run_token: Option<String>) {
     let _ = BASE.set(Base { vars, token: run_token });
 }
 
+/// This process's run token, when it has one.
+pub fn run_token() -> Option<String> {
+    BASE.get().and_then(|b| b.token.clone())
+}
+
 /// The allow-listed variables plus the run token.
 pub fn base() -> Vec<(String, String)> {
     let Some(base) = BASE.get() else {

@@ -4,7 +4,6 @@
 //! members with `waitpid(-pgid)` only after the leader was reaped by its own pid; never signal a
 //! group after it was seen empty (its id may be reused by an unrelated group).
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -60,7 +59,8 @@ pub(crate) fn is_active_leader(pid: i32) -> bool {
     ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).contains(&pid)
 }
 
-/// SIGKILLs every running child group; for an exit that cannot wait.
+/// SIGKILLs every running child group and every process carrying this run's token; for an
+/// exit that cannot wait.
 pub fn kill_active_groups() {
     let groups = ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for pgid in groups {
@@ -69,6 +69,49 @@ pub fn kill_active_groups() {
     for pid in adopted_children() {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
+    if let Some(token) = super::env::run_token() {
+        for pid in token_carriers(&token) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Live processes whose environment carries exactly `CCCI_RUN_TOKEN=<token>`: descendants of
+/// this run, wherever they escaped to (another session, a parent that is still alive).
+pub fn token_carriers(token: &str) -> Vec<i32> {
+    let needle = format!("{}={token}", crate::env_vars::CCCI_RUN_TOKEN);
+    let me = std::process::id() as i32;
+    all_processes()
+        .into_iter()
+        .filter(|p| p.pid != me && p.state != 'Z')
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/environ", p.pid))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// At the end of a run: TERM, then KILL, every process still carrying the run's token.
+pub fn stop_token_carriers(grace: Duration) -> Vec<i32> {
+    let Some(token) = super::env::run_token() else { return Vec::new() };
+    let found = token_carriers(&token);
+    if found.is_empty() {
+        return found;
+    }
+    for pid in &found {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
+    }
+    let end = Instant::now() + grace.min(Duration::from_secs(5));
+    while Instant::now() < end && !token_carriers(&token).is_empty() {
+        reap_adopted();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in token_carriers(&token) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    reap_adopted();
+    found
 }
 
 /// `(pid, ppid, pgrp, state)` of one /proc entry.
@@ -183,25 +226,18 @@ pub fn terminate_group(pgid: i32, grace: Duration, escalate: &dyn Fn() -> bool) 
 }
 
 /// Our children that are not leaders of a running step: descendants adopted through the
-/// subreaper. Read from `/proc/self/task/*/children`, falling back to a ppid scan.
+/// subreaper. Orphans are re-parented to the subreaper's main thread, and ccci spawns only from
+/// its main thread, so `/proc/self/task/<pid>/children` lists them all; without
+/// CONFIG_PROC_CHILDREN, fall back to a ppid scan.
 pub fn adopted_children() -> Vec<i32> {
     let me = std::process::id() as i32;
-    let mut pids: HashSet<i32> = HashSet::new();
-    let mut found_file = false;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                found_file = true;
-                pids.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-            }
-        }
-    }
-    if !found_file {
-        pids.extend(all_processes().into_iter().filter(|p| p.ppid == me).map(|p| p.pid));
-    }
-    let mut out: Vec<i32> = pids.into_iter().filter(|p| !is_active_leader(*p)).collect();
-    out.sort_unstable();
-    out
+    let mut pids: Vec<i32> = match std::fs::read_to_string(format!("/proc/self/task/{me}/children")) {
+        Ok(text) => text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()).collect(),
+        Err(_) => all_processes().into_iter().filter(|p| p.ppid == me).map(|p| p.pid).collect(),
+    };
+    pids.retain(|p| !is_active_leader(*p));
+    pids.sort_unstable();
+    pids
 }
 
 /// Reaps adopted children that already exited, by pid.

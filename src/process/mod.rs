@@ -7,7 +7,7 @@ pub mod group;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -370,7 +370,6 @@ impl Cmd {
             sink.handle(ev);
         }
         group::unregister(pid);
-        group::reap_adopted();
         match status {
             Some(WaitStatus::Exited(_, code)) => out.code = Some(code),
             Some(WaitStatus::Signaled(_, sig, _)) => out.signal = Some(sig as i32),
@@ -408,48 +407,74 @@ struct Sink<'a> {
 impl Sink<'_> {
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Line(stream, bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                let text = text.trim_end_matches(['\n', '\r']);
-                if self.cmd.capture && stream == Stream::Stdout {
-                    self.stdout.push_str(text);
-                    self.stdout.push('\n');
-                    tracing::trace!("{}| {text}", self.cmd.name);
-                    return;
+            Event::Lines(stream, lines) => {
+                for bytes in lines {
+                    self.line(stream, &bytes);
                 }
-                let masked = crate::mask::mask(text);
-                match self.cmd.level {
-                    Level::TRACE => tracing::trace!("{}| {masked}", self.cmd.name),
-                    Level::DEBUG => tracing::debug!("{}| {masked}", self.cmd.name),
-                    _ => tracing::info!("{}| {masked}", self.cmd.name),
-                }
-                if self.tail.len() == TAIL_LINES {
-                    self.tail.pop_front();
-                }
-                self.tail.push_back(masked);
             }
             Event::Eof(_) => self.eofs += 1,
             Event::Wake | Event::Exited | Event::LockDone => {}
         }
     }
+
+    fn line(&mut self, stream: Stream, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if self.cmd.capture && stream == Stream::Stdout {
+            self.stdout.push_str(text);
+            self.stdout.push('\n');
+            return;
+        }
+        let masked = crate::mask::mask(text);
+        match self.cmd.level {
+            Level::TRACE => tracing::trace!("{}| {masked}", self.cmd.name),
+            Level::DEBUG => tracing::debug!("{}| {masked}", self.cmd.name),
+            _ => tracing::info!("{}| {masked}", self.cmd.name),
+        }
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(masked);
+    }
 }
 
-fn spawn_reader<R: Read + Send + 'static>(pipe: R, stream: Stream, tx: Sender<Event>) {
+fn spawn_reader<R: Read + Send + 'static>(mut pipe: R, stream: Stream, tx: Sender<Event>) {
+    // Lines are sent in batches, one per read(2): a child printing a few hundred lines of JSON
+    // then costs one wake-up of the main thread instead of hundreds.
     let spawned = std::thread::Builder::new().name("child-output".into()).spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut buf = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut partial: Vec<u8> = Vec::new();
+        let mut listening = true;
         loop {
-            buf.clear();
-            match reader.by_ref().take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if tx.send(Event::Line(stream, std::mem::take(&mut buf))).is_err() {
-                        // Nobody listens any more; keep draining so the child never blocks.
-                        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-                        return;
-                    }
+            let n = match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            if !listening {
+                // Nobody listens any more; keep draining so the child never blocks.
+                continue;
+            }
+            partial.extend_from_slice(&buf[..n]);
+            let mut lines = Vec::new();
+            let mut start = 0;
+            for (i, b) in partial.iter().enumerate() {
+                if *b == b'\n' {
+                    lines.push(partial[start..=i].to_vec());
+                    start = i + 1;
                 }
             }
+            partial.drain(..start);
+            if partial.len() > MAX_LINE {
+                lines.push(std::mem::take(&mut partial));
+            }
+            if !lines.is_empty() && tx.send(Event::Lines(stream, lines)).is_err() {
+                listening = false;
+            }
+        }
+        if listening && !partial.is_empty() {
+            let _ = tx.send(Event::Lines(stream, vec![partial]));
         }
         let _ = tx.send(Event::Eof(stream));
     });

@@ -170,6 +170,17 @@ pub struct Results {
     pub stderr_dropped_lines: u64,
 }
 
+/// CPU time of ccci itself in microseconds (RUSAGE_SELF: children excluded).
+pub fn self_cpu_us() -> u64 {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+            us(u.user_time()) + us(u.system_time())
+        }
+        Err(_) => 0,
+    }
+}
+
 /// CPU time of ccci itself (RUSAGE_SELF: children excluded).
 pub fn self_cpu_ms() -> u64 {
     match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
