@@ -6,5 +6,6 @@ mod common;
 mod fetch;
 mod input;
 mod janitor_swarm;
+mod ops;
 mod run_dir;
 mod swarm;
