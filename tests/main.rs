@@ -8,4 +8,5 @@ mod input;
 mod janitor_swarm;
 mod ops;
 mod run_dir;
+mod stages;
 mod swarm;

@@ -138,6 +138,96 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
+
+    /// A real repository: commits c1..c5 on `main`, tags as given, `origin/main` as given.
+    struct Repo {
+        dir: tempfile::TempDir,
+    }
+
+    impl Repo {
+        fn new() -> Repo {
+            let r = Repo { dir: tempfile::tempdir().unwrap() };
+            r.git(&["init", "-q", "-b", "main"]);
+            for i in 1..=5 {
+                std::fs::write(r.dir.path().join("f"), i.to_string()).unwrap();
+                r.git(&["add", "f"]);
+                r.git(&["commit", "-q", "-m", &format!("c{i}")]);
+            }
+            r
+        }
+        fn git(&self, args: &[&str]) -> String {
+            let o = Command::new("git")
+                .arg("-C")
+                .arg(self.dir.path())
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+                .args(args)
+                .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        }
+        /// The commit `n` steps back from main (0 = tip).
+        fn commit(&self, back: u32) -> String {
+            self.git(&["rev-parse", &format!("main~{back}")])
+        }
+        fn tag(&self, name: &str, back: u32) {
+            self.git(&["tag", "-a", "-m", name, name, &format!("main~{back}")]);
+        }
+        fn choose(&self, head: &str, explicit: Option<&str>, default_branch: Option<&str>) -> Result<Base, String> {
+            choose(&Git::default(), self.dir.path(), head, explicit, default_branch)
+        }
+    }
+
+    fn name(b: &Base) -> &str {
+        match b {
+            Base::Ref { name, .. } => name,
+            Base::None => "none",
+        }
+    }
+
+    #[test]
+    fn the_newest_strict_ancestor_release_wins() {
+        let r = Repo::new();
+        r.tag("1.0.0+1", 4);
+        r.tag("1.1.0+2", 2);
+        r.tag("1.1.0+1", 3);
+        r.tag("nightly", 1);
+        let head = r.commit(0);
+        assert_eq!(name(&r.choose(&head, None, None).unwrap()), "1.1.0+2");
+        // A head that is itself a tag never picks itself.
+        r.tag("1.2.0+1", 0);
+        assert_eq!(name(&r.choose(&head, None, None).unwrap()), "1.1.0+2");
+        // Tags after the head are not ancestors.
+        let older_head = r.commit(3);
+        assert_eq!(name(&r.choose(&older_head, None, None).unwrap()), "1.0.0+1");
+    }
+
+    #[test]
+    fn the_default_branch_tip_only_when_it_is_a_strict_ancestor() {
+        let r = Repo::new();
+        // No release tags: the default branch tip behind the head is the base.
+        r.git(&["update-ref", "refs/remotes/origin/main", &r.commit(2)]);
+        let head = r.commit(0);
+        assert_eq!(name(&r.choose(&head, None, Some("origin/main")).unwrap()), "origin/main");
+        // A default branch tip ahead of the head is not an ancestor: no base.
+        let behind = r.commit(3);
+        assert_eq!(r.choose(&behind, None, Some("origin/main")).unwrap(), Base::None);
+        // The tip itself is the head: no base either.
+        r.git(&["update-ref", "refs/remotes/origin/main", &head]);
+        assert_eq!(r.choose(&head, None, Some("origin/main")).unwrap(), Base::None);
+    }
+
+    #[test]
+    fn an_explicit_base_must_exist() {
+        let r = Repo::new();
+        r.tag("1.0.0+1", 4);
+        let head = r.commit(0);
+        assert_eq!(name(&r.choose(&head, Some("1.0.0+1"), None).unwrap()), "1.0.0+1");
+        let e = r.choose(&head, Some("9.9.9+9"), None).unwrap_err();
+        assert!(e.contains("9.9.9+9") && e.contains("does not exist"), "{e}");
+    }
 
     #[test]
     fn release_ordering() {
