@@ -442,7 +442,9 @@ fn spawn_reader<R: Read + Send + 'static>(mut pipe: R, stream: Stream, tx: Sende
     // Lines are sent in batches, one per read(2): a child printing a few hundred lines of JSON
     // then costs one wake-up of the main thread instead of hundreds.
     let spawned = std::thread::Builder::new().name("child-output".into()).spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
+        // A small stack buffer: a fresh heap buffer per child would be page-faulted in (and
+        // zeroed) for every spawn, which showed up as most of ccci's own CPU.
+        let mut buf = [0u8; 8 * 1024];
         let mut partial: Vec<u8> = Vec::new();
         let mut listening = true;
         loop {
