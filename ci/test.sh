@@ -15,6 +15,9 @@ command -v flock >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v dash >/dev/null 2>&1 || need+=(dash)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v nix-instantiate >/dev/null 2>&1 || need+=(nix-bin)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

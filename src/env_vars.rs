@@ -17,6 +17,8 @@ pub enum Role {
     Child,
     /// Passed through unchanged from ccci's own environment to its children.
     Passthrough,
+    /// Read when ccci is built, not when it runs.
+    Build,
 }
 
 /// One declared variable.
@@ -65,7 +67,7 @@ registry! {
     CCCI_DOMAIN_SUFFIX = "CCCI_DOMAIN_SUFFIX", Host, Some("ci.commoninternet.net"), "suffix of run app domains";
     CCCI_APP_LOCK_DIR = "CCCI_APP_LOCK_DIR", Host, Some("/run/lock"), "app-domain lockfile dir";
     CCCI_RUNS_DIR = "CCCI_RUNS_DIR", Host, Some("/var/lib/cc-ci-runs"), "per-run directories";
-    CCCI_RUN_ID = "CCCI_RUN_ID", Host, None, "run id (first set of `CCCI_RUN_ID`, `DRONE_BUILD_NUMBER`; default `manual-<pid>`); also set for children";
+    CCCI_RUN_ID = "CCCI_RUN_ID", Runtime, None, "run id (first set of `CCCI_RUN_ID`, `DRONE_BUILD_NUMBER`; default `manual-<pid>`); also set for children";
     DRONE_BUILD_NUMBER = "DRONE_BUILD_NUMBER", Runtime, None, "Drone's build number, used as the run id when `CCCI_RUN_ID` is unset";
     DRONE_BUILD_LINK = "DRONE_BUILD_LINK", Runtime, None, "Drone's build URL, recorded in the app lock's holder info";
     CCCI_SKIP_FETCH = "CCCI_SKIP_FETCH", Host, Some("0"), "copy the staged `<abra home>/recipes/<recipe>` instead of fetching (conflicts with `--src`)";
@@ -92,6 +94,7 @@ registry! {
     GIT_TERMINAL_PROMPT = "GIT_TERMINAL_PROMPT", Child, Some("0"), "git never prompts";
     GIT_CONFIG_NOSYSTEM = "GIT_CONFIG_NOSYSTEM", Child, Some("1"), "git ignores the system config";
     GIT_CONFIG_COUNT = "GIT_CONFIG_COUNT", Child, None, "git only, when a token is set: carries the origin-scoped auth header";
+    CCCI_GIT_COMMIT = "CCCI_GIT_COMMIT", Build, None, "the commit `ccci --version` shows, for builds without a git checkout (the Nix flake sets it)";
     PATH = "PATH", Passthrough, None, "passed to children";
     LANG = "LANG", Passthrough, None, "passed to children (as is every `LC_*`)";
     TZ = "TZ", Passthrough, None, "passed to children";
