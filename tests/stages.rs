@@ -438,3 +438,25 @@ fn the_deploy_count_guard_trips_on_a_second_deploy() {
     assert!(!w.abra_log().contains("app deploy"), "the guard stops the second deploy before it happens");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
+
+#[test]
+fn a_bad_recipe_local_ccci_yml_is_an_error_and_deploys_nothing() {
+    let w = World::new();
+    let hello = w.recipe("hello");
+    let dest = w.recipes.join("badyml");
+    git(&w.recipes, &["clone", "-q", hello.to_str().unwrap(), dest.to_str().unwrap()]);
+    fs::create_dir_all(dest.join("tests")).unwrap();
+    fs::write(dest.join("tests/ccci.yml"), "timeouts: { deploy: 30 }\nretries: 3\n").unwrap();
+    git(&dest, &["add", "tests"]);
+    git(&dest, &["commit", "-q", "-m", "PR: a ccci.yml with a typo"]);
+    fs::write(w.tests_dir.join("repo-local-approved.txt"), "badyml\n").unwrap();
+    let (code, r, err) = run(&w, &["--recipe", "badyml", "--src", dest.to_str().unwrap()]);
+    assert_eq!(code, 70, "{err}");
+    assert_eq!(r["outcome"], "error");
+    assert_eq!(r["exit_code"], 70);
+    assert!(
+        reason(&r, "install").contains("recipe-local ccci.yml") && reason(&r, "install").contains("retries"),
+        "{r}"
+    );
+    assert!(!w.abra_log().contains("app new"), "nothing is deployed");
+}
