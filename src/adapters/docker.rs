@@ -139,7 +139,16 @@ impl Docker {
 
     /// `docker service inspect` of every service of the stack.
     pub fn services(&self, stack: &str) -> Result<Vec<Value>, DockerError> {
-        let ids = self.lines(&["service", "ls", "-q", "--filter", &format!("label={NS_LABEL}={stack}")])?;
+        let ids = self.service_ids(stack)?;
+        self.inspect_services(&ids)
+    }
+
+    pub fn service_ids(&self, stack: &str) -> Result<Vec<String>, DockerError> {
+        self.lines(&["service", "ls", "-q", "--filter", &format!("label={NS_LABEL}={stack}")])
+    }
+
+    /// `docker service inspect` of known service ids (fails when one of them is gone).
+    pub fn inspect_services(&self, ids: &[String]) -> Result<Vec<Value>, DockerError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }

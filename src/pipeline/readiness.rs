@@ -38,17 +38,39 @@ pub fn baseline(docker: &Docker, stack: &str) -> Baseline {
     docker.services(stack).map(|s| Baseline::of(&s)).unwrap_or_default()
 }
 
-fn poll(docker: &Docker, stack: &str, nodes: usize) -> Result<Poll, String> {
-    let services = docker.services(stack).map_err(|e| e.to_string())?;
-    let ids: Vec<String> = services.iter().filter_map(|s| s["ID"].as_str().map(str::to_string)).collect();
-    let tasks = docker.tasks(&ids).map_err(|e| e.to_string())?;
-    let cids: Vec<String> = tasks
-        .iter()
-        .filter(|t| t["Status"]["State"].as_str() == Some("running"))
-        .filter_map(|t| t["Status"]["ContainerStatus"]["ContainerID"].as_str().map(str::to_string))
-        .collect();
-    let containers = docker.containers(&cids).map_err(|e| e.to_string())?;
-    Ok(Poll { services, tasks, containers, nodes })
+/// Polls the stack. Service ids are listed once and reused (a deploy does not add services
+/// while we wait; a gone id makes the inspect fail and the list is refreshed), and containers
+/// are inspected only when a running task has a healthcheck: fewer docker processes per poll.
+struct Poller<'a> {
+    docker: &'a Docker,
+    stack: &'a str,
+    nodes: usize,
+    ids: Vec<String>,
+}
+
+impl Poller<'_> {
+    fn poll(&mut self) -> Result<Poll, String> {
+        let services = match self.docker.inspect_services(&self.ids) {
+            Ok(s) if !s.is_empty() => s,
+            _ => {
+                self.ids = self.docker.service_ids(self.stack).map_err(|e| e.to_string())?;
+                self.docker.inspect_services(&self.ids).map_err(|e| e.to_string())?
+            }
+        };
+        let tasks = self.docker.tasks(&self.ids).map_err(|e| e.to_string())?;
+        let checked = |t: &&serde_json::Value| {
+            let test = &t["Spec"]["ContainerSpec"]["Healthcheck"]["Test"];
+            test.is_array() && test[0].as_str() != Some("NONE")
+        };
+        let cids: Vec<String> = tasks
+            .iter()
+            .filter(|t| t["Status"]["State"].as_str() == Some("running"))
+            .filter(checked)
+            .filter_map(|t| t["Status"]["ContainerStatus"]["ContainerID"].as_str().map(str::to_string))
+            .collect();
+        let containers = self.docker.containers(&cids).map_err(|e| e.to_string())?;
+        Ok(Poll { services, tasks, containers, nodes: self.nodes })
+    }
 }
 
 fn tcp_ok(addr: &str) -> bool {
@@ -85,6 +107,7 @@ impl Readiness<'_> {
     pub fn wait(&self, baseline: Baseline, after_upgrade: bool) -> Result<Duration, NotReady> {
         let started = Instant::now();
         let nodes = self.docker.eligible_nodes().unwrap_or(1);
+        let mut poller = Poller { docker: self.docker, stack: self.stack, nodes, ids: Vec::new() };
         let mut judge = Judge::new(baseline, after_upgrade);
         let mut passes = 0;
         let mut stable: Vec<u32> = vec![0; self.probes.len()];
@@ -95,7 +118,7 @@ impl Readiness<'_> {
                 return Err(NotReady::Stopped(stop));
             }
             let mut problems: Vec<String> = Vec::new();
-            match poll(self.docker, self.stack, nodes) {
+            match poller.poll() {
                 Err(e) => problems.push(format!("docker: {e}")),
                 Ok(p) => match judge.judge(&p) {
                     Verdict::Failed(reason) => return Err(NotReady::Failed(reason)),
