@@ -47,6 +47,10 @@ pub enum Command {
     /// and benchmarks of process handling).
     #[command(hide = true)]
     ExecStep(ExecStepArgs),
+    /// Take an app lock with ccci's own acquire and print the wall-clock time (ns since the
+    /// epoch) at which it held it (for ci/bench-locks.sh).
+    #[command(hide = true)]
+    LockWait(crate::commands::locks::LockWaitArgs),
 }
 
 #[derive(Debug, Args, Default)]

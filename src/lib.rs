@@ -19,6 +19,7 @@ pub mod env_vars;
 pub mod exit;
 pub mod fetch;
 pub mod git;
+pub mod janitor;
 pub mod lifetime;
 pub mod lock;
 pub mod logging;
@@ -48,6 +49,7 @@ pub fn main() -> ExitCode {
         cli::Command::Janitor(args) => commands::janitor::main(&cli, args),
         cli::Command::Locks(args) => commands::locks::main(&cli, args),
         cli::Command::ExecStep(args) => commands::exec_step::main(&cli, args),
+        cli::Command::LockWait(args) => commands::locks::lock_wait(&cli, args),
     };
     logging::flush(std::time::Duration::from_millis(500));
     ExitCode::from(code)

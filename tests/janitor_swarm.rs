@@ -1,1 +1,179 @@
-//! (filled by its issue)
+//! The janitor on a real swarm (§6): what a SIGKILLed run leaves is reaped completely, a
+//! half-removed app (services gone, volumes and secrets left) is found and reaped, and two runs
+//! of one domain serialise on the app lock and both pass.
+
+use std::fs;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// A world with hello on its own host port; its custom test `test_wait` parks until `gate`
+/// exists (printing `parked-in-test` first).
+fn world_with_gate() -> (World, std::path::PathBuf) {
+    let w = World::new();
+    w.recipe("hello");
+    w.trusted(
+        "hello",
+        "ccci.yml",
+        &format!("extra_env: {{ HTTP_PORT: \"{}\" }}\ntimeouts: {{ deploy: 60 }}\n", free_port()),
+        false,
+    );
+    let gate = w.path().join("gate");
+    w.trusted(
+        "hello",
+        "test_wait",
+        &format!("#!/bin/sh\necho parked-in-test\nwhile [ ! -e '{}' ]; do sleep 0.1; done\n", gate.display()),
+        true,
+    );
+    (w, gate)
+}
+
+fn start(w: &World, run_id: &str, stages: &str) -> (Child, LineWatch) {
+    let mut c = w.ccci();
+    c.env("CCCI_RUN_ID", run_id)
+        .args(["run", "--recipe", "hello", "--stages", stages])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let err = LineWatch::stderr_of(&mut child);
+    (child, err)
+}
+
+fn lock_file(w: &World) -> std::path::PathBuf {
+    w.lock_dir.join(format!("cc-ci-app-{}.lock", w.domain("hello", "0", "")))
+}
+
+fn janitor(w: &World) -> serde_json::Value {
+    let mut c = w.ccci();
+    c.args(["janitor", "--json"]);
+    let o = output_within(c, Duration::from_secs(240));
+    assert_eq!(code(&o), 0, "{}", stderr_of(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn kinds(left: &[String]) -> Vec<&str> {
+    let mut k: Vec<&str> = left.iter().filter_map(|l| l.split(':').next()).collect();
+    k.sort_unstable();
+    k.dedup();
+    k
+}
+
+/// Kills whatever still carries a run token when the test ends (even when it failed).
+struct KillTokens(String);
+
+impl Drop for KillTokens {
+    fn drop(&mut self) {
+        for pid in pids_with_env(&self.0) {
+            signal(pid as u32, libc::SIGKILL);
+        }
+    }
+}
+
+/// Waits until no process carries the run's token (PDEATHSIG took them down).
+fn wait_descendants_gone(run_id: &str) {
+    let token = format!("CCCI_RUN_TOKEN={run_id}:");
+    wait_until("the run's children to die with it", Duration::from_secs(20), || pids_with_env(&token).is_empty());
+}
+
+#[test]
+fn a_sigkilled_run_is_reaped_completely_by_the_janitor() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let (w, _gate) = world_with_gate();
+    let run_id = format!("k{}", unique());
+    let (mut run, err) = start(&w, &run_id, "install,custom");
+    let _guard = KillTokens(format!("CCCI_RUN_TOKEN={run_id}:"));
+    err.wait_for("parked-in-test", Duration::from_secs(120));
+    signal(run.id(), libc::SIGKILL);
+    let _ = run.wait();
+    wait_descendants_gone(&run_id);
+    let left = w.leftovers();
+    for k in ["service", "volume", "secret", "config", "network", "env"] {
+        assert!(kinds(&left).contains(&k), "the killed run should have left a {k}: {left:?}");
+    }
+    assert!(lock_file(&w).exists());
+
+    let v = janitor(&w);
+    let app = &v["apps"][0];
+    assert_eq!(app["domain"], w.domain("hello", "0", ""));
+    assert_eq!((app["lock"].as_str(), app["action"].as_str()), (Some("free"), Some("reaped")), "{v}");
+    assert_eq!(app["sources"], serde_json::json!(["abra", "docker"]));
+    let left = w.leftovers();
+    assert!(left.is_empty(), "after the janitor: {left:?}");
+    assert!(!lock_file(&w).exists(), "the lockfile remains");
+}
+
+#[test]
+fn volumes_and_secrets_left_without_services_are_found_and_reaped() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let (mut w, _gate) = world_with_gate();
+    // The run's teardown undeploys, then hangs in `abra app remove`: SIGKILL it right there.
+    w.abra_mode("hang:remove");
+    let run_id = format!("h{}", unique());
+    let (mut run, err) = start(&w, &run_id, "install");
+    wait_until("teardown to hang in abra app remove", Duration::from_secs(180), || {
+        w.abra_log().lines().any(|l| l.starts_with("hang ") && l.ends_with("app remove"))
+    });
+    signal(run.id(), libc::SIGKILL);
+    let _ = run.wait();
+    // The hung fixture abra died with ccci (PDEATHSIG), but its `sleep` lives on: a straggler.
+    let token = format!("CCCI_RUN_TOKEN={run_id}:");
+    let _guard = KillTokens(token.clone());
+    wait_until("abra to die with ccci", Duration::from_secs(20), || pids_with_env(&token).len() == 1);
+    let left = w.leftovers();
+    let k = kinds(&left);
+    assert!(!k.contains(&"service") && !k.contains(&"container"), "undeploy removed the services: {left:?}");
+    assert!(k.contains(&"volume") && k.contains(&"secret") && k.contains(&"env"), "{left:?}\n{}", err.text());
+
+    w.abra_mode("");
+    let v = janitor(&w);
+    let app = &v["apps"][0];
+    assert_eq!(app["action"], "reaped", "{v}");
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+    assert_eq!(v["stragglers"][0]["run_id"], run_id.as_str(), "{v}");
+    assert!(pids_with_env(&token).is_empty(), "the straggler of the dead run survived the janitor");
+    assert!(!lock_file(&w).exists());
+}
+
+#[test]
+fn two_runs_of_one_domain_serialise_and_both_pass() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let (w, gate) = world_with_gate();
+    let (a_id, b_id) = (format!("a{}", unique()), format!("b{}", unique()));
+    let (mut a, a_err) = start(&w, &a_id, "install,custom");
+    a_err.wait_for("parked-in-test", Duration::from_secs(120));
+    let (mut b, b_err) = start(&w, &b_id, "install");
+    b_err.wait_for("is in flight", Duration::from_secs(60));
+    assert!(b_err.text().contains(&format!("run {a_id}")), "{}", b_err.text());
+    fs::write(&gate, "").unwrap();
+    let st = wait_within(&mut a, Duration::from_secs(180));
+    assert_eq!(st.code(), Some(0), "{}", a_err.text());
+    let st = wait_within(&mut b, Duration::from_secs(180));
+    assert_eq!(st.code(), Some(0), "{}", b_err.text());
+    for id in [&a_id, &b_id] {
+        let r = w.results(id);
+        assert_eq!((r["outcome"].as_str(), r["teardown"]["result"].as_str()), (Some("pass"), Some("clean")), "{r}");
+    }
+    // From the fixture's event log: B created its app only after A removed its own.
+    let log = w.abra_log();
+    let lines: Vec<&str> = log.lines().collect();
+    let a_remove_end = lines.iter().position(|l| l.starts_with("end ") && l.contains("app remove rc=0")).expect(&log);
+    let news: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("start ") && l.contains("app new"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(news.len(), 2, "{log}");
+    assert!(news[0] < a_remove_end && a_remove_end < news[1], "the runs overlapped:\n{log}");
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}

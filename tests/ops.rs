@@ -49,17 +49,8 @@ const SCRIPT_VARS: &[(&str, &str)] = &[
 
 /// Keys that ccci's parser accepts in the host file but that are per-build values: the example
 /// must not set them (host-wide they would apply to every build whose parameter is empty).
-const PER_BUILD_KEYS: &[&str] = &[
-    "RECIPE",
-    "REF",
-    "PR",
-    "SRC",
-    "STAGES",
-    "CCCI_QUICK",
-    "CCCI_JUNIT",
-    "CCCI_ALLOW_ORPHAN",
-    "CCCI_SKIP_FETCH",
-];
+const PER_BUILD_KEYS: &[&str] =
+    &["RECIPE", "REF", "PR", "SRC", "STAGES", "CCCI_QUICK", "CCCI_JUNIT", "CCCI_ALLOW_ORPHAN", "CCCI_SKIP_FETCH"];
 
 /// The Drone build parameters: never set under a step's `environment:`.
 const DRONE_PARAMS: &[&str] = &["RECIPE", "REF", "PR", "SRC", "STAGES", "CCCI_QUICK"];

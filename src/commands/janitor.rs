@@ -1,8 +1,88 @@
-//! `ccci janitor` (§6).
+//! `ccci janitor` (§1.2, §6): one sweep, then exit.
+//!
+//! The janitor has no run dir, so abra runs with the canonical abra home as `ABRA_DIR`: `app
+//! ls` lists every server's apps there, and `undeploy`/`remove` find the app's `.env` where runs
+//! write it (a run's per-run ABRA_DIR links `servers/` to the same place). It never fetches or
+//! checks out recipes, so it leaves the canonical `recipes/` alone.
+//!
+//! Output: logs on stderr; `--json` prints the report (schema in [`crate::janitor::report::Report`])
+//! on stdout; `--dry-run` without `--json` prints the plan, one line per action, on stdout.
+//!
+//! Exit codes: 0 the sweep completed (whatever it reaped), 1 something failed (a reap, a prune,
+//! discovery; every other candidate was still tried), 2 bad usage or settings, 142 stopped at
+//! `--deadline` (between candidates), 143/130 stopped by SIGTERM/SIGHUP or SIGINT/SIGQUIT.
 
+use std::time::Duration;
+
+use crate::adapters::{Abra, Docker};
 use crate::cli::{Cli, JanitorArgs};
+use crate::config;
+use crate::janitor::{self, Settings};
+use crate::lock::fs_check;
+use crate::mask::{self, Masker};
+use crate::process::{self, env as child_env};
+use crate::{env_vars as ev, exit, lifetime, logging};
 
-pub fn main(_cli: &Cli, _args: &JanitorArgs) -> u8 {
-    eprintln!("ccci janitor: not implemented yet");
-    crate::exit::INTERNAL
+pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
+    // The signal thread first: SIGTERM stops the sweep between candidates.
+    if let Err(e) = lifetime::start_signal_thread() {
+        eprintln!("ccci: cannot start the signal thread: {e}");
+        return exit::INTERNAL;
+    }
+    let env = config::process_env();
+    let cfg = match config::Janitor::resolve(args, env.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ccci: {e}");
+            return exit::USAGE;
+        }
+    };
+    for (dir, what) in [
+        (&cfg.host.lock_dir, "the app lock dir (CCCI_APP_LOCK_DIR)"),
+        (&cfg.host.runs_dir, "the runs dir (CCCI_RUNS_DIR)"),
+    ] {
+        if let Err(e) = fs_check::check(dir, what) {
+            eprintln!("ccci: {e}");
+            return exit::USAGE;
+        }
+    }
+    mask::install(Masker::from_dir_and_token(&cfg.host.secrets_dir, cfg.host.git_token.as_deref()));
+    logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), false);
+    for w in &cfg.host.warnings {
+        tracing::warn!("{w}");
+    }
+    process::configure_timing(process::Timing { kill_grace: cfg.host.kill_grace, leak_timeout: cfg.host.leak_timeout });
+    // The janitor's children carry no run token: they belong to no run.
+    child_env::configure(&cfg.host.passwd_home, None);
+    let abra = Abra::new(&cfg.host.abra, &cfg.host.abra_home, &cfg.host.server);
+    let docker = Docker::new(&cfg.host.docker);
+    let settings = Settings {
+        kind: "janitor",
+        dry_run: cfg.dry_run,
+        prune_after: cfg.prune_after,
+        deadline: cfg.deadline,
+        kill_grace: cfg.host.kill_grace,
+    };
+    tracing::info!(
+        "ccci janitor: lock dir {}, runs dir {}, suffix {}{}",
+        cfg.host.lock_dir.display(),
+        cfg.host.runs_dir.display(),
+        cfg.host.domain_suffix,
+        if cfg.dry_run { " (dry run: nothing is changed)" } else { "" }
+    );
+    let report = janitor::sweep(&cfg.host, &abra, &docker, &settings);
+    for e in &report.errors {
+        tracing::error!("janitor: {e}");
+    }
+    tracing::info!("{}", report.summary());
+    if cfg.json {
+        println!("{}", mask::mask(&serde_json::to_string_pretty(&report).unwrap_or_default()));
+    } else if cfg.dry_run {
+        // stdout carries only what --json asks for: the plan goes to the log (stderr).
+        for line in report.plan_lines() {
+            tracing::info!("plan: {line}");
+        }
+    }
+    logging::flush(Duration::from_millis(300));
+    report.exit_code
 }

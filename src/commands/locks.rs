@@ -1,8 +1,217 @@
-//! `ccci locks` (§1.3).
+//! `ccci locks` (§1.3): the app-domain lockfiles and who holds them.
+//!
+//! Strictly read-only: it never takes a lock, not even briefly (a probe would make a starting
+//! run see a phantom holder). Held/free comes from `/proc/locks`, matched by device and inode;
+//! the holder's run id, start and build link from the file's content when ccci wrote it.
+//!
+//! `--json` prints (schema 1):
+//!
+//! ```text
+//! { "schema": 1, "lock_dir": str,
+//!   "docker": { "ok": bool, "error": str|null },     // used for stack_exists
+//!   "locks": [ { "domain": str, "path": str,
+//!                "run_app": bool,                    // matches this host's run-app pattern
+//!                "state": "held"|"free"|"unsafe",
+//!                "holder_pids": [i32],               // from /proc/locks
+//!                "holder": { "pid", "run_id", "recipe", "started", "deadline_secs",
+//!                            "budget_secs", "build_link"? } | null,   // file content
+//!                "age_secs": u64|null,               // since the lockfile's mtime
+//!                "stack_exists": bool|null,          // null when docker could not be asked
+//!                "problem": str|null } ] }           // why an entry is unsafe
+//! ```
+//!
+//! Also the hidden `lock-wait` helper of `ci/bench-locks.sh`: takes a lock with ccci's own
+//! acquire and prints the wall-clock time at which it held it.
 
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::adapters::Docker;
 use crate::cli::{Cli, LocksArgs};
+use crate::config;
+use crate::janitor::inventory::{self, HeldLocks};
+use crate::janitor::plan::LockState;
+use crate::lock::{self, HolderInfo, LockError};
+use crate::names::{self, RunAppPattern};
+use crate::process::{self, env as child_env};
+use crate::{env_vars as ev, exit, lifetime, logging};
 
-pub fn main(_cli: &Cli, _args: &LocksArgs) -> u8 {
-    eprintln!("ccci locks: not implemented yet");
-    crate::exit::INTERNAL
+#[derive(Debug, Serialize)]
+struct LocksOut {
+    schema: u32,
+    lock_dir: String,
+    docker: DockerOut,
+    locks: Vec<LockOut>,
+}
+
+#[derive(Debug, Serialize)]
+struct DockerOut {
+    ok: bool,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LockOut {
+    domain: String,
+    path: String,
+    run_app: bool,
+    state: &'static str,
+    holder_pids: Vec<i32>,
+    holder: Option<HolderInfo>,
+    age_secs: Option<u64>,
+    stack_exists: Option<bool>,
+    problem: Option<String>,
+}
+
+pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
+    let env = config::process_env();
+    let host = match config::host_only(env.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ccci: {e}");
+            return exit::USAGE;
+        }
+    };
+    logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), false);
+    process::configure_timing(process::Timing { kill_grace: host.kill_grace, leak_timeout: host.leak_timeout });
+    child_env::configure(&host.passwd_home, None);
+    let pattern = RunAppPattern::new(&host.domain_suffix);
+    let held = HeldLocks::read();
+    let list = match inventory::lockfiles(&host.lock_dir, &pattern, Some(&held), true) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ccci: cannot list the app lock dir {}: {e}", host.lock_dir.display());
+            return exit::FAILED;
+        }
+    };
+    let (stacks, docker) = if list.is_empty() {
+        (None, DockerOut { ok: true, error: None })
+    } else {
+        match Docker::new(&host.docker).namespaces() {
+            Ok(s) => (Some(s), DockerOut { ok: true, error: None }),
+            Err(e) => {
+                tracing::warn!("cannot ask docker which stacks exist: {e}");
+                (None, DockerOut { ok: false, error: Some(e.to_string()) })
+            }
+        }
+    };
+    let locks: Vec<LockOut> = list
+        .into_iter()
+        .map(|l| {
+            let (state, pids, problem) = match l.state {
+                LockState::Held { pids, .. } => ("held", pids, None),
+                LockState::Unsafe(why) => ("unsafe", Vec::new(), Some(why)),
+                _ => ("free", Vec::new(), None),
+            };
+            LockOut {
+                stack_exists: stacks.as_ref().map(|s| s.contains(&names::stack_name(&l.domain))),
+                path: l.path.display().to_string(),
+                domain: l.domain,
+                run_app: l.run_app,
+                state,
+                holder_pids: pids,
+                holder: l.info,
+                age_secs: l.age.map(|a| a.as_secs()),
+                problem,
+            }
+        })
+        .collect();
+    if args.json {
+        let out = LocksOut { schema: 1, lock_dir: host.lock_dir.display().to_string(), docker, locks };
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        print_table(&host.lock_dir, &locks);
+    }
+    logging::flush(Duration::from_millis(200));
+    exit::OK
+}
+
+fn print_table(lock_dir: &std::path::Path, locks: &[LockOut]) {
+    if locks.is_empty() {
+        println!("no app lockfiles in {}", lock_dir.display());
+        return;
+    }
+    let rows: Vec<[String; 8]> = locks
+        .iter()
+        .map(|l| {
+            let h = l.holder.as_ref();
+            let pid = l.holder_pids.first().map_or_else(|| "-".to_string(), |p| p.to_string());
+            let yes_no = |b: Option<bool>| match b {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "?",
+            };
+            [
+                l.domain.clone(),
+                l.state.to_string(),
+                pid,
+                h.map(|h| h.run_id.clone()).filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into()),
+                h.map(|h| h.started.clone()).filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into()),
+                l.age_secs.map_or_else(|| "-".into(), |s| crate::clock::human(Duration::from_secs(s))),
+                yes_no(l.stack_exists).to_string(),
+                l.problem.clone().or_else(|| h.and_then(|h| h.build_link.clone())).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let head = ["DOMAIN", "STATE", "PID", "RUN", "STARTED", "AGE", "STACK", "BUILD/PROBLEM"];
+    let mut width = head.map(str::len);
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line(&head.map(str::to_string)));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+}
+
+/// Arguments of the hidden `ccci lock-wait PATH` (benchmarks only).
+#[derive(Debug, clap::Args, Default)]
+pub struct LockWaitArgs {
+    /// The lockfile to take (created when absent)
+    pub path: PathBuf,
+    /// Give up after SECS (exit 75)
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+}
+
+/// Takes the lock at `path` with ccci's own acquire (non-blocking try, then the event-driven
+/// wait on its own thread), prints the wall-clock time in nanoseconds since the epoch at which
+/// it held it, and exits (releasing it).
+pub fn lock_wait(_cli: &Cli, args: &LockWaitArgs) -> u8 {
+    if let Err(e) = lifetime::start_signal_thread() {
+        eprintln!("ccci: cannot start the signal thread: {e}");
+        return exit::INTERNAL;
+    }
+    match lock::acquire(&args.path, "lock-wait", args.timeout.map(Duration::from_secs)) {
+        Ok(_held) => {
+            let ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{ns}");
+            let _ = out.flush();
+            exit::OK
+        }
+        Err(LockError::Timeout { .. }) => exit::LOCK_TIMEOUT,
+        Err(LockError::Cancelled { cause, .. }) => cause.map_or(exit::TERMINATED, |c| c.exit_code()),
+        Err(e) => {
+            eprintln!("ccci: {e}");
+            exit::FAILED
+        }
+    }
 }

@@ -90,6 +90,11 @@ pub fn run(ctx: &Ctx) -> RunState {
     let requested = ctx.cfg.stages.clone();
     let unver = crate::report::Status::Unver;
 
+    // The run-start janitor (§6): before the fetch and before this run takes its own app lock,
+    // so it can never see this run's app; a live run of the same domain holds its lock and is
+    // left alone.
+    crate::janitor::run_start(&ctx.cfg.host, &ctx.abra, &ctx.docker, crate::janitor::RUN_START_BUDGET);
+
     banner("fetch");
     let t0 = Instant::now();
     let req = FetchRequest {

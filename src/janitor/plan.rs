@@ -1,0 +1,362 @@
+//! The janitor's plan: a pure function from what the inventory saw to a list of actions.
+//!
+//! Nothing here touches the system. The plan says what *may* be done; the kernel has the last
+//! word at apply time (a `Reap` is only carried out when the probe lock is acquired on the inode
+//! the path names). A dry run prints the plan made from a read-only inventory (lock states read
+//! from `/proc/locks`); a real sweep makes the plan from a cheaper inventory (lock states left
+//! to the probe) and applies it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::lock::HolderInfo;
+
+/// When a holder recorded no deadline, a lock older than twice this is flagged.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// The bulky parts of a finished run dir that prune removes (results and logs stay).
+pub const BULKY: [&str; 3] = ["abra", "tests", "state"];
+
+/// A run app found by discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub domain: String,
+    pub stack: String,
+    /// `<abra home>/servers/<server>/<domain>.env` (it may not exist).
+    pub env_path: PathBuf,
+    /// `abra` and/or `docker`.
+    pub sources: BTreeSet<&'static str>,
+}
+
+/// What is known about an app lockfile before the probe.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LockState {
+    /// A regular file whose lock state was not read: the probe decides.
+    Unprobed,
+    /// No lockfile (after a reboot `/run/lock` is empty).
+    Absent,
+    /// Nobody holds it (read from `/proc/locks`).
+    Free,
+    /// Someone holds it.
+    Held { pids: Vec<i32>, age: Option<Duration>, info: Option<HolderInfo> },
+    /// Not a regular file, not ours, or not openable: never followed, opened or touched.
+    Unsafe(String),
+}
+
+impl LockState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LockState::Unprobed => "unprobed",
+            LockState::Absent => "absent",
+            LockState::Free => "free",
+            LockState::Held { .. } => "held",
+            LockState::Unsafe(_) => "unsafe",
+        }
+    }
+}
+
+/// A run dir under the runs dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    pub run_id: String,
+    pub path: PathBuf,
+    /// `run.lock` exists as a regular file (ccci created the dir).
+    pub has_run_lock: bool,
+    /// `Some(true)` when `/proc/locks` shows `run.lock` held; `None` when not read.
+    pub run_lock_held: Option<bool>,
+    /// Since the newest of the dir, `run.lock`, `run.log` and `results.json` changed.
+    pub age: Duration,
+    /// Which of [`BULKY`] exist.
+    pub bulky: Vec<&'static str>,
+}
+
+/// A process carrying a `CCCI_RUN_TOKEN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenProcess {
+    pub pid: i32,
+    pub start_time: u64,
+    pub run_id: String,
+    pub token_pid: i32,
+    pub token_start: u64,
+}
+
+/// Everything the plan is made from.
+#[derive(Debug, Default, Clone)]
+pub struct Inventory {
+    pub candidates: BTreeMap<String, Candidate>,
+    /// App lockfiles of run domains, by domain.
+    pub lockfiles: BTreeMap<String, LockState>,
+    pub run_dirs: Vec<RunDir>,
+    pub processes: Vec<TokenProcess>,
+    /// Live processes: pid → start time (for the token check).
+    pub live: HashMap<i32, u64>,
+    /// Pids never to signal: the janitor itself and its ancestors.
+    pub protected: BTreeSet<i32>,
+}
+
+/// One step of a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Probe the candidate's lock; reap it under the probe lock when acquired.
+    Reap { candidate: Candidate, lock: LockState },
+    /// A live run holds the lock: leave it. `flag` is the long-held threshold when exceeded.
+    Leave { domain: String, candidate: Option<Candidate>, lock: LockState, flag: Option<Duration> },
+    /// The lock path is garbage or hostile: log and skip.
+    Skip { domain: String, candidate: Option<Candidate>, reason: String },
+    /// A lockfile with no app behind it: unlink it when the probe acquires it.
+    UnlinkStale { domain: String },
+    /// Delete the bulky parts of a finished run dir (under its `run.lock`).
+    Prune { run_id: String, path: PathBuf, parts: Vec<&'static str> },
+    /// An old dir without `run.lock`: ccci did not create it, so it is never touched.
+    KeepForeignDir { path: PathBuf },
+    /// TERM→KILL a process of a dead run.
+    Kill { pid: i32, start_time: u64, run_id: String },
+}
+
+/// The long-held threshold of a held lock: twice the holder's recorded deadline, or twice an
+/// hour when unknown. `Some(threshold)` when the lock is older than that.
+pub fn long_held(age: Option<Duration>, info: Option<&HolderInfo>) -> Option<Duration> {
+    let deadline = info.map(|i| Duration::from_secs(i.deadline_secs)).filter(|d| !d.is_zero());
+    let threshold = 2 * deadline.unwrap_or(DEFAULT_DEADLINE);
+    age.filter(|a| *a > threshold).map(|_| threshold)
+}
+
+fn for_lock(domain: &str, lock: &LockState, candidate: Option<&Candidate>) -> Option<Action> {
+    Some(match lock {
+        LockState::Unsafe(reason) => {
+            Action::Skip { domain: domain.to_string(), candidate: candidate.cloned(), reason: reason.clone() }
+        }
+        LockState::Held { age, info, .. } => Action::Leave {
+            domain: domain.to_string(),
+            candidate: candidate.cloned(),
+            lock: lock.clone(),
+            flag: long_held(*age, info.as_ref()),
+        },
+        LockState::Free | LockState::Unprobed | LockState::Absent => match candidate {
+            Some(c) => Action::Reap { candidate: c.clone(), lock: lock.clone() },
+            // No app and no lockfile: nothing to do.
+            None if *lock == LockState::Absent => return None,
+            None => Action::UnlinkStale { domain: domain.to_string() },
+        },
+    })
+}
+
+/// Makes the plan: candidates first (sorted by domain), then lockfiles with no app, then prunes,
+/// then stragglers.
+pub fn plan(inv: &Inventory, prune_after: Duration) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for (domain, c) in &inv.candidates {
+        let lock = inv.lockfiles.get(domain).cloned().unwrap_or(LockState::Absent);
+        actions.extend(for_lock(domain, &lock, Some(c)));
+    }
+    for (domain, lock) in &inv.lockfiles {
+        if !inv.candidates.contains_key(domain) {
+            actions.extend(for_lock(domain, lock, None));
+        }
+    }
+    for d in &inv.run_dirs {
+        if d.age < prune_after {
+            continue;
+        }
+        if !d.has_run_lock {
+            actions.push(Action::KeepForeignDir { path: d.path.clone() });
+            continue;
+        }
+        if d.run_lock_held == Some(true) || d.bulky.is_empty() {
+            continue;
+        }
+        actions.push(Action::Prune { run_id: d.run_id.clone(), path: d.path.clone(), parts: d.bulky.clone() });
+    }
+    let dirs: HashMap<&str, &RunDir> = inv.run_dirs.iter().map(|d| (d.run_id.as_str(), d)).collect();
+    for p in &inv.processes {
+        if straggler_of_dead_run(p, &dirs, &inv.live, &inv.protected) {
+            actions.push(Action::Kill { pid: p.pid, start_time: p.start_time, run_id: p.run_id.clone() });
+        }
+    }
+    actions
+}
+
+/// A token-carrying process belongs to a dead run when its run dir exists under this runs dir,
+/// that dir's `run.lock` exists and is free, and the token's pid/start time is no live process.
+/// Anything less certain is left alone.
+fn straggler_of_dead_run(
+    p: &TokenProcess,
+    dirs: &HashMap<&str, &RunDir>,
+    live: &HashMap<i32, u64>,
+    protected: &BTreeSet<i32>,
+) -> bool {
+    if protected.contains(&p.pid) {
+        return false;
+    }
+    let Some(dir) = dirs.get(p.run_id.as_str()) else { return false };
+    if !dir.has_run_lock || dir.run_lock_held != Some(false) {
+        return false;
+    }
+    live.get(&p.token_pid) != Some(&p.token_start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(domain: &str) -> Candidate {
+        Candidate {
+            domain: domain.into(),
+            stack: crate::names::stack_name(domain),
+            env_path: PathBuf::from(format!("/abra/servers/default/{domain}.env")),
+            sources: BTreeSet::from(["docker"]),
+        }
+    }
+
+    fn info(deadline: u64) -> HolderInfo {
+        HolderInfo { pid: 7, run_id: "r7".into(), deadline_secs: deadline, ..HolderInfo::default() }
+    }
+
+    fn held(age_secs: u64, info: Option<HolderInfo>) -> LockState {
+        LockState::Held { pids: vec![7], age: Some(Duration::from_secs(age_secs)), info }
+    }
+
+    fn inv_with(cands: &[&str], locks: &[(&str, LockState)]) -> Inventory {
+        Inventory {
+            candidates: cands.iter().map(|d| (d.to_string(), cand(d))).collect(),
+            lockfiles: locks.iter().map(|(d, s)| (d.to_string(), s.clone())).collect(),
+            ..Inventory::default()
+        }
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn decision_table_rows() {
+        let inv = inv_with(
+            &["a-000001.x", "a-000002.x", "a-000003.x", "a-000004.x", "a-000005.x"],
+            &[
+                ("a-000001.x", LockState::Free),
+                ("a-000002.x", held(60, Some(info(3600)))),
+                ("a-000004.x", LockState::Unsafe("is a symlink".into())),
+                ("a-000005.x", LockState::Unprobed),
+            ],
+        );
+        let p = plan(&inv, 14 * DAY);
+        assert_eq!(p.len(), 5);
+        assert!(matches!(&p[0], Action::Reap { candidate, lock: LockState::Free } if candidate.domain == "a-000001.x"));
+        assert!(
+            matches!(&p[1], Action::Leave { domain, candidate: Some(_), flag: None, .. } if domain == "a-000002.x")
+        );
+        // No lockfile at all (a reboot emptied the lock dir): reap at once.
+        assert!(matches!(&p[2], Action::Reap { lock: LockState::Absent, .. }));
+        assert!(matches!(&p[3], Action::Skip { reason, .. } if reason == "is a symlink"));
+        assert!(matches!(&p[4], Action::Reap { lock: LockState::Unprobed, .. }));
+    }
+
+    #[test]
+    fn lockfiles_without_an_app() {
+        let inv = inv_with(
+            &[],
+            &[
+                ("a-000001.x", LockState::Free),
+                ("a-000002.x", LockState::Unprobed),
+                ("a-000003.x", held(10, None)),
+                ("a-000004.x", LockState::Unsafe("is a directory".into())),
+            ],
+        );
+        let p = plan(&inv, 14 * DAY);
+        assert_eq!(p[0], Action::UnlinkStale { domain: "a-000001.x".into() });
+        assert_eq!(p[1], Action::UnlinkStale { domain: "a-000002.x".into() });
+        // A run holds its lock before `abra app new`: a held lockfile with no app is live.
+        assert!(matches!(&p[2], Action::Leave { candidate: None, .. }));
+        assert!(matches!(&p[3], Action::Skip { candidate: None, .. }));
+    }
+
+    #[test]
+    fn long_held_uses_the_recorded_deadline_or_an_hour() {
+        let min = |m: u64| Some(Duration::from_secs(m * 60));
+        assert_eq!(long_held(min(3), Some(&info(60))), Some(Duration::from_secs(120)));
+        assert_eq!(long_held(min(1), Some(&info(60))), None);
+        assert_eq!(long_held(min(119), None), None);
+        assert_eq!(long_held(min(121), None), Some(Duration::from_secs(7200)));
+        // A zero deadline counts as unknown.
+        assert_eq!(long_held(min(121), Some(&info(0))), Some(Duration::from_secs(7200)));
+        assert_eq!(long_held(None, None), None);
+        let inv = inv_with(&["a-000001.x"], &[("a-000001.x", held(3 * 3600, None))]);
+        assert!(matches!(&plan(&inv, DAY)[0], Action::Leave { flag: Some(t), .. } if *t == Duration::from_secs(7200)));
+    }
+
+    fn run_dir(id: &str, lock: bool, held: Option<bool>, age_days: u64, bulky: &[&'static str]) -> RunDir {
+        RunDir {
+            run_id: id.into(),
+            path: PathBuf::from(format!("/runs/{id}")),
+            has_run_lock: lock,
+            run_lock_held: held,
+            age: DAY * age_days as u32,
+            bulky: bulky.to_vec(),
+        }
+    }
+
+    #[test]
+    fn prune_only_finished_old_dirs_ccci_made() {
+        let inv = Inventory {
+            run_dirs: vec![
+                run_dir("old", true, Some(false), 20, &["abra", "state"]),
+                run_dir("unknown-lock-state", true, None, 20, &["tests"]),
+                run_dir("live", true, Some(true), 20, &["abra"]),
+                run_dir("young", true, Some(false), 3, &["abra"]),
+                run_dir("done-already", true, Some(false), 20, &[]),
+                run_dir("foreign", false, None, 20, &["abra"]),
+                run_dir("young-foreign", false, None, 1, &["abra"]),
+            ],
+            ..Inventory::default()
+        };
+        let p = plan(&inv, 14 * DAY);
+        let ids: Vec<String> = p
+            .iter()
+            .map(|a| match a {
+                Action::Prune { run_id, .. } => format!("prune {run_id}"),
+                Action::KeepForeignDir { path } => format!("keep {}", path.display()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, ["prune old", "prune unknown-lock-state", "keep /runs/foreign"]);
+    }
+
+    #[test]
+    fn stragglers_only_of_dead_runs() {
+        let tp = |pid: i32, run: &str, tpid: i32, tstart: u64| TokenProcess {
+            pid,
+            start_time: 1,
+            run_id: run.into(),
+            token_pid: tpid,
+            token_start: tstart,
+        };
+        let inv = Inventory {
+            run_dirs: vec![
+                run_dir("dead", true, Some(false), 0, &[]),
+                run_dir("live", true, Some(true), 0, &[]),
+                run_dir("nolock", false, None, 0, &[]),
+                run_dir("unread", true, None, 0, &[]),
+            ],
+            processes: vec![
+                tp(100, "dead", 50, 500),      // ccci 50 is gone: kill
+                tp(101, "dead", 51, 501),      // ccci 51 still runs with that start time: keep
+                tp(102, "dead", 52, 999),      // pid 52 reused by another process: kill
+                tp(103, "live", 53, 503),      // run.lock held: keep
+                tp(104, "nolock", 54, 504),    // not a ccci run dir: keep
+                tp(105, "elsewhere", 55, 505), // no run dir under this runs dir: keep
+                tp(106, "unread", 56, 506),    // run.lock state unknown: keep
+                tp(107, "dead", 57, 507),      // protected (the janitor or an ancestor): keep
+            ],
+            live: HashMap::from([(51, 501), (52, 1)]),
+            protected: BTreeSet::from([107]),
+            ..Inventory::default()
+        };
+        let kills: Vec<i32> = plan(&inv, DAY)
+            .iter()
+            .filter_map(|a| match a {
+                Action::Kill { pid, .. } => Some(*pid),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kills, [100, 102]);
+    }
+}

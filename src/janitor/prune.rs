@@ -1,0 +1,117 @@
+//! Prune: the bulky parts of finished run dirs go, the dashboard's history stays.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::Serialize;
+
+/// What happened to one run dir.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PruneEntry {
+    pub run_id: String,
+    pub path: String,
+    /// `pruned`, `would-prune`, `live` (its run.lock was held at apply time), `kept` (no
+    /// run.lock: ccci did not make it), or `failed`.
+    pub action: &'static str,
+    pub removed: Vec<&'static str>,
+    pub reason: Option<String>,
+}
+
+/// Opens `run.lock` without following a symlink and takes it without blocking. `None` when a
+/// live run holds it (or it cannot be opened).
+fn take_run_lock(path: &Path) -> Result<Option<File>, String> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// Deletes `parts` of `dir` while holding its `run.lock`, so no run can re-enter the dir
+/// meanwhile (a retry of that run id would exit 75 naming the janitor — only dirs older than
+/// `--prune-after` are touched, so that window is small). Symlinks are removed, never followed.
+pub fn prune(run_id: &str, dir: &Path, parts: &[&'static str]) -> PruneEntry {
+    let mut entry = PruneEntry {
+        run_id: run_id.to_string(),
+        path: dir.display().to_string(),
+        action: "pruned",
+        removed: Vec::new(),
+        reason: None,
+    };
+    let _lock = match take_run_lock(&dir.join("run.lock")) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            entry.action = "live";
+            entry.reason = Some("its run.lock is held by a live run".into());
+            return entry;
+        }
+        Err(e) => {
+            entry.action = "failed";
+            entry.reason = Some(e);
+            return entry;
+        }
+    };
+    let mut errors = Vec::new();
+    for part in parts {
+        let p = dir.join(part);
+        let res = match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+            Ok(_) => std::fs::remove_file(&p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => entry.removed.push(part),
+            Err(e) => errors.push(format!("{}: {e}", p.display())),
+        }
+    }
+    if !errors.is_empty() {
+        entry.action = "failed";
+        entry.reason = Some(errors.join("; "));
+    }
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_results_and_never_follows_links() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("precious"), "x").unwrap();
+        let dir = root.path().join("r1");
+        std::fs::create_dir_all(dir.join("abra/recipes/hello")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("abra/servers")).unwrap();
+        std::fs::create_dir_all(dir.join("state/42")).unwrap();
+        for f in ["run.lock", "run.log", "results.json", "junit.xml"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let e = prune("r1", &dir, &["abra", "tests", "state"]);
+        assert_eq!((e.action, e.removed.clone()), ("pruned", vec!["abra", "state"]));
+        for f in ["run.lock", "run.log", "results.json", "junit.xml"] {
+            assert!(dir.join(f).exists(), "{f}");
+        }
+        assert!(!dir.join("abra").exists() && !dir.join("state").exists());
+        assert!(outside.join("precious").exists());
+
+        // Held by another open file description: live, nothing removed.
+        std::fs::create_dir(dir.join("tests")).unwrap();
+        let holder = File::open(dir.join("run.lock")).unwrap();
+        holder.lock().unwrap();
+        let e = prune("r1", &dir, &["tests"]);
+        assert_eq!(e.action, "live");
+        assert!(dir.join("tests").exists());
+    }
+}

@@ -1,0 +1,225 @@
+//! What a sweep did (or, in a dry run, would do): the `--json` document and the summary line.
+
+use serde::Serialize;
+
+use super::inventory::SourceStatus;
+use super::prune::PruneEntry;
+use super::stragglers::StragglerEntry;
+use crate::lock::HolderInfo;
+
+/// The `ccci janitor --json` document (schema 1). Every field is always present; optional
+/// values are `null`.
+///
+/// ```text
+/// {
+///   "schema": 1,
+///   "kind": "janitor" | "run-start",
+///   "dry_run": bool,
+///   "started": "RFC3339", "duration_ms": u64,
+///   "completed": bool,                       // false: stopped before the end
+///   "stopped": null | "deadline" | "cancelled",
+///   "settings": { "lock_dir", "runs_dir", "domain_suffix": str,
+///                 "prune_after_days": u64, "deadline_secs": u64 },
+///   "discovery": { "abra":   { "ok": bool, "listed": usize, "error": str|null },
+///                  "docker": { "ok": bool, "listed": usize, "error": str|null },
+///                  "candidates": usize,      // run apps found (union of both sources)
+///                  "ignored": [str] },       // names that are not run apps: never probed
+///   "apps": [ { "domain", "stack": str, "sources": ["abra"|"docker"],
+///               "lock": "free"|"absent"|"held"|"unsafe"|"gone"|"unprobed",
+///               "action": "reaped"|"already-gone"|"would-reap"|"left"|"skipped"|"failed"|"not-reached",
+///               "reason": str|null, "long_held": bool, "age_secs": u64|null,
+///               "holder_pid": u32|null, "holder_run_id": str|null, "ms": u64 } ],
+///   "lockfiles": [ { "domain": str,           // app lockfiles with no app behind them
+///                    "action": "unlinked"|"would-unlink"|"left"|"skipped"|"gone"|"failed"|"not-reached",
+///                    "reason": str|null, "long_held": bool, "age_secs": u64|null,
+///                    "holder_pid": u32|null, "holder_run_id": str|null } ],
+///   "run_dirs": [ { "run_id", "path": str,
+///                   "action": "pruned"|"would-prune"|"live"|"kept"|"failed",
+///                   "removed": ["abra"|"tests"|"state"], "reason": str|null } ],
+///   "stragglers": [ { "pid": i32, "run_id": str,
+///                     "action": "terminated"|"killed"|"gone"|"would-kill"|"failed",
+///                     "reason": str|null } ],
+///   "errors": [str],                         // discovery or reap failures, in words
+///   "exit_code": u8                          // what `ccci janitor` exits with
+/// }
+/// ```
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub kind: &'static str,
+    pub dry_run: bool,
+    pub started: String,
+    pub duration_ms: u64,
+    pub completed: bool,
+    pub stopped: Option<&'static str>,
+    pub settings: SettingsOut,
+    pub discovery: DiscoveryOut,
+    pub apps: Vec<AppEntry>,
+    pub lockfiles: Vec<LockfileEntry>,
+    pub run_dirs: Vec<PruneEntry>,
+    pub stragglers: Vec<StragglerEntry>,
+    pub errors: Vec<String>,
+    pub exit_code: u8,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingsOut {
+    pub lock_dir: String,
+    pub runs_dir: String,
+    pub domain_suffix: String,
+    pub prune_after_days: u64,
+    pub deadline_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiscoveryOut {
+    pub abra: SourceStatus,
+    pub docker: SourceStatus,
+    pub candidates: usize,
+    pub ignored: Vec<String>,
+}
+
+/// One candidate run app.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppEntry {
+    pub domain: String,
+    pub stack: String,
+    pub sources: Vec<&'static str>,
+    pub lock: &'static str,
+    pub action: &'static str,
+    pub reason: Option<String>,
+    pub long_held: bool,
+    pub age_secs: Option<u64>,
+    pub holder_pid: Option<u32>,
+    pub holder_run_id: Option<String>,
+    pub ms: u64,
+}
+
+/// One lockfile with no app behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockfileEntry {
+    pub domain: String,
+    pub action: &'static str,
+    pub reason: Option<String>,
+    pub long_held: bool,
+    pub age_secs: Option<u64>,
+    pub holder_pid: Option<u32>,
+    pub holder_run_id: Option<String>,
+}
+
+/// `pid N, run R` of a holder, from its lockfile content (when ccci wrote it).
+pub fn describe_holder(info: Option<&HolderInfo>) -> String {
+    match info {
+        Some(i) if !i.run_id.is_empty() => format!("pid {}, run {}", i.pid, i.run_id),
+        Some(i) => format!("pid {}", i.pid),
+        None => "holder not recorded".to_string(),
+    }
+}
+
+impl Report {
+    /// The exit code of `ccci janitor`: 0 when the sweep completed, 1 when something failed
+    /// (it still went on), the signal's code when cancelled, 142 at its deadline.
+    pub fn compute_exit_code(&self, cancel_code: Option<u8>) -> u8 {
+        match self.stopped {
+            Some("deadline") => crate::exit::DEADLINE,
+            Some(_) => cancel_code.unwrap_or(crate::exit::TERMINATED),
+            None if self.failed() => crate::exit::FAILED,
+            None => crate::exit::OK,
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
+            || self.apps.iter().any(|a| a.action == "failed")
+            || self.lockfiles.iter().any(|l| l.action == "failed")
+            || self.run_dirs.iter().any(|d| d.action == "failed")
+            || self.stragglers.iter().any(|s| s.action == "failed")
+    }
+
+    fn count<'a>(actions: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
+        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for a in actions {
+            *counts.entry(a).or_default() += 1;
+        }
+        counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// One line: how many of each outcome, per phase.
+    pub fn summary(&self) -> String {
+        let fmt = |v: Vec<(String, usize)>| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+            }
+        };
+        let long =
+            self.apps.iter().filter(|a| a.long_held).count() + self.lockfiles.iter().filter(|l| l.long_held).count();
+        format!(
+            "{}{} in {} ms: apps: {}; stale lockfiles: {}; run dirs: {}; stragglers: {}{}{}",
+            self.kind,
+            if self.dry_run { " (dry run)" } else { "" },
+            self.duration_ms,
+            fmt(Self::count(self.apps.iter().map(|a| a.action))),
+            fmt(Self::count(self.lockfiles.iter().map(|l| l.action))),
+            fmt(Self::count(self.run_dirs.iter().map(|d| d.action))),
+            fmt(Self::count(self.stragglers.iter().map(|s| s.action))),
+            if long > 0 { format!("; {long} long-held lock(s) flagged") } else { String::new() },
+            match self.stopped {
+                Some(s) => format!("; stopped early ({s}): the next sweep continues"),
+                None => String::new(),
+            }
+        )
+    }
+
+    /// The plan of a dry run, one line per action, for people.
+    pub fn plan_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in &self.apps {
+            let verb = match a.action {
+                "would-reap" => "reap",
+                "left" => "leave",
+                other => other,
+            };
+            let mut why = format!("lock {}", a.lock);
+            if let Some(pid) = a.holder_pid {
+                why.push_str(&format!(", pid {pid}"));
+            }
+            if let Some(r) = &a.holder_run_id {
+                why.push_str(&format!(", run {r}"));
+            }
+            if let Some(r) = &a.reason {
+                why.push_str(&format!("; {r}"));
+            }
+            if a.long_held {
+                why.push_str("; LONG-HELD: possible leaked run");
+            }
+            out.push(format!("{verb:<8} app      {}  ({why}; found by {})", a.domain, a.sources.join("+")));
+        }
+        for l in &self.lockfiles {
+            let verb = match l.action {
+                "would-unlink" => "unlink",
+                "left" => "leave",
+                other => other,
+            };
+            let mut why = l.reason.clone().unwrap_or_else(|| "free, no app behind it".into());
+            if l.long_held {
+                why.push_str("; LONG-HELD: possible leaked run");
+            }
+            out.push(format!("{verb:<8} lockfile {}  ({why})", l.domain));
+        }
+        for d in &self.run_dirs {
+            let verb = if d.action == "would-prune" { "prune" } else { d.action };
+            let what = if d.removed.is_empty() { d.reason.clone().unwrap_or_default() } else { d.removed.join(", ") };
+            out.push(format!("{verb:<8} run dir  {}  ({what})", d.path));
+        }
+        for s in &self.stragglers {
+            let verb = if s.action == "would-kill" { "kill" } else { s.action };
+            out.push(format!("{verb:<8} process  {}  (run {} is dead)", s.pid, s.run_id));
+        }
+        if out.is_empty() {
+            out.push("nothing to do".to_string());
+        }
+        out
+    }
+}
