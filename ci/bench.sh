@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every figure of SPEC §11, printed (median and p99, next to its comparison) and never asserted.
+#
+#   ci/bench.sh           full sizes (a few minutes)
+#   ci/bench.sh --quick   small sizes, for a quick look
+#
+# Parts: ci/bench-locks.sh (lock handoff; janitor sweep growth), ci/bench-cancel.sh (cancel
+# latency), ci/bench-run.sh (ccci's own CPU in a green run; per-run tree creation). Needs a
+# local swarm for the last part (ci/swarm.sh up).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+(cd "$root" && cargo build --release --quiet)
+bin=${CARGO_TARGET_DIR:-$root/target}/release/ccci
+echo "bench: $("$bin" --version) on $(nproc) cores, $(uname -r), $(date -u +%FT%TZ)"
+if [ $quick = 1 ]; then
+  CCCI="$bin" BENCH_HANDOFFS=20 BENCH_SWEEPS=3 BENCH_SIZES="100 1000" "$root/ci/bench-locks.sh"
+  CCCI_BIN="$bin" "$root/ci/bench-cancel.sh" 10
+  CCCI_BIN="$bin" "$root/ci/bench-run.sh" 1
+else
+  CCCI="$bin" "$root/ci/bench-locks.sh"
+  CCCI_BIN="$bin" "$root/ci/bench-cancel.sh" 30
+  CCCI_BIN="$bin" "$root/ci/bench-run.sh" 5
+fi
