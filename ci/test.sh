@@ -33,4 +33,8 @@ cargo fmt --all -- --check
 echo "test.sh: cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "test.sh: cargo test --all-targets"
-cargo test --all-targets -- --test-threads="${CCCI_TEST_THREADS:-4}"
+log=$(mktemp)
+cargo test --all-targets -- --test-threads="${CCCI_TEST_THREADS:-4}" 2>&1 | tee "$log"
+# The real-kernel suite must have been built and run, not silently dropped.
+grep -q "concurrency_suite_is_compiled ... ok" "$log" || { echo "test.sh: the concurrency suite did not run" >&2; exit 1; }
+rm -f "$log"

@@ -759,3 +759,21 @@ fn concurrency_doc_cites_tests_that_exist() {
     }
     assert_no_problems(problems);
 }
+
+/// The concurrency suite is a target of its own; this guard (outside it) fails when Cargo.toml
+/// stops declaring it or when one of its files is not part of it. `ci/test.sh` also checks that
+/// the suite's own guard test ran.
+#[test]
+fn the_concurrency_suite_is_declared_and_complete() {
+    let manifest = read("Cargo.toml");
+    let target =
+        manifest.split("[[test]]").find(|t| t.contains("name = \"concurrency\"")).expect("no concurrency target");
+    assert!(target.contains("path = \"tests-concurrency/main.rs\""), "{target}");
+    let main = read("tests-concurrency/main.rs");
+    for e in fs::read_dir(repo_root().join("tests-concurrency")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(module) = name.strip_suffix(".rs").filter(|m| *m != "main") {
+            assert!(main.contains(&format!("mod {module};")), "tests-concurrency/{name} is not declared in main.rs");
+        }
+    }
+}
