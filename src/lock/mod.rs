@@ -99,8 +99,19 @@ pub fn open_checked(path: &Path, create: bool) -> Result<File, LockError> {
         }
     })?;
     let meta = file.metadata().map_err(|source| LockError::Open { path: path.to_path_buf(), source, hint: "" })?;
-    if !meta.file_type().is_file() {
-        return Err(LockError::Unsafe { path: path.to_path_buf(), what: "is not a regular file".into() });
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if ft.is_fifo() {
+            "is a FIFO"
+        } else if ft.is_socket() {
+            "is a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "is a device"
+        } else {
+            "is not a regular file"
+        };
+        return Err(LockError::Unsafe { path: path.to_path_buf(), what: what.into() });
     }
     let euid = nix::unistd::geteuid().as_raw();
     if meta.uid() != euid {
