@@ -486,20 +486,9 @@ fn a_run_cancelled_while_waiting_tears_nothing_down() {
     let _slot = swarm_slot();
     let w = World::new();
     w.recipe("hello");
-    w.trusted(
-        "hello",
-        "ccci.yml",
-        &format!("extra_env: {{ HTTP_PORT: \"{}\" }}\ntimeouts: {{ deploy: 60 }}\n", free_port()),
-        false,
-    );
+    w.own_port("hello");
     // The holder parks in its custom test until the test lets it go.
-    let gate = w.path().join("gate");
-    w.trusted(
-        "hello",
-        "test_wait",
-        &format!("#!/bin/sh\necho parked-in-test\nwhile [ ! -e '{}' ]; do sleep 0.1; done\n", gate.display()),
-        true,
-    );
+    let gate = w.parked_test("hello");
     let lock = hello_lock(&w);
     let mut first = start_run(&w, "install,custom", &[]);
     first.err.wait_for("parked-in-test", Duration::from_secs(120));

@@ -13,19 +13,8 @@ use crate::common::*;
 fn world_with_gate() -> (World, std::path::PathBuf) {
     let w = World::new();
     w.recipe("hello");
-    w.trusted(
-        "hello",
-        "ccci.yml",
-        &format!("extra_env: {{ HTTP_PORT: \"{}\" }}\ntimeouts: {{ deploy: 60 }}\n", free_port()),
-        false,
-    );
-    let gate = w.path().join("gate");
-    w.trusted(
-        "hello",
-        "test_wait",
-        &format!("#!/bin/sh\necho parked-in-test\nwhile [ ! -e '{}' ]; do sleep 0.1; done\n", gate.display()),
-        true,
-    );
+    w.own_port("hello");
+    let gate = w.parked_test("hello");
     (w, gate)
 }
 

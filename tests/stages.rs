@@ -188,12 +188,7 @@ fn an_upgrade_that_redeploys_the_old_tree_fails_the_chaos_version_check() {
     let mut w = World::new();
     w.abra_mode("old-tree:redeploy");
     w.recipe("hello");
-    w.trusted(
-        "hello",
-        "ccci.yml",
-        &format!("extra_env: {{ HTTP_PORT: \"{}\" }}\ntimeouts: {{ deploy: 60 }}\n", free_port()),
-        false,
-    );
+    w.own_port("hello");
     let (code, r, err) = run(&w, &["--recipe", "hello", "--stages", "install,upgrade"]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(status(&r, "install"), "pass");
@@ -371,12 +366,7 @@ fn the_quick_lane_runs_exactly_upgrade_and_custom() {
     let mut w = World::new();
     w.recipe("hello");
     w.set("CCCI_QUICK", "yes");
-    w.trusted(
-        "hello",
-        "ccci.yml",
-        &format!("extra_env: {{ HTTP_PORT: \"{}\" }}\ntimeouts: {{ deploy: 60 }}\n", free_port()),
-        false,
-    );
+    w.own_port("hello");
     w.trusted("hello", "test_ok", &script("true"), true);
     let (code, r, err) = run(&w, &["--recipe", "hello", "--stages", "install"]);
     assert_eq!(code, 0, "{err}");

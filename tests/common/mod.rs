@@ -117,6 +117,32 @@ impl World {
         p
     }
 
+    /// A trusted `ccci.yml` giving `recipe` a host port of its own (host-mode ports collide
+    /// between parallel apps) and a 60 s deploy timeout. Returns the port.
+    pub fn own_port(&self, recipe: &str) -> u16 {
+        let port = free_port();
+        self.trusted(
+            recipe,
+            "ccci.yml",
+            &format!("extra_env: {{ HTTP_PORT: \"{port}\" }}\ntimeouts: {{ deploy: 60 }}\n"),
+            false,
+        );
+        port
+    }
+
+    /// A custom test `test_wait` that prints `parked-in-test` and waits until the returned gate
+    /// file exists: a run parked there holds its app lock with its app deployed.
+    pub fn parked_test(&self, recipe: &str) -> PathBuf {
+        let gate = self.path().join("gate");
+        self.trusted(
+            recipe,
+            "test_wait",
+            &format!("#!/bin/sh\necho parked-in-test\nwhile [ ! -e '{}' ]; do sleep 0.1; done\n", gate.display()),
+            true,
+        );
+        gate
+    }
+
     pub fn set(&mut self, k: &str, v: &str) -> &mut World {
         self.env.insert(k.to_string(), v.to_string());
         self
