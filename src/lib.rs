@@ -37,6 +37,10 @@ use clap::Parser;
 
 /// The binary's entry point.
 pub fn main() -> ExitCode {
+    if let Some(code) = process::shim::run_if_shim() {
+        return ExitCode::from(code);
+    }
+    process::shim::enable();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -4,6 +4,7 @@
 
 pub mod env;
 pub mod group;
+pub mod shim;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -219,7 +220,33 @@ impl Cmd {
     }
 
     fn command(&self) -> Command {
-        let mut c = Command::new(&self.program);
+        let parent = nix::unistd::getpid().as_raw();
+        let mut c = if shim::enabled() {
+            // Through the shim (see `shim`): ccci re-executes itself to arm the parent-death
+            // signal, then becomes the program. An absolute program path and no pre-exec hook
+            // let std use posix_spawn (vfork) instead of fork.
+            let mut c = Command::new("/proc/self/exe");
+            c.arg(shim::ARG).arg(parent.to_string()).arg(&self.program);
+            c
+        } else {
+            let mut c = Command::new(&self.program);
+            // SAFETY: runs in the forked child before exec; only async-signal-safe calls
+            // (prctl, getppid, _exit), no allocation. The parent-death signal follows the
+            // spawning thread, which is why ccci spawns only from its main thread.
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent may have died between fork and prctl; the signal would never come.
+                    if libc::getppid() != parent {
+                        libc::_exit(127);
+                    }
+                    Ok(())
+                });
+            }
+            c
+        };
         c.args(&self.args)
             .env_clear()
             .envs(env::base())
@@ -232,23 +259,27 @@ impl Cmd {
         if let Some(d) = &self.cwd {
             c.current_dir(d);
         }
-        let parent = nix::unistd::getpid().as_raw();
-        // SAFETY: runs in the forked child before exec; only async-signal-safe calls (prctl,
-        // getppid, _exit), no allocation. The parent-death signal follows the spawning thread,
-        // which is why ccci spawns only from its main thread.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl; the signal would never come.
-                if libc::getppid() != parent {
-                    libc::_exit(127);
-                }
-                Ok(())
-            });
-        }
         c
+    }
+
+    /// The shim reports a missing program only after the spawn; find it here first, with the
+    /// child's PATH, so the error and its hint name it like any spawn error.
+    fn check_program(&self) -> Result<(), std::io::Error> {
+        let executable = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        let found = if self.program.contains('/') {
+            let p = match &self.cwd {
+                Some(d) if !self.program.starts_with('/') => d.join(&self.program),
+                _ => PathBuf::from(&self.program),
+            };
+            executable(&p)
+        } else {
+            let path = env::base().into_iter().find(|(k, _)| k == "PATH").map(|(_, v)| v).unwrap_or_default();
+            path.split(':').filter(|d| !d.is_empty()).any(|d| executable(&Path::new(d).join(&self.program)))
+        };
+        if found { Ok(()) } else { Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable")) }
     }
 
     /// Runs the child to its end, or until a stop (signal, deadline, timeout, budget).
@@ -273,6 +304,11 @@ impl Cmd {
             return Ok(out);
         }
         tracing::event!(target: "ccci::process", Level::DEBUG, "$ {cmdline}");
+        self.check_program().map_err(|source| ProcessError::Spawn {
+            cmdline: cmdline.clone(),
+            source,
+            hint: self.hint.clone(),
+        })?;
         let mut child = self.command().spawn().map_err(|source| ProcessError::Spawn {
             cmdline: cmdline.clone(),
             source,
