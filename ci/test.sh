@@ -38,3 +38,6 @@ cargo test --all-targets -- --test-threads="${CCCI_TEST_THREADS:-4}" 2>&1 | tee 
 # The real-kernel suite must have been built and run, not silently dropped.
 grep -q "concurrency_suite_is_compiled ... ok" "$log" || { echo "test.sh: the concurrency suite did not run" >&2; exit 1; }
 rm -f "$log"
+
+echo "test.sh: chaos soak (ci/soak.sh 40, with the binary cargo test built)"
+CCCI_BIN="${CARGO_TARGET_DIR:-target}/debug/ccci" ci/soak.sh 40

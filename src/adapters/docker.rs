@@ -131,7 +131,18 @@ impl Docker {
             let fmt = format!("{{{{index .Spec.Labels \"{NS_LABEL}\"}}}}");
             let mut args = vec!["service", "inspect", "--format", fmt.as_str()];
             args.extend(ids.iter().map(String::as_str));
-            out.extend(self.lines(&args)?);
+            match self.lines(&args) {
+                Ok(names) => out.extend(names),
+                // A service removed between the listing and the inspect fails the whole call
+                // (any stack's, not only a run app's): look at the rest one by one.
+                Err(_) => {
+                    for id in &ids {
+                        if let Ok(names) = self.lines(&["service", "inspect", "--format", fmt.as_str(), id]) {
+                            out.extend(names);
+                        }
+                    }
+                }
+            }
         }
         out.retain(|s| !s.is_empty());
         Ok(out)
