@@ -4,7 +4,7 @@
 # points of a schedule that a printed seed reproduces. Then a final janitor sweep, and the
 # invariants are checked and printed with counts. See docs/reliability.md.
 #
-#   ci/soak.sh N [--seed S] [--parallel P]
+#   ci/soak.sh N [--seed S] [--parallel P] [--plan]
 #
 #   N            number of runs (>= 6: every fault type happens at least once)
 #   --seed S     seed of the schedule (bash RANDOM=S); printed; the same seed gives the same
@@ -29,9 +29,13 @@
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-usage() {
-	sed -n '7,14p' "$0" | sed 's/^# \{0,1\}//' >&2
-	exit 2
+usage() { # [EXIT CODE]: 0 prints on stdout (--help), anything else on stderr
+	if [ "${1:-2}" = 0 ]; then
+		sed -n '7,14p' "$0" | sed 's/^# \{0,1\}//'
+	else
+		sed -n '7,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+	fi
+	exit "${1:-2}"
 }
 
 N= seed= P=3 plan=
@@ -42,7 +46,7 @@ while [ $# -gt 0 ]; do
 	--seed=*) seed=${1#*=} ;;
 	--parallel) [ $# -ge 2 ] || usage; P=$2; shift ;;
 	--parallel=*) P=${1#*=} ;;
-	-h | --help) usage ;;
+	-h | --help) usage 0 ;;
 	-*) echo "soak: unknown option $1" >&2; usage ;;
 	*) [ -z "$N" ] || usage; N=$1 ;;
 	esac
