@@ -76,7 +76,10 @@ if [ -z "$plan" ]; then
 fi
 real_docker=$(command -v docker)
 ccci_exe=
-[ -n "$plan" ] || ccci_exe=$(readlink -f "$CCCI_BIN")
+if [ -z "$plan" ]; then
+	ccci_exe=$(readlink -f "$CCCI_BIN")
+	CCCI_BIN=$ccci_exe # runs, wrappers and janitors do not depend on the soak's cwd
+fi
 
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 t_soak0=$(now_ms)
