@@ -50,7 +50,7 @@ pub enum Command {
     /// Take an app lock with ccci's own acquire and print the wall-clock time (ns since the
     /// epoch) at which it held it (for ci/bench-locks.sh).
     #[command(hide = true)]
-    LockWait(crate::commands::locks::LockWaitArgs),
+    LockWait(LockWaitArgs),
 }
 
 #[derive(Debug, Args, Default)]
@@ -124,4 +124,14 @@ pub struct LocksArgs {
     /// Print JSON on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of the hidden `ccci lock-wait PATH` (benchmarks only).
+#[derive(Debug, Args, Default)]
+pub struct LockWaitArgs {
+    /// The lockfile to take (created when absent)
+    pub path: PathBuf,
+    /// Give up after SECS (exit 75)
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
 }

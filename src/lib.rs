@@ -3,22 +3,23 @@
 //! against that deployment, and always tear it down — without ever leaking an app stack or a
 //! process, and without ever disturbing a concurrent live run.
 //!
-//! The folder tree follows the program: `cli` and `config` turn flags, environment and the host
-//! config file into settings; `lifetime` owns signals, the deadline and the teardown budget;
-//! `process` is the one spawn path; `lock` the app lock; `workspace` the run dir; `fetch` and
-//! `git` get the recipe; `pipeline` deploys, checks readiness, runs stages and tears down through
-//! the `adapters` for abra and docker; `janitor` reaps what dead runs left; `report` writes
-//! results.
+//! The folder tree follows the program. Low layers know nothing of the pipeline, the janitor or
+//! the command line: `lifetime` owns signals, the deadline and the teardown budget; `process` is
+//! the one spawn path; `lock` the app lock; `adapters` wrap abra, docker and git. Above them,
+//! `cli` and `config` turn flags, environment and the host config file into settings; `stage`
+//! names the stages and rungs; `app` is a run app and how to take one apart; `workspace` is the
+//! run dir; `pipeline` fetches, deploys, checks readiness, runs stages and tears down;
+//! `janitor` reaps what dead runs left; `report` writes results; `commands` holds one entry
+//! point per subcommand.
 
 pub mod adapters;
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod env_vars;
 pub mod exit;
-pub mod fetch;
-pub mod git;
 pub mod janitor;
 pub mod lifetime;
 pub mod lock;
@@ -27,8 +28,8 @@ pub mod mask;
 pub mod names;
 pub mod pipeline;
 pub mod process;
-pub mod reap;
 pub mod report;
+pub mod stage;
 pub mod workspace;
 
 use std::process::ExitCode;

@@ -6,6 +6,7 @@ mod common;
 mod fetch;
 mod input;
 mod janitor_swarm;
+mod layering;
 mod ops;
 mod run_dir;
 mod stages;

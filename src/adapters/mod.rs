@@ -2,6 +2,8 @@
 
 pub mod abra;
 pub mod docker;
+pub mod git;
 
 pub use abra::{Abra, AbraError};
 pub use docker::{Docker, DockerError, Residue};
+pub use git::{Git, GitError};

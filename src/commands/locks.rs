@@ -24,13 +24,12 @@
 //! acquire and prints the wall-clock time at which it held it.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::adapters::Docker;
-use crate::cli::{Cli, LocksArgs};
+use crate::cli::{Cli, LockWaitArgs, LocksArgs};
 use crate::config;
 use crate::janitor::inventory::{self, HeldLocks};
 use crate::janitor::plan::LockState;
@@ -179,16 +178,6 @@ fn print_table(lock_dir: &std::path::Path, locks: &[LockOut]) {
     for r in &rows {
         let _ = writeln!(out, "{}", line(r));
     }
-}
-
-/// Arguments of the hidden `ccci lock-wait PATH` (benchmarks only).
-#[derive(Debug, clap::Args, Default)]
-pub struct LockWaitArgs {
-    /// The lockfile to take (created when absent)
-    pub path: PathBuf,
-    /// Give up after SECS (exit 75)
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<u64>,
 }
 
 /// Takes the lock at `path` with ccci's own acquire (non-blocking try, then the event-driven

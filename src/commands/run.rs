@@ -2,11 +2,13 @@
 
 use std::time::{Instant, SystemTime};
 
+use crate::adapters::git::Git;
 use crate::adapters::{Abra, Docker};
+use crate::app::App;
 use crate::cli::{Cli, RunArgs, VERSION};
 use crate::config::{self, ConfigError};
 use crate::exit::{self, Facts};
-use crate::git::Git;
+use crate::janitor;
 use crate::lock::fs_check;
 use crate::mask::{self, Masker};
 use crate::pipeline::{self, Ctx, RunState};
@@ -103,16 +105,15 @@ fn run(cfg: config::Run) -> u8 {
     }
     process::configure_timing(process::Timing { kill_grace: cfg.host.kill_grace, leak_timeout: cfg.host.leak_timeout });
     child_env::configure(&cfg.host.passwd_home, Some(child_env::mint_run_token(&cfg.run_id)));
-    let stack = names::stack_name(&cfg.domain);
-    let env_path = cfg.host.server_dir().join(format!("{}.env", cfg.domain));
+    let app = App::new(&cfg.domain, &cfg.host.server_dir());
     child_env::set_run_vars(vec![
         (ev::CCCI_RECIPE.into(), cfg.recipe.clone()),
         (ev::CCCI_APP_DOMAIN.into(), cfg.domain.clone()),
-        (ev::CCCI_STACK.into(), stack.clone()),
+        (ev::CCCI_STACK.into(), app.stack.clone()),
         (ev::CCCI_RUN_ID.into(), cfg.run_id.clone()),
         (ev::CCCI_RUN_DIR.into(), ws.run_dir.display().to_string()),
         (ev::ABRA_DIR.into(), ws.abra_dir.display().to_string()),
-        (ev::CCCI_APP_ENV.into(), env_path.display().to_string()),
+        (ev::CCCI_APP_ENV.into(), app.env_path.display().to_string()),
         (ev::CCCI_DEPLOY_COUNT_FILE.into(), ws.deploy_count_file.display().to_string()),
         (ev::CCCI_OP_STATE_FILE.into(), ws.op_state_file.display().to_string()),
     ]);
@@ -136,7 +137,7 @@ fn run(cfg: config::Run) -> u8 {
     tracing::info!(
         "app domain {} (stack {}), lock {}",
         cfg.domain,
-        stack,
+        app.stack,
         cfg.host.lock_dir.join(names::lock_file_name(&cfg.domain)).display()
     );
 
@@ -145,8 +146,7 @@ fn run(cfg: config::Run) -> u8 {
         git: Git::new(cfg.host.git_token.clone()),
         abra,
         docker,
-        stack,
-        env_path,
+        app,
         ws,
         cfg,
         started,
@@ -154,6 +154,10 @@ fn run(cfg: config::Run) -> u8 {
     if let Err(e) = std::fs::create_dir_all(&ctx.cfg.host.lock_dir) {
         tracing::warn!("cannot create the app lock dir {}: {e}", ctx.cfg.host.lock_dir.display());
     }
+    // The run-start janitor (§6): before the fetch and before this run takes its own app lock,
+    // so it can never see this run's app; a live run of the same domain holds its lock and is
+    // left alone.
+    janitor::run_start(&ctx.cfg.host, &ctx.abra, &ctx.docker, janitor::RUN_START_BUDGET);
     let st = pipeline::run(&ctx);
     finish(&ctx, st, started, t0, provenance)
 }
@@ -172,7 +176,7 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
         tracing::warn!("stopped {} process(es) of this run that escaped their step: {escaped:?}", escaped.len());
     }
     let stages = st.stage_list(&cfg.stages);
-    let failed = st.failed.is_some() || stages.iter().any(|s| s.is_bad(cfg.stages.iter().any(|r| r.name() == s.name)));
+    let failed = st.failed.is_some() || stages.iter().any(|s| s.is_bad(cfg.stages.contains(&s.stage)));
     let facts = Facts {
         cause: lifetime::cause(),
         lock_timeout: st.lock_timeout,

@@ -8,6 +8,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Serialize;
 
+use crate::stage::Stage;
+
 static RECIPE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9-]{0,63}$").expect("regex"));
 static OWNER_REPO: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$").expect("regex"));
 
@@ -123,41 +125,6 @@ pub fn source(what: &str, value: &str) -> Result<Source, InputError> {
         return Ok(Source::OwnerRepo(value.to_string()));
     }
     Err(err(what, value, RULE))
-}
-
-/// The five stages, in the order they run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    Install,
-    Upgrade,
-    Backup,
-    Restore,
-    Custom,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 5] = [Stage::Install, Stage::Upgrade, Stage::Backup, Stage::Restore, Stage::Custom];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Install => "install",
-            Stage::Upgrade => "upgrade",
-            Stage::Backup => "backup",
-            Stage::Restore => "restore",
-            Stage::Custom => "custom",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Stage> {
-        Stage::ALL.into_iter().find(|st| st.name() == s)
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// A comma list of stages from the five, no duplicates; returned in run order.

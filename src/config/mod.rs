@@ -13,9 +13,10 @@ use thiserror::Error;
 
 use crate::cli::{JanitorArgs, RunArgs};
 use crate::env_vars as ev;
+use crate::stage::Stage;
 pub use ccci_yml::CcciYml;
 use host_file::HostFile;
-pub use input::{InputError, Source, Stage};
+pub use input::{InputError, Source};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {

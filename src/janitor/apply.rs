@@ -8,10 +8,10 @@ use super::plan::{Action, Candidate, LockState, long_held};
 use super::probe::{self, Peek, Probe, ProbeLock, Stale};
 use super::report::{AppEntry, LockfileEntry, describe_holder};
 use crate::adapters::{Abra, Docker};
+use crate::app::reap;
 use crate::lifetime;
 use crate::lock::HolderInfo;
 use crate::names;
-use crate::reap;
 
 /// What the apply steps need.
 pub struct Sweeper<'a> {
@@ -52,12 +52,12 @@ impl Sweeper<'_> {
     pub fn reap(&self, c: &Candidate) -> AppEntry {
         let t = Instant::now();
         let mut e = app_entry(c, "unprobed", "skipped");
-        match probe::probe(&self.lock_path(&c.domain), true) {
+        match probe::probe(&self.lock_path(&c.app.domain), true) {
             Probe::Unsafe(why) => self.unsafe_lock(&mut e, why),
             Probe::Gone => {
                 tracing::info!(
                     "janitor: {}: its lockfile was unlinked meanwhile (reaped by another janitor); skipping",
-                    c.domain
+                    c.app.domain
                 );
                 e.lock = "gone";
                 e.reason = Some("the lockfile was unlinked meanwhile: another janitor reaped it".into());
@@ -86,10 +86,10 @@ impl Sweeper<'_> {
             build_link: None,
         });
         let why = if lock.created { "no lockfile (the lock dir was emptied, e.g. by a reboot)" } else { "lock free" };
-        let items = match reap::leftovers(self.docker, &c.stack, &c.env_path) {
+        let items = match reap::leftovers(self.docker, &c.app) {
             Ok(items) => items,
             Err(err) => {
-                tracing::error!("janitor: {}: cannot list what is left of it: {err}", c.domain);
+                tracing::error!("janitor: {}: cannot list what is left of it: {err}", c.app.domain);
                 e.action = "failed";
                 e.reason = Some(format!("cannot list its objects: {err}"));
                 let _ = lock.unlink_if_created();
@@ -97,24 +97,24 @@ impl Sweeper<'_> {
             }
         };
         if items.is_empty() {
-            tracing::info!("janitor: {}: {why}, and nothing of it is left; removing its lockfile", c.domain);
+            tracing::info!("janitor: {}: {why}, and nothing of it is left; removing its lockfile", c.app.domain);
             e.action = "already-gone";
             self.unlink(lock, e);
             return;
         }
         tracing::info!(
             "janitor: {}: {why} — orphan of a dead run; reaping {} under the probe lock",
-            c.domain,
+            c.app.domain,
             items.join(", ")
         );
-        match reap::reap(self.abra, self.docker, &c.domain, &c.stack, &c.env_path) {
+        match reap::reap(self.abra, self.docker, &c.app) {
             Ok(()) => {
                 e.action = "reaped";
                 self.unlink(lock, e);
-                tracing::info!("janitor: {}: reaped", c.domain);
+                tracing::info!("janitor: {}: reaped", c.app.domain);
             }
             Err(err) => {
-                tracing::error!("janitor: {}: reap failed: {err}; the next sweep tries again", c.domain);
+                tracing::error!("janitor: {}: reap failed: {err}; the next sweep tries again", c.app.domain);
                 e.action = "failed";
                 e.reason = Some(err);
                 lock.clear_holder();
@@ -212,8 +212,8 @@ fn fill_holder(
 
 pub fn app_entry(c: &Candidate, lock: &'static str, action: &'static str) -> AppEntry {
     AppEntry {
-        domain: c.domain.clone(),
-        stack: c.stack.clone(),
+        domain: c.app.domain.clone(),
+        stack: c.app.stack.clone(),
         sources: c.sources.iter().copied().collect(),
         lock,
         action,

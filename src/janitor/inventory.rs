@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::plan::{BULKY, Candidate, LockState, RunDir, TokenProcess};
 use super::probe::unsafe_kind;
 use crate::adapters::{Abra, Docker};
+use crate::app::App;
 use crate::config::Host;
 use crate::env_vars as ev;
 use crate::lock::{HolderInfo, proc_locks};
@@ -37,6 +38,17 @@ pub struct Discovery {
     pub ignored: BTreeSet<String>,
 }
 
+impl Discovery {
+    /// Records that `source` found `app` (abra and docker often both do).
+    fn add(&mut self, app: App, source: &'static str) {
+        self.candidates
+            .entry(app.domain.clone())
+            .or_insert_with(|| Candidate { app, sources: BTreeSet::new() })
+            .sources
+            .insert(source);
+    }
+}
+
 /// Candidates: `abra app ls -m` plus every stack namespace docker knows, filtered by the
 /// run-app pattern. A source that fails is reported, and the other one still counts.
 pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPattern) -> Discovery {
@@ -52,14 +64,7 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
                 let plain = !app.server.is_empty() && !app.server.contains('/') && app.server != "..";
                 let server_dir =
                     if plain { host.abra_home.join("servers").join(&app.server) } else { host.server_dir() };
-                let env_path = server_dir.join(format!("{}.env", app.domain));
-                let c = d.candidates.entry(app.domain.clone()).or_insert_with(|| Candidate {
-                    stack: names::stack_name(&app.domain),
-                    domain: app.domain.clone(),
-                    env_path,
-                    sources: BTreeSet::new(),
-                });
-                c.sources.insert("abra");
+                d.add(App::new(&app.domain, &server_dir), "abra");
             }
         }
         Err(e) => {
@@ -75,13 +80,7 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
                     d.ignored.insert(stack);
                     continue;
                 };
-                let c = d.candidates.entry(domain.clone()).or_insert_with(|| Candidate {
-                    env_path: host.server_dir().join(format!("{domain}.env")),
-                    domain,
-                    stack,
-                    sources: BTreeSet::new(),
-                });
-                c.sources.insert("docker");
+                d.add(App::new(&domain, &host.server_dir()), "docker");
             }
         }
         Err(e) => {
@@ -101,6 +100,11 @@ impl HeldLocks {
         let mut map: HashMap<(u32, u32, u64), Vec<i32>> = HashMap::new();
         for e in proc_locks::read() {
             map.entry((e.major, e.minor, e.inode)).or_default().push(e.pid);
+        }
+        // A racing reader can see an entry twice (see `proc_locks::holders`).
+        for pids in map.values_mut() {
+            pids.sort_unstable();
+            pids.dedup();
         }
         HeldLocks(map)
     }

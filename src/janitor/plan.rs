@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::app::App;
 use crate::lock::HolderInfo;
 
 /// When a holder recorded no deadline, a lock older than twice this is flagged.
@@ -21,10 +22,7 @@ pub const BULKY: [&str; 3] = ["abra", "tests", "state"];
 /// A run app found by discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
-    pub domain: String,
-    pub stack: String,
-    /// `<abra home>/servers/<server>/<domain>.env` (it may not exist).
-    pub env_path: PathBuf,
+    pub app: App,
     /// `abra` and/or `docker`.
     pub sources: BTreeSet<&'static str>,
 }
@@ -202,9 +200,7 @@ mod tests {
 
     fn cand(domain: &str) -> Candidate {
         Candidate {
-            domain: domain.into(),
-            stack: crate::names::stack_name(domain),
-            env_path: PathBuf::from(format!("/abra/servers/default/{domain}.env")),
+            app: App::new(domain, std::path::Path::new("/abra/servers/default")),
             sources: BTreeSet::from(["docker"]),
         }
     }
@@ -240,7 +236,9 @@ mod tests {
         );
         let p = plan(&inv, 14 * DAY);
         assert_eq!(p.len(), 5);
-        assert!(matches!(&p[0], Action::Reap { candidate, lock: LockState::Free } if candidate.domain == "a-000001.x"));
+        assert!(
+            matches!(&p[0], Action::Reap { candidate, lock: LockState::Free } if candidate.app.domain == "a-000001.x")
+        );
         assert!(
             matches!(&p[1], Action::Leave { domain, candidate: Some(_), flag: None, .. } if domain == "a-000002.x")
         );

@@ -45,9 +45,18 @@ pub fn read() -> Vec<LockEntry> {
 }
 
 /// Pids holding a lock on the inode `(dev, ino)`.
+///
+/// `/proc/locks` is a seq_file read a page at a time: when other processes take or release
+/// locks between two reads, an entry can be printed twice or not at all. So the answer is
+/// informational (who to name, what to show); decisions are made by the kernel's own answer
+/// to a non-blocking try.
 pub fn holders(dev: u64, ino: u64) -> Vec<i32> {
     let (major, minor) = (libc::major(dev), libc::minor(dev));
-    read().into_iter().filter(|e| e.inode == ino && e.major == major && e.minor == minor).map(|e| e.pid).collect()
+    let mut pids: Vec<i32> =
+        read().into_iter().filter(|e| e.inode == ino && e.major == major && e.minor == minor).map(|e| e.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 pub fn holders_of_file(f: &File) -> Vec<i32> {

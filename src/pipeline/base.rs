@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::git::Git;
+use crate::adapters::git::Git;
 
 static RELEASE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(\d+)\.(\d+)\.(\d+)(?:\+([0-9A-Za-z.+_-]+))?$").expect("regex"));

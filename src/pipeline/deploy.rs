@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::readiness::{HttpFloor, NotReady, Readiness};
-use super::{Running, base, envfile, readiness};
+use super::ready::{self, HttpFloor, NotReady, Readiness};
+use super::{Running, base, envfile};
+use crate::adapters::git::Git;
+use crate::app::reap;
 use crate::env_vars as ev;
-use crate::git::Git;
 use crate::lifetime::{self, Stop};
 use crate::process::{Cmd, env as child_env};
-use crate::reap;
 
 /// A step that did not work out: a failure to report, or a stop to obey.
 #[derive(Debug)]
@@ -27,17 +27,17 @@ impl From<String> for StepError {
 impl Running<'_> {
     pub(super) fn deploy(&mut self) -> Result<Duration, StepError> {
         let ctx = self.ctx;
-        let (domain, stack, env_path) = (&ctx.cfg.domain, &ctx.stack, &ctx.env_path);
+        let (domain, stack, env_path) = (&ctx.app.domain, &ctx.app.stack, &ctx.app.env_path);
         let started = Instant::now();
 
         // Under the lock, anything of this domain belongs to a dead run (a live one would hold
         // the lock): clear it before `app new` would trip over it.
-        let left = reap::leftovers(&ctx.docker, stack, env_path)?;
+        let left = reap::leftovers(&ctx.docker, &ctx.app)?;
         if !left.is_empty() {
             tracing::warn!("clearing leftovers of {domain} from an earlier run: {}", left.join(", "));
-            reap::reap(&ctx.abra, &ctx.docker, domain, stack, env_path)
+            reap::reap(&ctx.abra, &ctx.docker, &ctx.app)
                 .map_err(|e| format!("cannot clear leftovers of {domain}: {e}"))?;
-            let still = reap::leftovers(&ctx.docker, stack, env_path)?;
+            let still = reap::leftovers(&ctx.docker, &ctx.app)?;
             if !still.is_empty() {
                 return Err(StepError::Failed(format!(
                     "leftovers of {domain} remain after clearing: {}",
@@ -52,7 +52,7 @@ impl Running<'_> {
         overrides.extend(self.custom.yml.extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())));
         envfile::set(env_path, &overrides)?;
 
-        if self.requested(crate::config::Stage::Upgrade) {
+        if self.requested(crate::stage::Stage::Upgrade) {
             let b = base::choose(
                 &ctx.git,
                 &self.fetched.dir,
@@ -82,7 +82,7 @@ impl Running<'_> {
         }
         self.prepare_tree("install")?;
         self.count_deploy()?;
-        let baseline = readiness::baseline(&ctx.docker, stack);
+        let baseline = ready::baseline(&ctx.docker, stack);
         self.deployed = true;
         ctx.abra.app_deploy(domain, false).map_err(|e| self.abra_err("abra app deploy", e))?;
         let timeout = Duration::from_secs(self.custom.yml.timeouts.deploy);
@@ -120,14 +120,14 @@ impl Running<'_> {
             let dest = self.fetched.dir.join("compose.ccci.yml");
             std::fs::copy(self.custom.path("compose.ccci.yml"), &dest)
                 .map_err(|e| format!("cannot copy compose.ccci.yml into {}: {e}", dest.display()))?;
-            let current = envfile::get(&ctx.env_path, "COMPOSE_FILE").unwrap_or_else(|| "compose.yml".to_string());
+            let current = envfile::get(&ctx.app.env_path, "COMPOSE_FILE").unwrap_or_else(|| "compose.yml".to_string());
             if !current.split(':').any(|f| f == "compose.ccci.yml") {
                 let joined = if current.is_empty() {
                     "compose.ccci.yml".to_string()
                 } else {
                     format!("{current}:compose.ccci.yml")
                 };
-                envfile::set(&ctx.env_path, &[("COMPOSE_FILE".to_string(), joined)])?;
+                envfile::set(&ctx.app.env_path, &[("COMPOSE_FILE".to_string(), joined)])?;
             }
         }
         if self.custom.has("install_steps.sh") {
@@ -187,14 +187,14 @@ impl Running<'_> {
 
     pub(super) fn wait_ready(
         &self,
-        baseline: super::ready::Baseline,
+        baseline: ready::Baseline,
         after_upgrade: bool,
         timeout: Duration,
     ) -> Result<Duration, StepError> {
         let floor = self.http_floor();
         let r = Readiness {
             docker: &self.ctx.docker,
-            stack: &self.ctx.stack,
+            stack: &self.ctx.app.stack,
             probes: &self.custom.yml.ready_probes,
             http: floor.as_ref(),
             timeout,
@@ -212,8 +212,8 @@ impl Running<'_> {
 
     /// `coop-cloud.<stack>.version` after the last deploy, else the head's tag, else its short commit.
     pub(super) fn deployed_version(&self) -> Option<String> {
-        let key = format!("coop-cloud.{}.version", self.ctx.stack);
-        if let Ok(services) = self.ctx.docker.services(&self.ctx.stack) {
+        let key = format!("coop-cloud.{}.version", self.ctx.app.stack);
+        if let Ok(services) = self.ctx.docker.services(&self.ctx.app.stack) {
             for s in services {
                 if let Some(v) = s["Spec"]["Labels"][&key].as_str() {
                     return Some(v.to_string());

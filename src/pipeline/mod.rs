@@ -6,7 +6,7 @@ pub mod base;
 pub mod customization;
 mod deploy;
 pub mod envfile;
-pub mod readiness;
+pub mod fetch;
 pub mod ready;
 mod stages;
 mod teardown;
@@ -17,16 +17,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::adapters::git::Git;
 use crate::adapters::{Abra, Docker};
-use crate::config::{self, Stage};
+use crate::app::App;
+use crate::config;
 use crate::exit::Cause;
-use crate::fetch::{self, FetchRequest, Fetched};
-use crate::git::Git;
 use crate::lifetime;
 use crate::lock::{self, AppLock, HolderInfo, LockError};
 use crate::report::{StageResult, Teardown};
+use crate::stage::Stage;
 use crate::workspace::Workspace;
 use customization::{Customization, CustomizationError, SnapshotRequest};
+use fetch::{FetchRequest, Fetched};
 
 /// What a run needs to reach the outside world.
 pub struct Ctx {
@@ -35,8 +37,8 @@ pub struct Ctx {
     pub abra: Abra,
     pub docker: Docker,
     pub git: Git,
-    pub stack: String,
-    pub env_path: PathBuf,
+    /// The run app: domain, stack and `.env`.
+    pub app: App,
     pub lock_path: PathBuf,
     pub started: std::time::SystemTime,
 }
@@ -89,11 +91,6 @@ pub fn run(ctx: &Ctx) -> RunState {
     let mut st = RunState::default();
     let requested = ctx.cfg.stages.clone();
     let unver = crate::report::Status::Unver;
-
-    // The run-start janitor (§6): before the fetch and before this run takes its own app lock,
-    // so it can never see this run's app; a live run of the same domain holds its lock and is
-    // left alone.
-    crate::janitor::run_start(&ctx.cfg.host, &ctx.abra, &ctx.docker, crate::janitor::RUN_START_BUDGET);
 
     banner("fetch");
     let t0 = Instant::now();
@@ -255,10 +252,8 @@ impl Running<'_> {
     fn record(&mut self, r: StageResult) {
         let status = r.status.as_str();
         let reason = r.reason.clone().unwrap_or_default();
-        tracing::info!("stage {}: {status} in {} {reason}", r.name, crate::clock::human(Duration::from_millis(r.ms)));
-        if let Some(s) = r.stage() {
-            self.st.results.insert(s, r);
-        }
+        tracing::info!("stage {}: {status} in {} {reason}", r.stage, crate::clock::human(Duration::from_millis(r.ms)));
+        self.st.results.insert(r.stage, r);
     }
 
     fn finish_stages(mut self, requested: &[Stage]) -> RunState {

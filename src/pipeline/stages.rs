@@ -7,21 +7,11 @@ use serde_json::json;
 use super::Running;
 use super::base::Base;
 use super::deploy::StepError;
-use super::readiness;
-use crate::config::Stage;
+use super::ready;
 use crate::lifetime;
 use crate::process::{Cmd, Stopped, env as child_env};
 use crate::report::{StageResult, Status, TestResult};
-
-/// The rung a stage feeds (the keys of `expected_na`).
-pub fn rung_of(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Install => "install",
-        Stage::Upgrade => "upgrade",
-        Stage::Backup | Stage::Restore => "backup_restore",
-        Stage::Custom => "functional",
-    }
-}
+use crate::stage::Stage;
 
 enum Out {
     Pass,
@@ -63,7 +53,7 @@ impl Running<'_> {
             super::banner(&format!("stage {stage}"));
             child_env::set_stage(stage.name());
             let t = Instant::now();
-            if let Some(reason) = self.custom.yml.expected_na.get(rung_of(stage)) {
+            if let Some(reason) = self.custom.yml.expected_na.get(&stage.rung()) {
                 self.record(StageResult::skip(stage, true, &format!("expected n/a: {reason}")));
                 continue;
             }
@@ -149,10 +139,10 @@ impl Running<'_> {
             let extra: Vec<(String, String)> =
                 self.custom.yml.upgrade_extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())).collect();
             if !extra.is_empty() {
-                super::envfile::set(&self.ctx.env_path, &extra)?;
+                super::envfile::set(&self.ctx.app.env_path, &extra)?;
             }
             self.prepare_tree("upgrade")?;
-            let baseline = readiness::baseline(&self.ctx.docker, &self.ctx.stack);
+            let baseline = ready::baseline(&self.ctx.docker, &self.ctx.app.stack);
             self.ctx.abra.app_deploy(&self.ctx.cfg.domain, true).map_err(|e| self.abra_err("abra app deploy -f", e))?;
             self.wait_ready(baseline, true, Duration::from_secs(self.custom.yml.timeouts.deploy))?;
             self.check_chaos_version(&head)?;
@@ -167,8 +157,8 @@ impl Running<'_> {
     /// An "upgrade" that redeployed the old tree must fail here: the `chaos-version` label of the
     /// app's services must name the head commit.
     fn check_chaos_version(&self, head: &str) -> Result<(), StepError> {
-        let key = format!("coop-cloud.{}.chaos-version", self.ctx.stack);
-        let services = self.ctx.docker.services(&self.ctx.stack).map_err(|e| StepError::Failed(e.to_string()))?;
+        let key = format!("coop-cloud.{}.chaos-version", self.ctx.app.stack);
+        let services = self.ctx.docker.services(&self.ctx.app.stack).map_err(|e| StepError::Failed(e.to_string()))?;
         let mut labelled = 0;
         for s in &services {
             let name = s["Spec"]["Name"].as_str().unwrap_or("?");

@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use super::Ctx;
+use crate::app::reap;
 use crate::lifetime;
 use crate::lock::AppLock;
-use crate::reap;
 use crate::report::Teardown;
 
 const VERIFY_FOR: Duration = Duration::from_secs(30);
@@ -32,7 +32,7 @@ pub(super) fn teardown(ctx: &Ctx, lock: AppLock) -> Teardown {
     lifetime::begin_teardown();
     crate::process::env::set_stage("teardown");
     let started = Instant::now();
-    let (domain, stack, env_path) = (&ctx.cfg.domain, &ctx.stack, &ctx.env_path);
+    let (domain, stack, env_path) = (&ctx.app.domain, &ctx.app.stack, &ctx.app.env_path);
 
     let deployed = ctx.docker.residue(stack).map(|r| !r.services.is_empty()).unwrap_or(true);
     if deployed && let Err(e) = ctx.abra.app_undeploy(domain) {
@@ -56,7 +56,7 @@ pub(super) fn teardown(ctx: &Ctx, lock: AppLock) -> Teardown {
     }
     if !left.is_empty() {
         tracing::warn!("teardown: residue of {domain}: {}; trying the janitor's docker routine", left.join(", "));
-        if let Err(e) = reap::docker_reap(&ctx.docker, stack, env_path) {
+        if let Err(e) = reap::docker_reap(&ctx.docker, &ctx.app) {
             tracing::warn!("teardown: docker removal: {e}");
         }
         if let Some(t) = abandoned(ctx, started) {
@@ -83,7 +83,7 @@ pub(super) fn teardown(ctx: &Ctx, lock: AppLock) -> Teardown {
 fn verify(ctx: &Ctx, within: Duration) -> Vec<String> {
     let end = Instant::now() + within;
     loop {
-        let left = match reap::leftovers(&ctx.docker, &ctx.stack, &ctx.env_path) {
+        let left = match reap::leftovers(&ctx.docker, &ctx.app) {
             Ok(l) => l,
             Err(e) => vec![format!("unknown (docker failed: {e})")],
         };

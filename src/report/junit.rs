@@ -44,10 +44,10 @@ pub fn junit_xml(r: &Results) -> String {
     };
     for s in &r.stages {
         count(s.status);
-        case(&mut cases, &format!("ccci.{}", r.recipe), &s.name, s.status, s.ms, s.reason.as_deref());
+        case(&mut cases, &format!("ccci.{}", r.recipe), s.stage.name(), s.status, s.ms, s.reason.as_deref());
         for t in &s.tests {
             count(t.status);
-            case(&mut cases, &format!("ccci.{}.{}", r.recipe, s.name), &t.name, t.status, t.ms, t.reason.as_deref());
+            case(&mut cases, &format!("ccci.{}.{}", r.recipe, s.stage), &t.name, t.status, t.ms, t.reason.as_deref());
         }
     }
     format!(

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::Stage;
+use crate::stage::Stage;
 pub use junit::junit_xml;
 pub use rungs::{Rungs, rungs_and_level};
 pub use summary::summary_table;
@@ -46,7 +46,8 @@ pub struct TestResult {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StageResult {
-    pub name: String,
+    #[serde(rename = "name")]
+    pub stage: Stage,
     pub status: Status,
     pub ms: u64,
     pub reason: Option<String>,
@@ -58,7 +59,7 @@ pub struct StageResult {
 
 impl StageResult {
     pub fn new(stage: Stage, status: Status, ms: u64, reason: Option<String>) -> StageResult {
-        StageResult { name: stage.name().to_string(), status, ms, reason, intentional: false, tests: Vec::new() }
+        StageResult { stage, status, ms, reason, intentional: false, tests: Vec::new() }
     }
 
     pub fn unver(stage: Stage, reason: &str) -> StageResult {
@@ -67,10 +68,6 @@ impl StageResult {
 
     pub fn skip(stage: Stage, intentional: bool, reason: &str) -> StageResult {
         StageResult { intentional, ..StageResult::new(stage, Status::Skip, 0, Some(reason.to_string())) }
-    }
-
-    pub fn stage(&self) -> Option<Stage> {
-        Stage::ALL.into_iter().find(|s| s.name() == self.name)
     }
 
     /// Counts against the verdict: a failure, or a skip nobody intended.

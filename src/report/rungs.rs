@@ -8,32 +8,33 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Skips, StageResult, Status};
+use crate::stage::{Rung, Stage};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Rungs {
-    pub install: &'static str,
-    pub upgrade: &'static str,
-    pub backup_restore: &'static str,
-    pub functional: &'static str,
-    pub lint: &'static str,
+    pub install: Status,
+    pub upgrade: Status,
+    pub backup_restore: Status,
+    pub functional: Status,
+    pub lint: Status,
 }
 
 /// A rung's status and, for skips, whether it was intentional and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Rung {
+struct RungState {
     status: Status,
     intentional: bool,
     reason: Option<String>,
 }
 
-fn rung_of(stage: Option<&StageResult>) -> Rung {
+fn state_of(stage: Option<&StageResult>) -> RungState {
     match stage {
-        Some(s) => Rung { status: s.status, intentional: s.intentional, reason: s.reason.clone() },
-        None => Rung { status: Status::Unver, intentional: false, reason: Some("not requested".into()) },
+        Some(s) => RungState { status: s.status, intentional: s.intentional, reason: s.reason.clone() },
+        None => RungState { status: Status::Unver, intentional: false, reason: Some("not requested".into()) },
     }
 }
 
-fn severity(r: &Rung) -> u8 {
+fn severity(r: &RungState) -> u8 {
     match (r.status, r.intentional) {
         (Status::Fail, _) => 4,
         (Status::Skip, false) => 3,
@@ -43,7 +44,7 @@ fn severity(r: &Rung) -> u8 {
     }
 }
 
-fn backup_restore(backup: Rung, restore: Rung) -> Rung {
+fn backup_restore(backup: RungState, restore: RungState) -> RungState {
     if backup.status == Status::Pass && restore.status == Status::Pass {
         return backup;
     }
@@ -55,13 +56,16 @@ fn backup_restore(backup: Rung, restore: Rung) -> Rung {
 
 /// Computes the rungs, the level and the skips block from the stage results.
 pub fn rungs_and_level(stages: &[StageResult]) -> (Rungs, u32, Skips) {
-    let find = |name: &str| stages.iter().find(|s| s.name == name);
+    let find = |stage: Stage| stages.iter().find(|s| s.stage == stage);
     let ordered = [
-        ("install", rung_of(find("install"))),
-        ("upgrade", rung_of(find("upgrade"))),
-        ("backup_restore", backup_restore(rung_of(find("backup")), rung_of(find("restore")))),
-        ("functional", rung_of(find("custom"))),
-        ("lint", Rung { status: Status::Unver, intentional: false, reason: Some("ccci does not lint yet".into()) }),
+        (Rung::Install, state_of(find(Stage::Install))),
+        (Rung::Upgrade, state_of(find(Stage::Upgrade))),
+        (Rung::BackupRestore, backup_restore(state_of(find(Stage::Backup)), state_of(find(Stage::Restore)))),
+        (Rung::Functional, state_of(find(Stage::Custom))),
+        (
+            Rung::Lint,
+            RungState { status: Status::Unver, intentional: false, reason: Some("ccci does not lint yet".into()) },
+        ),
     ];
     let mut level = 0;
     for (_, r) in &ordered {
@@ -73,16 +77,16 @@ pub fn rungs_and_level(stages: &[StageResult]) -> (Rungs, u32, Skips) {
     }
     let mut intentional = BTreeMap::new();
     let mut unintentional = Vec::new();
-    for (name, r) in &ordered {
+    for (rung, r) in &ordered {
         if r.status == Status::Skip {
             if r.intentional {
-                intentional.insert(name.to_string(), r.reason.clone().unwrap_or_default());
+                intentional.insert(rung.name().to_string(), r.reason.clone().unwrap_or_default());
             } else {
-                unintentional.push(name.to_string());
+                unintentional.push(rung.name().to_string());
             }
         }
     }
-    let s = |i: usize| ordered[i].1.status.as_str();
+    let s = |i: usize| ordered[i].1.status;
     let rungs = Rungs { install: s(0), upgrade: s(1), backup_restore: s(2), functional: s(3), lint: s(4) };
     (rungs, level, Skips { intentional, unintentional })
 }
@@ -90,7 +94,6 @@ pub fn rungs_and_level(stages: &[StageResult]) -> (Rungs, u32, Skips) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Stage;
 
     fn st(stage: Stage, status: Status) -> StageResult {
         StageResult::new(stage, status, 1, None)
@@ -101,7 +104,7 @@ mod tests {
         let stages: Vec<_> = Stage::ALL.into_iter().map(|s| st(s, Status::Pass)).collect();
         let (r, level, skips) = rungs_and_level(&stages);
         assert_eq!(level, 4);
-        assert_eq!(r.lint, "unver");
+        assert_eq!(r.lint, Status::Unver);
         assert!(skips.intentional.is_empty() && skips.unintentional.is_empty());
     }
 
@@ -115,7 +118,7 @@ mod tests {
             st(Stage::Custom, Status::Pass),
         ];
         let (r, level, skips) = rungs_and_level(&stages);
-        assert_eq!((r.upgrade, r.backup_restore, level), ("skip", "skip", 4));
+        assert_eq!((r.upgrade, r.backup_restore, level), (Status::Skip, Status::Skip, 4));
         assert_eq!(skips.intentional["upgrade"], "no earlier release");
         assert_eq!(skips.intentional["backup_restore"], "not backup-capable");
     }
@@ -130,18 +133,18 @@ mod tests {
             st(Stage::Custom, Status::Pass),
         ];
         let (r, level, skips) = rungs_and_level(&stages);
-        assert_eq!((r.backup_restore, level), ("skip", 2));
+        assert_eq!((r.backup_restore, level), (Status::Skip, 2));
         assert_eq!(skips.unintentional, vec!["backup_restore".to_string()]);
         let stages =
             vec![st(Stage::Install, Status::Pass), st(Stage::Backup, Status::Fail), st(Stage::Restore, Status::Pass)];
-        assert_eq!(rungs_and_level(&stages).0.backup_restore, "fail");
+        assert_eq!(rungs_and_level(&stages).0.backup_restore, Status::Fail);
     }
 
     #[test]
     fn unrequested_stops_the_climb() {
         let stages = vec![st(Stage::Install, Status::Pass), st(Stage::Custom, Status::Pass)];
         let (r, level, _) = rungs_and_level(&stages);
-        assert_eq!((r.upgrade, r.functional, level), ("unver", "pass", 1));
+        assert_eq!((r.upgrade, r.functional, level), (Status::Unver, Status::Pass, 1));
     }
 
     #[test]

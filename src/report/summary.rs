@@ -14,7 +14,7 @@ pub fn summary_table(r: &Results) -> String {
         };
         out.push_str(&format!(
             "  {:<10} {:<6} {:>9}  {}\n",
-            s.name,
+            s.stage.name(),
             status,
             crate::clock::human(std::time::Duration::from_millis(s.ms)),
             s.reason.as_deref().unwrap_or("")

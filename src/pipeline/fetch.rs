@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::adapters::git::{Git, GitError};
 use crate::adapters::{Abra, AbraError};
 use crate::config::Source;
-use crate::git::{Git, GitError};
 
 #[derive(Debug, Error)]
 pub enum FetchError {

@@ -217,18 +217,18 @@ mod tests {
     }
 
     fn svc_v1() -> Vec<Value> {
-        load(include_str!("../../tests/data/ready/svc-v1.json"))
+        load(include_str!("../../../tests/data/ready/svc-v1.json"))
     }
     fn svc_v3() -> Vec<Value> {
-        load(include_str!("../../tests/data/ready/svc-v3.json"))
+        load(include_str!("../../../tests/data/ready/svc-v3.json"))
     }
     fn poll(services: Vec<Value>, tasks: &str, containers: &str) -> Poll {
         Poll { services, tasks: load(tasks), containers: load(containers), nodes: 1 }
     }
-    const TASKS_V1: &str = include_str!("../../tests/data/ready/tasks-v1.json");
-    const TASKS_V3: &str = include_str!("../../tests/data/ready/tasks-v3.json");
-    const CTR_V1: &str = include_str!("../../tests/data/ready/ctr-v1.json");
-    const CTR_V3: &str = include_str!("../../tests/data/ready/ctr-v3.json");
+    const TASKS_V1: &str = include_str!("../../../tests/data/ready/tasks-v1.json");
+    const TASKS_V3: &str = include_str!("../../../tests/data/ready/tasks-v3.json");
+    const CTR_V1: &str = include_str!("../../../tests/data/ready/ctr-v1.json");
+    const CTR_V3: &str = include_str!("../../../tests/data/ready/ctr-v3.json");
 
     fn with_update_state(mut services: Vec<Value>, state: &str) -> Vec<Value> {
         services[0]["UpdateStatus"] = json!({"State": state, "Message": format!("update {state}")});
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn updating_and_rollback_started_are_not_settled_but_paused_is() {
-        let updating = load(include_str!("../../tests/data/ready/svc-updating.json"));
+        let updating = load(include_str!("../../../tests/data/ready/svc-updating.json"));
         assert!(
             matches!(Judge::default().judge(&poll(updating, TASKS_V3, CTR_V3)), Verdict::NotReady(w) if w[0].contains("update updating"))
         );
@@ -309,8 +309,8 @@ mod tests {
 
     #[test]
     fn three_failed_tasks_of_this_version_are_a_crash_loop() {
-        let svc = load(include_str!("../../tests/data/ready/svc-sick.json"));
-        let tasks = load(include_str!("../../tests/data/ready/tasks-sick.json"));
+        let svc = load(include_str!("../../../tests/data/ready/svc-sick.json"));
+        let tasks = load(include_str!("../../../tests/data/ready/tasks-sick.json"));
         let failed = tasks.iter().find(|t| t["Status"]["State"] == "failed").unwrap().clone();
         let mut p = Poll { services: svc, tasks: tasks.clone(), containers: vec![], nodes: 1 };
         assert!(matches!(Judge::default().judge(&p), Verdict::NotReady(_)));

@@ -2,25 +2,26 @@
 //! janitor. Tolerates half-gone stacks (a SIGKILL between `undeploy` and `remove` leaves volumes
 //! and secrets with no service).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::App;
 use crate::adapters::docker::REMOVABLE;
 use crate::adapters::{Abra, Docker, Residue};
 use crate::lifetime;
 
 /// Everything of the stack that still exists, plus the `.env` when it remains.
-pub fn leftovers(docker: &Docker, stack: &str, env_path: &Path) -> Result<Vec<String>, String> {
-    let mut items = docker.residue(stack).map_err(|e| e.to_string())?.items();
-    if env_path.exists() {
-        items.push(format!("env:{}", env_path.display()));
+pub fn leftovers(docker: &Docker, app: &App) -> Result<Vec<String>, String> {
+    let mut items = docker.residue(&app.stack).map_err(|e| e.to_string())?.items();
+    if app.env_path.exists() {
+        items.push(format!("env:{}", app.env_path.display()));
     }
     Ok(items)
 }
 
 /// Removes the app with docker directly: `stack rm`, wait for its containers to go, then its
 /// volumes, secrets, configs and networks, then the `.env`.
-pub fn docker_reap(docker: &Docker, stack: &str, env_path: &Path) -> Result<(), String> {
+pub fn docker_reap(docker: &Docker, app: &App) -> Result<(), String> {
+    let (stack, env_path) = (app.stack.as_str(), &app.env_path);
     let residue = docker.residue(stack).map_err(|e| e.to_string())?;
     if !residue.services.is_empty() {
         docker.stack_rm(stack).map_err(|e| e.to_string())?;
@@ -91,7 +92,8 @@ pub fn wait_gone(
 
 /// The janitor's reap routine: abra when the `.env` is there, docker when it is not or abra
 /// fails. Verification is the caller's business.
-pub fn reap(abra: &Abra, docker: &Docker, domain: &str, stack: &str, env_path: &Path) -> Result<(), String> {
+pub fn reap(abra: &Abra, docker: &Docker, app: &App) -> Result<(), String> {
+    let (domain, stack, env_path) = (app.domain.as_str(), app.stack.as_str(), &app.env_path);
     if env_path.exists() {
         let deployed = docker.residue(stack).map(|r| !r.services.is_empty()).unwrap_or(true);
         let undeploy = if deployed { abra.app_undeploy(domain).map(|_| ()) } else { Ok(()) };
@@ -104,5 +106,5 @@ pub fn reap(abra: &Abra, docker: &Docker, domain: &str, stack: &str, env_path: &
             Err(e) => tracing::warn!("reap {domain}: abra failed ({e}); removing the app with docker"),
         }
     }
-    docker_reap(docker, stack, env_path)
+    docker_reap(docker, app)
 }

@@ -9,7 +9,7 @@ use crate::config::ccci_yml::ReadyProbe;
 use crate::lifetime::{self, Stop};
 use crate::process::Cmd;
 
-use super::ready::{Baseline, Judge, Poll, Verdict};
+use super::judge::{Baseline, Judge, Poll, Verdict};
 
 /// The HTTP floor: a URL (already expanded) and the statuses that count as up.
 #[derive(Debug, Clone)]
