@@ -298,7 +298,9 @@ fn two_janitors_at_once_exactly_one_reaps() {
         for e in v["apps"].as_array().unwrap().iter().filter(|e| e["domain"] == d.as_str()) {
             match e["action"].as_str().unwrap() {
                 "reaped" => reaped += 1,
-                "left" => assert_eq!(e["holder_run_id"], "janitor", "{e}"),
+                // The winner writes its holder info right after it took the lock: the loser may
+                // look in between and find none yet.
+                "left" => assert!(e["holder_run_id"] == "janitor" || e["holder_run_id"].is_null(), "{e}"),
                 "skipped" => assert_eq!(e["lock"], "gone", "{e}"),
                 "already-gone" => {}
                 other => panic!("unexpected {other}: {e}"),

@@ -145,7 +145,7 @@ fn run(cfg: config::Run) -> u8 {
 
     let ctx = Ctx {
         lock_path: cfg.host.lock_dir.join(names::lock_file_name(&cfg.domain)),
-        git: Git::new(cfg.host.git_token.clone()),
+        git: Git::new(cfg.host.git_token.clone(), cfg.host.token_origins.clone()),
         abra,
         docker,
         app,
