@@ -28,6 +28,8 @@
 //! [`EventFilter::matches`].
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -321,52 +323,26 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("docker-events".into())
             .spawn(move || {
-                let lost = |e: EngineError| {
-                    let _ = notify.send(T::from(Notice::Lost(e)));
-                };
-                let rt = match new_runtime() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        return lost(EngineError::Connect {
-                            host: host_text,
-                            endpoint: ep,
-                            why: format!("cannot start the event runtime: {e}"),
-                        });
-                    }
-                };
-                let stream = async {
-                    let mut d = connect(&host, negotiated.as_ref().unwrap_or(bollard::API_DEFAULT_VERSION))?;
-                    if negotiated.is_none() {
-                        d = d.negotiate_version().await?;
-                    }
-                    let mut events = d.events(Some(opts));
-                    while let Some(item) = events.next().await {
-                        let ev = EngineEvent::from_message(item?, SystemTime::now());
-                        if filter.matches(&ev) && notify.send(T::from(Notice::Event(ev))).is_err() {
-                            return Ok(false);
-                        }
-                    }
-                    Ok::<bool, bollard::errors::Error>(true)
-                };
-                let end = pin_sleep(until);
-                let outcome = rt.block_on(async {
-                    let stream = std::pin::pin!(stream);
-                    let stopped = select(stop_rx, end);
-                    match select(stream, stopped).await {
-                        Either::Left((r, _)) => Some(r),
-                        Either::Right(_) => None,
-                    }
+                let run = AssertUnwindSafe(|| {
+                    stream_events(&host, negotiated, opts, &filter, until, stop_rx, &notify)
+                        .map_err(|e| EngineError::from_bollard(e, &host_text, &ep))
                 });
-                match outcome {
-                    // dockerd closed the stream cleanly (it restarted, or a proxy ended it).
-                    Some(Ok(true)) => lost(EngineError::Broken {
-                        host: host_text,
-                        endpoint: ep,
+                let loss = match std::panic::catch_unwind(run) {
+                    Ok(Ok(End::Closed)) => Some(EngineError::Broken {
+                        host: host_text.clone(),
+                        endpoint: ep.clone(),
                         why: "dockerd closed the event stream".into(),
                     }),
-                    Some(Err(e)) => lost(EngineError::from_bollard(e, &host_text, &ep)),
-                    // The receiver is gone, or stopped, or `until` passed: nobody to tell.
-                    Some(Ok(false)) | None => {}
+                    Ok(Ok(End::Quiet)) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(_) => Some(EngineError::Broken {
+                        host: host_text.clone(),
+                        endpoint: ep.clone(),
+                        why: "the event thread panicked".into(),
+                    }),
+                };
+                if let Some(e) = loss {
+                    let _ = notify.send(T::from(Notice::Lost(e)));
                 }
             })
             .map_err(|e| EngineError::Connect {
@@ -378,8 +354,47 @@ impl Engine {
     }
 }
 
-fn pin_sleep(until: Instant) -> std::pin::Pin<Box<tokio::time::Sleep>> {
-    Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(until)))
+/// How a stream ended without an error.
+enum End {
+    /// dockerd closed it (it restarted, or something in between ended it): a loss.
+    Closed,
+    /// Stopped, `until` passed, or the receiver is gone: nobody to tell.
+    Quiet,
+}
+
+/// The event thread's body: its own runtime and connection, until the stream ends, `until`
+/// passes, or `stop` fires.
+fn stream_events<T: From<Notice>>(
+    host: &super::Host,
+    negotiated: Option<bollard::ClientVersion>,
+    opts: EventsOptions,
+    filter: &EventFilter,
+    until: Instant,
+    stop: tokio::sync::oneshot::Receiver<()>,
+    notify: &Sender<T>,
+) -> Result<End, bollard::errors::Error> {
+    let rt = new_runtime()?;
+    rt.block_on(async {
+        let stream = pin!(async {
+            let mut d = connect(host, negotiated.as_ref().unwrap_or(bollard::API_DEFAULT_VERSION))?;
+            if negotiated.is_none() {
+                d = d.negotiate_version().await?;
+            }
+            let mut events = d.events(Some(opts));
+            while let Some(item) = events.next().await {
+                let ev = EngineEvent::from_message(item?, SystemTime::now());
+                if filter.matches(&ev) && notify.send(T::from(Notice::Event(ev))).is_err() {
+                    return Ok(End::Quiet);
+                }
+            }
+            Ok(End::Closed)
+        });
+        let end = pin!(tokio::time::sleep_until(tokio::time::Instant::from_std(until)));
+        match select(stream, select(stop, end)).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => Ok(End::Quiet),
+        }
+    })
 }
 
 #[cfg(test)]
