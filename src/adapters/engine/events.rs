@@ -26,6 +26,34 @@
 //! `exec_start` (the exec noise of healthchecks stays out). The client checks again exactly (the
 //! namespace label for containers, the `<stack>_` prefix for the rest), see
 //! [`EventFilter::matches`].
+//!
+//! A wait plugs in like this (readiness; a wait-gone is the same with `residue` as the poll):
+//!
+//! ```ignore
+//! let watch = lifetime::watch();
+//! let mut sub = engine.subscribe(&EventFilter::stack(stack), wait_end, watch.sender())?;
+//! let mut next = Instant::now(); // judge at once: covers everything before the stream
+//! loop {
+//!     if let Some(stop) = watch.stop() { return Stopped(stop) }
+//!     if Instant::now() >= next {
+//!         let until = Deadline::at(wait_end).cap(PER_CALL).watching(&watch);
+//!         // services, tasks, inspect_containers with `until`; an EngineError => infra
+//!         if judge(poll) == Ready { return Ready }
+//!         next = Instant::now() + BACKSTOP; // e.g. 5 s: a missed event costs at most this
+//!     }
+//!     match watch.recv_timeout(next.saturating_duration_since(Instant::now())) {
+//!         // Events come in bursts (two service updates, then create, start): drain what is
+//!         // queued (`recv_timeout(Duration::ZERO)`), then judge once.
+//!         Some(Event::Engine(Notice::Event(_))) => next = Instant::now(),
+//!         Some(Event::Engine(Notice::Lost(e))) => {
+//!             warn!("{e}: polling, resubscribing");
+//!             sub = engine.subscribe(&filter, wait_end, watch.sender())?;
+//!             next = Instant::now(); // the poll covers the gap
+//!         }
+//!         _ => {} // Wake: re-check stop; None: the backstop is due
+//!     }
+//! }
+//! ```
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -314,8 +342,9 @@ impl Engine {
     {
         let negotiated = self.client.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|d| d.client_version());
         let filters = filter.filters();
-        let opts = EventsOptions { since: Some(filter.since_param()), until: None, filters: filters.to_map() };
-        let ep = endpoint("/events", &[("since", filter.since_param())], &filters);
+        let since = filter.since_param();
+        let ep = endpoint("/events", &[("since", since.clone())], &filters);
+        let opts = EventsOptions { since: Some(since), until: None, filters: filters.to_map() };
         let host = self.host.clone();
         let host_text = self.host_text.clone();
         let filter = filter.clone();
@@ -374,7 +403,7 @@ fn stream_events<T: From<Notice>>(
     notify: &Sender<T>,
 ) -> Result<End, bollard::errors::Error> {
     let rt = new_runtime()?;
-    rt.block_on(async {
+    let end = rt.block_on(async {
         let stream = pin!(async {
             let mut d = connect(host, negotiated.as_ref().unwrap_or(bollard::API_DEFAULT_VERSION))?;
             if negotiated.is_none() {
@@ -394,7 +423,10 @@ fn stream_events<T: From<Notice>>(
             Either::Left((r, _)) => r,
             Either::Right(_) => Ok(End::Quiet),
         }
-    })
+    });
+    // Do not wait for a `tcp://` name lookup still running on the blocking pool.
+    rt.shutdown_background();
+    end
 }
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ impl Engine {
         }
         let futs: Vec<Boxed<'_, Option<ContainerInspectResponse>>> =
             ids.iter().map(|id| Box::pin(self.inspect_container_fut(id, until)) as Boxed<'_, _>).collect();
-        Ok(self.block_on(try_join_all(futs))?.into_iter().flatten().collect())
+        Ok(self.block_on(self.joined(futs, until))?.into_iter().flatten().collect())
     }
 
     /// `GET /containers/json?all=true` of a scope: `docker ps -a`.
@@ -333,7 +333,7 @@ impl Engine {
                 Ok(self.networks_fut(label.clone(), until).await?.iter().filter_map(|n| n.name.clone()).collect())
             }),
         ];
-        let mut lists = self.block_on(try_join_all(futs))?.into_iter();
+        let mut lists = self.block_on(self.joined(futs, until))?.into_iter();
         let mut next = || lists.next().unwrap_or_default();
         let (services, containers, volumes) = (names(next()), names(next()), names(next()));
         let mut secrets = next();
@@ -397,7 +397,14 @@ impl Engine {
                     .collect())
             }),
         ];
-        Ok(self.block_on(try_join_all(futs))?.into_iter().flatten().collect())
+        Ok(self.block_on(self.joined(futs, until))?.into_iter().flatten().collect())
+    }
+
+    /// Runs requests concurrently on the one runtime; the first error wins and drops the rest.
+    /// Connects (and negotiates) once first, so the requests share one negotiated client.
+    async fn joined<'a, T>(&'a self, futs: Vec<Boxed<'a, T>>, until: Deadline<'_>) -> Result<Vec<T>, EngineError> {
+        self.client(until).await?;
+        try_join_all(futs).await
     }
 
     // --- one future per request kind (composed by the calls above) ---
@@ -550,6 +557,15 @@ impl Engine {
             if let Either::Left((res, _)) = select(fut.as_mut(), tick).await {
                 return res.map_err(|e| EngineError::from_bollard(e, &self.host_text, ep));
             }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Do not wait for a `tcp://` name lookup still running on the blocking pool.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }
