@@ -540,7 +540,10 @@ fn engine_reads_a_deployed_stack_as_the_cli_does_and_streams_its_events() {
 
     // Events: the deploy's, then a service update's. Everything delivered is the stack's.
     let log = |e: &ccci::adapters::engine::EngineEvent| {
-        let line = format!("{} {} {}", e.kind.as_str(), e.action, e.name().unwrap_or(""));
+        let mut line = format!("{} {} {}", e.kind.as_str(), e.action, e.name().unwrap_or(""));
+        if let Some(u) = e.attributes.get("updatestate.new") {
+            line.push_str(&format!(" updatestate.new={u}"));
+        }
         seen.lock().unwrap().push(line);
     };
     let pick = |want: &dyn Fn(&ccci::adapters::engine::EngineEvent) -> bool, what: &str| {
@@ -571,6 +574,34 @@ fn engine_reads_a_deployed_stack_as_the_cli_does_and_streams_its_events() {
     let update = pick(&|e| e.kind == Kind::Service && e.verb() == "update", "service update");
     eprintln!("service update event read {:?} after dockerd's timestamp", update.lag());
     assert!(update.lag() < Duration::from_secs(5), "{update:?}");
+    // The update's end is a service event too: what readiness waits for.
+    let done = pick(
+        &|e| e.kind == Kind::Service && e.attributes.get("updatestate.new").is_some_and(|s| s == "completed"),
+        "update completed",
+    );
+    assert_eq!(done.name(), Some(stack.service().as_str()));
+    // A call watching a lifetime watch with no stop pending answers as usual.
+    assert_eq!(engine.services(Scope::Stack(&name), secs(10).watching(&watch)).unwrap().len(), 1);
+
+    // Teardown: every kind's removal arrives (what a wait-gone needs), the unlabelled secret's too.
+    remove_stack(&name);
+    let mut want: BTreeSet<(Kind, &str)> = [
+        (Kind::Service, "remove"),
+        (Kind::Container, "destroy"),
+        (Kind::Network, "remove"),
+        (Kind::Volume, "destroy"),
+        (Kind::Secret, "remove"),
+        (Kind::Config, "remove"),
+    ]
+    .into_iter()
+    .collect();
+    let x_v1 = format!("{name}_x_v1");
+    let mut x_v1_removed = false;
+    while !want.is_empty() || !x_v1_removed {
+        let e = pick(&|e| matches!(e.verb(), "remove" | "destroy"), "the removals");
+        x_v1_removed |= e.kind == Kind::Secret && e.name() == Some(x_v1.as_str());
+        want.retain(|(k, a)| !(*k == e.kind && *a == e.verb()));
+    }
     eprintln!("events of the stack, in order: {:#?}", seen.lock().unwrap());
     assert!(sub.is_live());
     sub.close();

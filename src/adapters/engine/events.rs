@@ -6,7 +6,7 @@
 //!
 //! | type | actions | scope | carries |
 //! |---|---|---|---|
-//! | service | create, update (several per update: `updatestate.new=updating`, then `completed`…), remove | swarm | `name` only: **no labels** |
+//! | service | create, update (a deploy: one; `service update`: one, one with `updatestate.new=updating`, one with `updatestate.new=completed` when it settles), remove | swarm | `name` (and `updatestate.new` when the update state changes): **no labels** |
 //! | container | create, start, `health_status: healthy` / `: unhealthy`, kill, die (`exitCode`), stop, destroy; **exec_create/exec_start/exec_die for every healthcheck run** | local | every container label (the namespace too), `name`, `image` |
 //! | network | create, update, remove (swarm); create, connect, disconnect, destroy (local) | both | `name`, `type` |
 //! | volume | create, mount, unmount, destroy | local | id = the name; `driver`: **no labels** |
@@ -70,7 +70,7 @@ use futures_util::future::{Either, select};
 use super::{Engine, EngineError, Filters, NS_LABEL, connect, endpoint, new_runtime};
 
 /// The object kinds a stack has.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Service,
     Container,
