@@ -4,10 +4,11 @@
 //!
 //! ccci is synchronous and signal-managed, so the async client (bollard) sits behind a sync
 //! facade. [`Engine`] owns one tokio *current-thread* runtime, built on the first call (long after
-//! the signal thread exists) and driven only inside that call's `block_on`: no worker thread, no
-//! task left running between calls, and nothing here ever spawns a process (bollard's `ssh`
-//! transport, the only one that would, is not compiled in). The event stream runs on a thread of
-//! its own with its own runtime ([`events`]).
+//! the signal thread exists) and driven only inside that call's `block_on`: no worker thread, and
+//! nothing runs between calls (the connection of a request abandoned at its deadline is closed
+//! when the runtime next runs, or when the `Engine` is dropped). Nothing here ever spawns a
+//! process (bollard's `ssh` transport, the only one that would, is not compiled in). The event
+//! stream runs on a thread of its own with its own runtime ([`events`]).
 //!
 //! One request per object kind: a stack's services, tasks (with history), containers, volumes,
 //! secrets, configs and networks are each one `GET` with a filter. Only container inspect (for
