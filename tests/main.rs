@@ -3,6 +3,7 @@
 
 mod common;
 
+mod engine;
 mod fetch;
 mod input;
 mod janitor_swarm;
