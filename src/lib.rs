@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod process;
 pub mod reap;
 pub mod report;
+pub mod untrusted;
 pub mod workspace;
 
 use std::process::ExitCode;
