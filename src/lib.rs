@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod dotenv;
 pub mod env_vars;
 pub mod exit;
 pub mod fetch;
