@@ -8,7 +8,8 @@
 //! `process` is the one spawn path; `lock` the app lock; `workspace` the run dir; `fetch` and
 //! `git` get the recipe; `pipeline` deploys, checks readiness, runs stages and tears down through
 //! the `adapters` for abra and docker; `janitor` reaps what dead runs left; `report` writes
-//! results.
+//! results. `policy` decides what a PR's recipe may deploy, reading its tree only through
+//! `untrusted` and its `.env` through `dotenv`.
 
 pub mod adapters;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod logging;
 pub mod mask;
 pub mod names;
 pub mod pipeline;
+pub mod policy;
 pub mod process;
 pub mod reap;
 pub mod report;
