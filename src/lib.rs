@@ -56,6 +56,7 @@ pub fn main() -> ExitCode {
         cli::Command::Run(args) => commands::run::main(&cli, args),
         cli::Command::Janitor(args) => commands::janitor::main(&cli, args),
         cli::Command::Locks(args) => commands::locks::main(&cli, args),
+        cli::Command::Policy(args) => commands::policy::main(&cli, args),
         cli::Command::ExecStep(args) => commands::exec_step::main(&cli, args),
         cli::Command::LockWait(args) => commands::locks::lock_wait(&cli, args),
     };

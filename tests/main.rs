@@ -7,6 +7,7 @@ mod fetch;
 mod input;
 mod janitor_swarm;
 mod ops;
+mod policy;
 mod run_dir;
 mod stages;
 mod swarm;
