@@ -286,3 +286,34 @@ fn a_recipe_that_does_not_render_is_bad_input_with_the_loaders_message() {
     assert_eq!(code(&o), 2);
     assert!(stderr_of(&o).contains("compose.extra.yml: not found"), "{}", stderr_of(&o));
 }
+
+/// docs/security.md's rule table names every rule of the gate, and every test it cites exists.
+#[test]
+fn the_security_doc_lists_every_rule_and_real_tests() {
+    let doc = fs::read_to_string(repo_root().join("docs/security.md")).unwrap();
+    for rule in ccci::policy::Rule::ALL {
+        assert!(doc.contains(&format!("`{}`", rule.name())), "docs/security.md does not list `{}`", rule.name());
+    }
+    let mut sources = String::new();
+    for f in [
+        "src/policy/gate.rs",
+        "src/policy/render.rs",
+        "src/policy/tree.rs",
+        "src/untrusted.rs",
+        "src/dotenv.rs",
+        "tests/policy.rs",
+    ] {
+        sources.push_str(&fs::read_to_string(repo_root().join(f)).unwrap());
+    }
+    let cited = regex::Regex::new(r"`([a-z][a-z0-9_]+)`\s*\((?:unit|integration)\)").unwrap();
+    let mut n = 0;
+    for c in cited.captures_iter(&doc) {
+        n += 1;
+        assert!(
+            sources.contains(&format!("fn {}(", &c[1])),
+            "docs/security.md cites a test `{}` that does not exist",
+            &c[1]
+        );
+    }
+    assert!(n >= 10, "docs/security.md cites only {n} tests");
+}
