@@ -86,8 +86,8 @@ pub fn read_env(dir: &Path, name: &Path) -> Result<Vec<Assignment>, PolicyError>
 }
 
 /// Everything a deploy of `ctx.tree` with `app_env` needs checked, the way abra will deploy it:
-/// abra.sh's exports over the app's `.env`, the `COMPOSE_FILE` list, the render with docker's
-/// loader and the gate. `Ok` carries the decision (violations mean refused); `Err` means the
+/// abra.sh's exports over the app's `.env` (and `STACK_NAME`, which abra always provides), the
+/// `COMPOSE_FILE` list, the render with docker's loader and the gate. `Ok` carries the decision (violations mean refused); `Err` means the
 /// recipe cannot be rendered (bad input, a loader error, no `stack config`): deploy nothing.
 pub fn check_deploy(
     docker: &str,
@@ -110,6 +110,9 @@ pub fn check_deploy(
         Err(UntrustedError::NotFound { .. }) => {}
         Err(e) => return Err(RenderError::Unreadable(e).into()),
     }
+    // abra always gives the compose files a STACK_NAME (the app's own, unless the .env sets
+    // one, which the gate then judges).
+    env.entry("STACK_NAME".to_string()).or_insert_with(|| ctx.stack.clone());
     let files = render::compose_files(env.get("COMPOSE_FILE").map_or("", String::as_str))?;
     let pairs: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let rendered = render::render(docker, &ctx.tree, &files, &pairs, timeout)?;
