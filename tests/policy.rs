@@ -119,6 +119,13 @@ fn hostile_recipes_are_refused_naming_service_key_value_and_rule() {
 #[test]
 fn the_trusted_allow_list_loosens_its_own_rule() {
     let w = World::new();
+    let sock =
+        checkout(&w, "sock", &format!("{SERVICE}    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n"));
+    assert_eq!(code(&policy(&w, &[arg(&sock)])), 1);
+    w.trusted("sock", "ccci.yml", "policy:\n  allow_binds: [\"/var/run/docker.sock\"]\n", false);
+    let o = policy(&w, &[arg(&sock)]);
+    assert_eq!(code(&o), 0, "{}\n{}", stdout_of(&o), stderr_of(&o));
+    // Each list loosens only its own rule.
     let compose =
         format!("{SERVICE}    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n    cap_add: [NET_ADMIN]\n");
     let d = checkout(&w, "sockok", &compose);
@@ -256,7 +263,9 @@ fn a_docker_cli_without_stack_config_is_a_clear_error() {
         eprintln!("skipped: /usr/bin/docker is absent (no CLI without `stack config` to try)");
         return;
     }
-    let help = Command::new(old).args(["stack", "--help"]).output().unwrap();
+    let mut c = Command::new(old);
+    c.args(["stack", "--help"]);
+    let help = output_within(c, Duration::from_secs(30));
     if String::from_utf8_lossy(&help.stdout).lines().any(|l| l.trim_start().starts_with("config ")) {
         eprintln!("skipped: /usr/bin/docker has `stack config`");
         return;
