@@ -44,8 +44,9 @@ pub enum Command {
     Janitor(JanitorArgs),
     /// List the app-domain lockfiles and their holders (read-only: never takes a lock).
     Locks(LocksArgs),
-    /// Render a recipe checkout and check it against the policy gate a run applies before
-    /// every deploy (no swarm, lock or abra needed; creates nothing).
+    /// Check a recipe checkout against the policy gate a run applies before every deploy.
+    ///
+    /// No swarm, lock, run dir or abra is needed, and nothing is created.
     #[command(after_help = POLICY_HELP)]
     Policy(PolicyArgs),
     /// Run one command through ccci's spawn path and print what happened as JSON (for tests
@@ -148,7 +149,7 @@ pub struct PolicyArgs {
     /// The dotenv file to render with [default: DIR/.env.sample]
     #[arg(long, value_name = "FILE")]
     pub env: Option<PathBuf>,
-    /// Recipe name: picks the trusted ccci.yml and the test domain, and must match the .env's RECIPE/TYPE [default: DIR's basename]
+    /// Recipe name: picks the trusted ccci.yml and the test domain; when given, the .env's RECIPE/TYPE must name it [default: DIR's basename]
     #[arg(long, value_name = "NAME")]
     pub recipe: Option<String>,
     /// Print the report as JSON on stdout
