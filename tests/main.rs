@@ -9,6 +9,7 @@ mod input;
 mod janitor_swarm;
 mod layering;
 mod ops;
+mod policy;
 mod run_dir;
 mod stages;
 mod swarm;

@@ -8,6 +8,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::limits::{MAX_BACKUP_ATTEMPTS, MAX_PROBE_STABLE, MAX_TIMEOUT_SECS};
+use crate::policy::AllowList;
 use crate::stage::Rung;
 
 static ENV_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z_][A-Z0-9_]*$").expect("regex"));
@@ -31,6 +32,11 @@ pub struct CcciYml {
     pub backup: Backup,
     #[serde(default)]
     pub expected_na: BTreeMap<Rung, String>,
+    /// The policy gate's allow-list for this recipe. Honoured only in the trusted ccci.yml
+    /// (`<CCCI_TESTS_DIR>/<recipe>/ccci.yml`): a recipe-local ccci.yml is PR content, and a PR
+    /// that could loosen the gate would not be gated; the pipeline refuses `policy:` there.
+    #[serde(default)]
+    pub policy: Option<AllowList>,
 }
 
 /// A YAML scalar written into the app's `.env` (`TIMEOUT: 900` and `TIMEOUT: "900"` both work).
@@ -231,6 +237,9 @@ impl CcciYml {
         if self.backup.attempts == 0 || self.backup.attempts > MAX_BACKUP_ATTEMPTS {
             return Err(format!("backup.attempts must be from 1 to {MAX_BACKUP_ATTEMPTS}"));
         }
+        if let Some(policy) = &self.policy {
+            policy.validate()?;
+        }
         Ok(())
     }
 }
@@ -321,6 +330,38 @@ expected_na: { backup_restore: "no persistent state" }
         let e = CcciYml::load(&d.path().join("ccci.yml")).unwrap_err();
         assert!(e.contains("symlink"), "{e}");
         assert!(CcciYml::load_trusted(&d.path().join("absent.yml")).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_policy_allow_list_parses_and_is_validated() {
+        let text = r#"
+policy:
+  allow_binds: ["/var/run/docker.sock", "/srv/shared/"]
+  allow_cap_add: ["NET_ADMIN"]
+  allow_networks: ["backups"]
+  allow_hosts: ["*.example.org", "auth.example.net"]
+"#;
+        let p = CcciYml::parse(Path::new("c"), text).unwrap().policy.unwrap();
+        assert_eq!(p.binds, vec!["/var/run/docker.sock", "/srv/shared/"]);
+        assert_eq!((p.cap_add.len(), p.networks.len(), p.hosts.len()), (1, 1, 2));
+        assert_eq!(CcciYml::parse(Path::new("c"), "policy: {}\n").unwrap().policy, Some(AllowList::default()));
+        assert_eq!(CcciYml::parse(Path::new("c"), "").unwrap().policy, None);
+        for bad in [
+            "policy: { allow_bind: [\"/x\"] }",
+            "policy: { allow_binds: [\"relative/x\"] }",
+            "policy: { allow_binds: [\"/a/../etc\"] }",
+            "policy: { allow_binds: [\"/a//b\"] }",
+            "policy: { allow_cap_add: [\"net_admin\"] }",
+            "policy: { allow_cap_add: [\"NET ADMIN\"] }",
+            "policy: { allow_networks: [\"-x\"] }",
+            "policy: { allow_hosts: [\"*\"] }",
+            "policy: { allow_hosts: [\"*.org\"] }",
+            "policy: { allow_hosts: [\"a.*.org\"] }",
+            "policy: { allow_hosts: [\"Example.org\"] }",
+        ] {
+            let e = CcciYml::parse(Path::new("/t/ccci.yml"), bad).unwrap_err();
+            assert!(e.starts_with("/t/ccci.yml: "), "{bad}: {e}");
+        }
     }
 
     #[test]
