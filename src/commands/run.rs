@@ -183,6 +183,7 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
     let facts = Facts {
         cause: lifetime::cause(),
         lock_timeout: st.lock_timeout,
+        infra: st.infra.is_some(),
         internal_error: st.internal_error.is_some(),
         failed,
         teardown_unclean: st.teardown.unclean(),

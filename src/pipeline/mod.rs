@@ -49,6 +49,8 @@ pub struct RunState {
     pub results: BTreeMap<Stage, StageResult>,
     pub teardown: Teardown,
     pub lock_timeout: bool,
+    /// CI could not test the recipe (docker, the network, the disk, abra): the infra verdict.
+    pub infra: Option<String>,
     pub internal_error: Option<String>,
     pub failed: Option<String>,
     pub fetched: Option<Fetched>,
