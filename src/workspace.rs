@@ -1,6 +1,6 @@
 //! The run dir (§3): `run.lock`, the per-run ABRA_DIR, run-scoped state files and `run.log`.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -124,20 +124,18 @@ impl Workspace {
         self.run_dir.join("results.json")
     }
 
-    /// Writes a file atomically: a temp file in the same dir, then rename.
+    /// Writes a file atomically: a temp file in the same dir, then rename. The temp file has a
+    /// random name and is created with `O_CREAT|O_EXCL` (mode 0600, then the final mode): in a
+    /// shared directory (a `CCCI_JUNIT` path under /tmp, say) another user's symlink or file at
+    /// a predictable name is never followed or reused.
     pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-            std::process::id()
-        ));
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(content)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+        let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
+        tmp.write_all(content)?;
+        tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644))?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map(|_| ()).map_err(|e| e.error)
     }
 
     /// End of run: the recipe trees can be large; state files are run-scoped. The rest stays

@@ -19,12 +19,19 @@ fn docker(args: &[&str]) {
     assert!(o.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// ccci's stamp on a run app's objects: the world's lock dir (what a run of this world writes).
+fn stamp(w: &World) -> String {
+    format!("ccci.lock-dir={}", w.lock_dir.display())
+}
+
 /// A run app that exists only as docker objects of its stack: a volume, a secret, a config and
-/// a network (what a SIGKILL between `undeploy` and `remove` leaves, and more).
-fn fake_app(domain: &str) {
+/// a network (what a SIGKILL between `undeploy` and `remove` leaves, and more), stamped as a
+/// run of `w` would stamp them.
+fn fake_app(w: &World, domain: &str) {
     let stack = ccci::names::stack_name(domain);
     let label = format!("com.docker.stack.namespace={stack}");
-    docker(&["volume", "create", "--label", &label, &format!("{stack}_data")]);
+    let stamp = stamp(w);
+    docker(&["volume", "create", "--label", &label, "--label", &stamp, &format!("{stack}_data")]);
     let src = tempfile::NamedTempFile::new().unwrap();
     fs::write(src.path(), "v").unwrap();
     let p = src.path().to_str().unwrap();
@@ -33,15 +40,28 @@ fn fake_app(domain: &str) {
     docker(&["network", "create", "--label", &label, &format!("{stack}_default")]);
 }
 
-fn fake_volume(domain: &str) {
-    let stack = ccci::names::stack_name(domain);
-    docker(&["volume", "create", "--label", &format!("com.docker.stack.namespace={stack}"), &format!("{stack}_data")]);
+/// One stamped volume of the stack: the cheapest run app.
+fn fake_volume(w: &World, domain: &str) {
+    fake_volume_labelled(domain, Some(&stamp(w)));
 }
 
-/// The app's `.env` in the canonical abra home (abra lists it, `app remove` deletes it).
+fn fake_volume_labelled(domain: &str, stamp: Option<&str>) {
+    let stack = ccci::names::stack_name(domain);
+    let ns = format!("com.docker.stack.namespace={stack}");
+    let mut args = vec!["volume", "create", "--label", ns.as_str()];
+    if let Some(s) = stamp {
+        args.extend(["--label", s]);
+    }
+    let name = format!("{stack}_data");
+    args.push(&name);
+    docker(&args);
+}
+
+/// The app's `.env` in the canonical abra home (abra lists it, `app remove` deletes it), with
+/// the stamp a run writes.
 fn env_file(w: &World, domain: &str) -> std::path::PathBuf {
     let p = w.abra_home.join("servers/default").join(format!("{domain}.env"));
-    fs::write(&p, format!("TYPE=hello\nDOMAIN={domain}\n")).unwrap();
+    fs::write(&p, format!("TYPE=hello\nDOMAIN={domain}\nCCCI_LOCK_DIR={}\n", w.lock_dir.display())).unwrap();
     p
 }
 
@@ -189,7 +209,7 @@ fn an_orphan_is_reaped_exactly_once_and_its_lockfile_unlinked() {
     let d = w.domain("hello", "5", "");
     let lock = lock_path(&w, &d);
     fs::create_dir_all(&w.lock_dir).unwrap();
-    fake_app(&d);
+    fake_app(&w, &d);
     let env = env_file(&w, &d);
     dead_holders_lockfile(&lock);
     assert!(!objects_of(&d).is_empty());
@@ -218,7 +238,7 @@ fn a_live_run_is_never_reaped() {
     let run = park_run(&w);
     let d = w.domain("hello", "0", "");
     let lock = hello_lock(&w);
-    fake_volume(&d);
+    fake_volume(&w, &d);
     let (o, v) = janitor(&w, &[]);
     let err = stderr_of(&o);
     assert_eq!(code(&o), 0, "{err}");
@@ -241,7 +261,7 @@ fn a_new_run_of_a_domain_being_reaped_waits_until_the_reap_finished() {
     w.recipe("hello");
     let d = w.domain("hello", "0", "");
     fs::create_dir_all(&w.lock_dir).unwrap();
-    fake_volume(&d);
+    fake_volume(&w, &d);
     env_file(&w, &d);
     let mut c = w.ccci();
     c.args(["janitor", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -273,7 +293,7 @@ fn two_janitors_at_once_exactly_one_reaps() {
     w.abra_mode("slow=3:remove");
     let d = w.domain("hello", "8", "");
     fs::create_dir_all(&w.lock_dir).unwrap();
-    fake_app(&d);
+    fake_app(&w, &d);
     env_file(&w, &d);
     let spawn = || {
         let mut c = w.ccci();
@@ -318,7 +338,7 @@ fn app_present_lockfile_absent_is_reaped_at_once() {
     let w = World::new();
     let d = w.domain("hello", "9", "");
     fs::create_dir_all(&w.lock_dir).unwrap();
-    fake_app(&d);
+    fake_app(&w, &d);
     let t = Instant::now();
     let (o, v) = janitor(&w, &[]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
@@ -328,6 +348,46 @@ fn app_present_lockfile_absent_is_reaped_at_once() {
     assert!(objects_of(&d).is_empty());
     assert!(!lock_path(&w, &d).exists(), "the lockfile created under the probe lock stays");
     assert!(t.elapsed() < Duration::from_secs(90), "no age wait");
+}
+
+/// Without a lockfile, only ccci's stamp of this lock dir proves an app is a run app of this
+/// setup: an unstamped app matching the name pattern, or one stamped with another lock dir (a
+/// relative or per-build lock dir, another host's setup), is left alone and reported — whatever
+/// its `.env` or objects say otherwise.
+#[test]
+fn without_a_lockfile_only_this_lock_dirs_stamp_lets_the_janitor_reap() {
+    let w = World::new();
+    fs::create_dir_all(&w.lock_dir).unwrap();
+    let (ours, unstamped, foreign, foreign_env) = (
+        w.domain("hello", "20", ""),
+        w.domain("hello", "21", ""),
+        w.domain("hello", "22", ""),
+        w.domain("hello", "23", ""),
+    );
+    fake_volume(&w, &ours);
+    fake_volume_labelled(&unstamped, None);
+    fake_volume_labelled(&foreign, Some("ccci.lock-dir=/somewhere/else"));
+    let env = w.abra_home.join("servers/default").join(format!("{foreign_env}.env"));
+    fs::write(&env, format!("TYPE=hello\nDOMAIN={foreign_env}\nCCCI_LOCK_DIR=/somewhere/else\n")).unwrap();
+    let (o, v) = janitor(&w, &[]);
+    let err = stderr_of(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert_eq!(app(&v, &ours)["action"], "reaped", "{v}");
+    for (d, why) in [(&unstamped, "no ccci stamp"), (&foreign, "/somewhere/else"), (&foreign_env, "/somewhere/else")] {
+        let a = app(&v, d);
+        assert_eq!((a["lock"].as_str(), a["action"].as_str()), (Some("absent"), Some("skipped")), "{a}");
+        assert!(a["reason"].as_str().unwrap().contains(why), "{a}");
+        assert!(err.contains(&format!("janitor: {d}: ")), "reported on stderr: {err}");
+        assert!(!lock_path(&w, d).exists(), "no lockfile is left for an app the janitor does not own");
+    }
+    assert!(objects_of(&ours).is_empty());
+    assert_eq!(objects_of(&unstamped).len(), 1, "an unstamped app is never reaped");
+    assert_eq!(objects_of(&foreign).len(), 1);
+    assert!(env.exists());
+    assert!(!w.abra_log().contains(&format!("app remove -n -f {foreign_env}")), "{}", w.abra_log());
+    for d in [&unstamped, &foreign] {
+        docker(&["volume", "rm", &format!("{}_data", ccci::names::stack_name(d))]);
+    }
 }
 
 fn touch_back(path: &Path, when: &str) {
@@ -351,7 +411,7 @@ fn a_lock_held_beyond_twice_its_deadline_is_flagged_not_stolen() {
     // d3: held briefly: not flagged.
     let h3 = py_holder(&lock_path(&w, &d3), Some(info));
     for d in [&d1, &d2, &d3] {
-        fake_volume(d);
+        fake_volume(&w, d);
     }
     let (o, v) = janitor(&w, &[]);
     let err = stderr_of(&o);
@@ -442,7 +502,7 @@ fn garbage_at_the_lock_path_is_skipped_by_the_janitor_and_fails_a_run() {
     for (i, (kind, _, _)) in kinds.iter().enumerate() {
         let d = w.domain("hello", &format!("{}", 20 + i), "");
         make(kind, &lock_path(&w, &d));
-        fake_volume(&d);
+        fake_volume(&w, &d);
     }
     let (o, v) = janitor(&w, &[]);
     let err = stderr_of(&o);
@@ -635,8 +695,8 @@ fn dry_run_changes_nothing_and_prints_the_plan() {
     fs::create_dir_all(&w.lock_dir).unwrap();
     let (orphan, reboot, stale) =
         (w.domain("hello", "30", ""), w.domain("hello", "31", ""), w.domain("hello", "32", ""));
-    fake_volume(&orphan);
-    fake_volume(&reboot);
+    fake_volume(&w, &orphan);
+    fake_volume(&w, &reboot);
     dead_holders_lockfile(&lock_path(&w, &orphan));
     fs::write(lock_path(&w, &stale), "").unwrap();
     let stamp = |p: &Path| {
@@ -703,7 +763,7 @@ fn sigterm_stops_the_janitor_between_candidates() {
     let mut ds: Vec<String> = (40..43).map(|i| w.domain("hello", &i.to_string(), "")).collect();
     ds.sort(); // the janitor goes through candidates in domain order
     for d in &ds {
-        fake_volume(d);
+        fake_volume(&w, d);
         env_file(&w, d);
     }
     let mut c = w.ccci();
@@ -737,13 +797,16 @@ fn the_deadline_stops_the_janitor_between_candidates_and_a_failed_reap_exits_1()
     fs::create_dir_all(&w.lock_dir).unwrap();
     let (a, b) = (w.domain("hello", "50", ""), w.domain("hello", "51", ""));
     for d in [&a, &b] {
-        fake_volume(d);
+        fake_volume(&w, d);
         env_file(&w, d);
     }
     let (o, v) = janitor(&w, &["--deadline", "1"]);
     assert_eq!(code(&o), 142, "{}", stderr_of(&o));
     assert_eq!(v["stopped"], "deadline");
-    assert_eq!((app(&v, &a)["action"].as_str(), app(&v, &b)["action"].as_str()), (Some("reaped"), Some("not-reached")));
+    // The deadline bounds the reap in flight too (its abra is stopped as timed out): the first
+    // reap fails, the second is not reached; both are the next sweep's job.
+    assert_eq!((app(&v, &a)["action"].as_str(), app(&v, &b)["action"].as_str()), (Some("failed"), Some("not-reached")));
+    assert!(stderr_of(&o).contains("timed out"), "{}", stderr_of(&o));
     assert_eq!(objects_of(&b).len(), 1);
 
     // A failed reap: docker fails for one stack only; the janitor still reaps the next one.
@@ -758,7 +821,7 @@ fn the_deadline_stops_the_janitor_between_candidates_and_a_failed_reap_exits_1()
     .unwrap();
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
     let c_ = w.domain("hello", "52", "");
-    fake_volume(&c_);
+    fake_volume(&w, &c_);
     let mut c = w.ccci();
     c.env("CCCI_DOCKER", &wrapper).args(["janitor", "--json"]);
     let o = output_within(c, Duration::from_secs(120));
@@ -767,7 +830,8 @@ fn the_deadline_stops_the_janitor_between_candidates_and_a_failed_reap_exits_1()
     assert_eq!(code(&o), 1, "{}", stderr_of(&o));
     assert_eq!(app(&v, &b)["action"], "failed", "{v}");
     assert_eq!(app(&v, &c_)["action"], "reaped", "{v}");
-    assert!(objects_of(&c_).is_empty());
+    assert_eq!(app(&v, &a)["action"], "reaped", "the sweep after the deadline finishes a's reap: {v}");
+    assert!(objects_of(&c_).is_empty() && objects_of(&a).is_empty());
     assert!(!lock_path(&w, &b).exists(), "a lockfile created by the failed probe stays behind");
 }
 
@@ -777,7 +841,7 @@ fn a_missing_lock_dir_skips_every_reap_and_fails_the_sweep() {
     // the dir it must not guess.
     let w = World::new();
     let d = w.domain("hello", "60", "");
-    fake_volume(&d);
+    fake_volume(&w, &d);
     let (o, v) = janitor(&w, &[]);
     let err = stderr_of(&o);
     assert_eq!(code(&o), 1, "{err}");
@@ -787,4 +851,31 @@ fn a_missing_lock_dir_skips_every_reap_and_fails_the_sweep() {
     assert!(v["errors"][0].as_str().unwrap().contains("CCCI_APP_LOCK_DIR"), "{v}");
     assert!(!w.lock_dir.exists(), "the janitor created the lock dir");
     assert_eq!(objects_of(&d).len(), 1);
+}
+
+/// A janitor whose docker hangs (a wedged dockerd) still ends within its `--deadline`: every
+/// child it starts is bounded by it, not only the gaps between candidates.
+#[test]
+fn a_janitor_whose_docker_hangs_returns_within_its_deadline() {
+    let mut w = World::new();
+    fs::create_dir_all(&w.lock_dir).unwrap();
+    let hang = w.bin.join("docker-hangs");
+    // A unique duration marks this test's sleeps in /proc.
+    let marker = format!("599.{}", unique());
+    fs::write(&hang, format!("#!/bin/sh\nexec sleep {marker}\n")).unwrap();
+    fs::set_permissions(&hang, fs::Permissions::from_mode(0o755)).unwrap();
+    w.set("CCCI_DOCKER", hang.to_str().unwrap());
+    let mut c = w.ccci();
+    c.args(["janitor", "--json", "--deadline", "3"]);
+    // The bound is the claim: --deadline 3, plus 5 s for the kill grace (1 s here) and exit.
+    let o = output_within(c, Duration::from_secs(3 + 5));
+    let err = stderr_of(&o);
+    assert!(matches!(code(&o), 1 | 142), "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    let stuck: Vec<_> = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker)))
+        .collect();
+    assert!(stuck.is_empty(), "the hung docker children were stopped with their group");
 }

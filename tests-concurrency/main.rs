@@ -6,6 +6,7 @@
 mod common;
 
 mod guard;
+mod hostile_host;
 mod janitor;
 mod lifetime;
 mod locks;

@@ -69,6 +69,90 @@ fn bad_inputs_exit_2_and_create_nothing() {
     }
 }
 
+/// The host-hardening refusals (settings only the host may set, absolute paths, ceilings, the
+/// token's origins): one line naming the value and the rule, exit 2, nothing created, no
+/// abra/git/docker call. `host` lines go into the world's host file, `env` into ccci's
+/// environment; `hidden` must not appear in the message (a credential).
+#[test]
+fn hostile_host_inputs_exit_2_and_create_nothing() {
+    const MAX: &str = "18446744073709551615";
+    struct Case<'a> {
+        args: &'a [&'a str],
+        host: &'a [(&'a str, &'a str)],
+        env: &'a [(&'a str, &'a str)],
+        needle: &'a str,
+        hidden: Option<&'a str>,
+    }
+    let c = |args, host, env, needle| Case { args, host, env, needle, hidden: None };
+    let cases = [
+        // u64::MAX and friends for every number.
+        c(&["--deadline", MAX], &[], &[], "deadline"),
+        c(&["--teardown-budget", MAX], &[], &[], "teardown-budget"),
+        c(&["--lock-timeout", MAX], &[], &[], "lock-timeout"),
+        c(&["--deadline", "99999999999999999999999"], &[], &[], "deadline"),
+        c(&["--deadline", "86401"], &[], &[], "at most|to 86400"),
+        c(&[], &[], &[("CCCI_DEADLINE", MAX)], "CCCI_DEADLINE"),
+        c(&[], &[("CCCI_KILL_GRACE", MAX)], &[], "kill grace"),
+        c(&[], &[("CCCI_LEAK_TIMEOUT_MS", MAX)], &[], "leak timeout"),
+        c(&[], &[("CCCI_MAX_DEADLINE", MAX)], &[], "max deadline"),
+        c(&[], &[("CCCI_MAX_TEARDOWN_BUDGET", MAX)], &[], "max teardown budget"),
+        c(&[], &[("CCCI_KILL_GRACE", "3601")], &[], "kill grace"),
+        // Relative paths for every dir/file setting.
+        c(&[], &[("CCCI_APP_LOCK_DIR", "run/lock")], &[], "absolute"),
+        c(&[], &[("CCCI_RUNS_DIR", "runs")], &[], "absolute"),
+        c(&[], &[("CCCI_ABRA_HOME", ".abra")], &[], "absolute"),
+        c(&[], &[("CCCI_TESTS_DIR", "./tests")], &[], "absolute"),
+        c(&[], &[("CCCI_SECRETS_DIR", "secrets")], &[], "absolute"),
+        c(&[], &[("CCCI_JUNIT", "junit.xml")], &[], "absolute"),
+        c(&["--junit", "out/junit.xml"], &[], &[], "absolute"),
+        c(&[], &[("CCCI_APP_LOCK_DIR", "/run/../etc")], &[], ".."),
+        c(&[], &[("CCCI_ABRA", "bin/abra")], &[], "absolute"),
+        c(&[], &[], &[("CCCI_CONFIG", "ccci.env")], "absolute"),
+        // Host settings from the environment that disagree with the host file.
+        c(&[], &[], &[("CCCI_APP_LOCK_DIR", "/tmp/other-lock")], "CCCI_APP_LOCK_DIR"),
+        c(&[], &[], &[("CCCI_ABRA", "/tmp/evil-abra")], "CCCI_ABRA"),
+        c(&[], &[], &[("CCCI_DOCKER", "/tmp/evil-docker")], "CCCI_DOCKER"),
+        c(&[], &[], &[("CCCI_JUNIT", "/etc/shadow")], "CCCI_JUNIT"),
+        c(&[], &[], &[("CCCI_HEALTH_URL", "http://evil.example/")], "CCCI_HEALTH_URL"),
+        c(&[], &[], &[("CCCI_DOMAIN_SUFFIX", "other.test")], "CCCI_DOMAIN_SUFFIX"),
+        c(&[], &[], &[("CCCI_TRUST_ENV", "1"), ("CCCI_ABRA", "/tmp/evil-abra")], "CCCI_ABRA"),
+        // URLs and names.
+        c(&[], &[("CCCI_HEALTH_URL", "-o/tmp/pwned")], &[], "http"),
+        c(&[], &[("CCCI_GIT_BASE", "ftp://git.example")], &[], "http"),
+        c(&[], &[("CCCI_GIT_TOKEN_ORIGINS", "http://git.example")], &[], "https"),
+        c(&[], &[("CCCI_DOMAIN_SUFFIX", "a-very-long-suffix-that-overflows.example.org")], &[], "at most"),
+        Case {
+            args: &["--src", "https://oauth2:glpat-SUPERSECRET@git.example/o/r.git"],
+            host: &[],
+            env: &[],
+            needle: "user info",
+            hidden: Some("SUPERSECRET"),
+        },
+    ];
+    assert!(cases.len() >= 20);
+    for case in &cases {
+        let (mut w, calls) = recording_world();
+        for (k, v) in case.host {
+            w.set(k, v);
+        }
+        let mut cmd = w.ccci();
+        cmd.args(["run", "--recipe", "hello"]).args(case.args);
+        for (k, v) in case.env {
+            cmd.env(k, v);
+        }
+        let o = output_within(cmd, std::time::Duration::from_secs(30));
+        let err = stderr_of(&o);
+        let what = format!("{:?} host {:?} env {:?}", case.args, case.host, case.env);
+        assert_eq!(code(&o), 2, "{what}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: expected one line, got: {err}");
+        assert!(case.needle.split('|').any(|n| err.contains(n)), "{what}: {err:?} should name {}", case.needle);
+        if let Some(h) = case.hidden {
+            assert!(!err.contains(h), "{what}: the credential is echoed: {err}");
+        }
+        assert_nothing_created(&w, &calls);
+    }
+}
+
 #[test]
 fn unknown_key_in_trusted_ccci_yml_is_bad_input() {
     let (w, calls) = recording_world();

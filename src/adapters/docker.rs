@@ -1,6 +1,6 @@
 //! docker: read-only listing and inspect calls, plus `stack rm` and `rm` of stack objects.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -10,6 +10,8 @@ use crate::process::{Cmd, ProcessError, Stopped};
 
 /// Docker's label on everything of a stack.
 pub const NS_LABEL: &str = "com.docker.stack.namespace";
+/// ccci's stamp on the objects of a run app: the lock dir it was locked in.
+pub const STAMP_LABEL: &str = "ccci.lock-dir";
 
 #[derive(Debug, Error)]
 pub enum DockerError {
@@ -120,31 +122,51 @@ impl Docker {
     /// Every stack namespace found on any object kind (a SIGKILL between `undeploy` and
     /// `remove` leaves volumes and secrets with no service).
     pub fn namespaces(&self) -> Result<BTreeSet<String>, DockerError> {
-        let mut out = BTreeSet::new();
-        let label_fmt = format!("{{{{.Label \"{NS_LABEL}\"}}}}");
+        Ok(self.namespaces_with_stamps()?.into_keys().collect())
+    }
+
+    /// Every stack namespace found on any object kind, with the lock-dir stamps
+    /// ([`STAMP_LABEL`]) its objects carry: ccci's proof that it made the app, and in which lock
+    /// dir (the janitor reaps an app without a lockfile only on that proof).
+    pub fn namespaces_with_stamps(&self) -> Result<BTreeMap<String, BTreeSet<String>>, DockerError> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut add = |lines: Vec<String>| {
+            for line in lines {
+                let (ns, stamp) = line.split_once('\t').unwrap_or((line.as_str(), ""));
+                if ns.is_empty() {
+                    continue;
+                }
+                let e = out.entry(ns.to_string()).or_default();
+                if !stamp.is_empty() && stamp != "<no value>" {
+                    e.insert(stamp.to_string());
+                }
+            }
+        };
+        let label_fmt = format!("{{{{.Label \"{NS_LABEL}\"}}}}\t{{{{.Label \"{STAMP_LABEL}\"}}}}");
+        let filter = format!("label={NS_LABEL}");
         for kind in ["volume", "secret", "config", "network"] {
-            out.extend(self.lines(&[kind, "ls", "--filter", &format!("label={NS_LABEL}"), "--format", &label_fmt])?);
+            add(self.lines(&[kind, "ls", "--filter", &filter, "--format", &label_fmt])?);
         }
-        out.extend(self.lines(&["ps", "-a", "--filter", &format!("label={NS_LABEL}"), "--format", &label_fmt])?);
-        let ids = self.lines(&["service", "ls", "-q", "--filter", &format!("label={NS_LABEL}")])?;
+        add(self.lines(&["ps", "-a", "--filter", &filter, "--format", &label_fmt])?);
+        let ids = self.lines(&["service", "ls", "-q", "--filter", &filter])?;
         if !ids.is_empty() {
-            let fmt = format!("{{{{index .Spec.Labels \"{NS_LABEL}\"}}}}");
+            let fmt =
+                format!("{{{{index .Spec.Labels \"{NS_LABEL}\"}}}}\t{{{{index .Spec.Labels \"{STAMP_LABEL}\"}}}}");
             let mut args = vec!["service", "inspect", "--format", fmt.as_str()];
             args.extend(ids.iter().map(String::as_str));
             match self.lines(&args) {
-                Ok(names) => out.extend(names),
+                Ok(lines) => add(lines),
                 // A service removed between the listing and the inspect fails the whole call
                 // (any stack's, not only a run app's): look at the rest one by one.
                 Err(_) => {
                     for id in &ids {
-                        if let Ok(names) = self.lines(&["service", "inspect", "--format", fmt.as_str(), id]) {
-                            out.extend(names);
+                        if let Ok(lines) = self.lines(&["service", "inspect", "--format", fmt.as_str(), id]) {
+                            add(lines);
                         }
                     }
                 }
             }
         }
-        out.retain(|s| !s.is_empty());
         Ok(out)
     }
 

@@ -28,7 +28,7 @@ pub fn docker_reap(docker: &Docker, app: &App) -> Result<(), String> {
     }
     wait_gone(docker, stack, Duration::from_secs(60), |r| r.services.is_empty() && r.containers.is_empty())?;
     // Volumes can stay busy for a moment after their containers exit.
-    let end = Instant::now() + Duration::from_secs(30);
+    let end = crate::lifetime::instant_after(Duration::from_secs(30));
     loop {
         let r = docker.residue(stack).map_err(|e| e.to_string())?;
         let mut failed = Vec::new();
@@ -75,7 +75,7 @@ pub fn wait_gone(
     within: Duration,
     done: impl Fn(&Residue) -> bool,
 ) -> Result<(), String> {
-    let end = Instant::now() + within;
+    let end = crate::lifetime::instant_after(within);
     loop {
         let r = docker.residue(stack).map_err(|e| e.to_string())?;
         if done(&r) {

@@ -50,8 +50,11 @@ pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
     if let Some(pid) = cfg.watch_pid
         && let Err(e) = lifetime::watch_pid(pid)
     {
-        eprintln!("ccci: cannot watch pid {pid} (CCCI_WATCH_PID): {e}");
-        return exit::USAGE;
+        eprintln!("ccci: {e}");
+        return match e {
+            lifetime::WatchError::Gone(_) => exit::ORPHANED,
+            lifetime::WatchError::Io { .. } => exit::INTERNAL,
+        };
     }
     if let Err(e) = lifetime::become_subreaper() {
         tracing::warn!("cannot become a child subreaper: {e}; escaped grandchildren will not come back to ccci");

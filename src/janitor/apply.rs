@@ -68,7 +68,16 @@ impl Sweeper<'_> {
             TryLock::Held { age, info } => left(&mut e, &self.lock_path(&c.app.domain), age, info.as_ref()),
             TryLock::Acquired(lock) => {
                 e.lock = if lock.created() { "absent" } else { "free" };
-                self.reap_held(c, &lock, &mut e);
+                // The lockfile vanished since the inventory (a reboot, a clean teardown): with
+                // none, only a stamp of this lock dir proves the app is ccci's to reap.
+                match super::plan::unproven(c).filter(|_| lock.created()) {
+                    Some(reason) => {
+                        let _ = lock.unlink_if_created();
+                        tracing::warn!("janitor: {}: {reason}", c.app.domain);
+                        e.reason = Some(reason);
+                    }
+                    None => self.reap_held(c, &lock, &mut e),
+                }
             }
         }
         e.ms = t.elapsed().as_millis() as u64;
@@ -288,6 +297,11 @@ pub fn entry_without_applying(a: &Action, dry_run: bool) -> Option<Result<AppEnt
             }
         }
         Action::UnlinkStale { domain } => Err(lockfile_entry(domain, planned("would-unlink"))),
+        Action::Unproven { candidate, reason } => {
+            let mut e = app_entry(candidate, "absent", "skipped");
+            e.reason = Some(reason.clone());
+            Ok(e)
+        }
         _ => return None,
     })
 }

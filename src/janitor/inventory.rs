@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::plan::{BULKY, Candidate, RunDir, TokenProcess};
+use super::plan::{BULKY, Candidate, RunDir, Stamp, TokenProcess};
 use crate::adapters::{Abra, Docker};
 use crate::app::App;
 use crate::config::Host;
@@ -41,10 +41,20 @@ impl Discovery {
     fn add(&mut self, app: App, source: &'static str) {
         self.candidates
             .entry(app.domain.clone())
-            .or_insert_with(|| Candidate { app, sources: BTreeSet::new() })
+            .or_insert_with(|| Candidate { app, stamp: Stamp::None, sources: BTreeSet::new() })
             .sources
             .insert(source);
     }
+}
+
+/// The lock-dir stamp ccci wrote into an app's `.env` (`CCCI_LOCK_DIR`). The file was made by
+/// abra from a PR's `.env.sample`: it is read without following links or blocking, as a dotenv
+/// text, never sourced.
+fn env_stamp(env_path: &Path) -> Option<String> {
+    let (dir, name) = (env_path.parent()?, env_path.file_name()?);
+    let text = crate::untrusted::read_to_string(dir, Path::new(name)).ok()?;
+    let assignments = crate::dotenv::parse(&text).ok()?;
+    crate::dotenv::effective(&assignments).remove(ev::CCCI_LOCK_DIR_STAMP).filter(|v| !v.is_empty())
 }
 
 /// Candidates: `abra app ls -m` plus every stack namespace docker knows, filtered by the
@@ -70,14 +80,16 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
             d.abra = SourceStatus { ok: false, listed: 0, error: Some(e.to_string()) };
         }
     }
-    match docker.namespaces() {
+    let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    match docker.namespaces_with_stamps() {
         Ok(stacks) => {
             d.docker = SourceStatus { ok: true, listed: stacks.len(), error: None };
-            for stack in stacks {
+            for (stack, stamps) in stacks {
                 let Some(domain) = pattern.domain_for_stack(&stack) else {
                     d.ignored.insert(stack);
                     continue;
                 };
+                labels.entry(domain.clone()).or_default().extend(stamps);
                 d.add(App::new(&domain, &host.server_dir()), "docker");
             }
         }
@@ -85,6 +97,10 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
             tracing::warn!("janitor: listing docker stack objects failed: {e}; using abra's view alone");
             d.docker = SourceStatus { ok: false, listed: 0, error: Some(e.to_string()) };
         }
+    }
+    for (domain, c) in d.candidates.iter_mut() {
+        let found = labels.remove(domain).unwrap_or_default().into_iter().chain(env_stamp(&c.app.env_path));
+        c.stamp = Stamp::of(found, &host.lock_dir);
     }
     d
 }

@@ -20,10 +20,40 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);
 /// The bulky parts of a finished run dir that prune removes (results and logs stay).
 pub const BULKY: [&str; 3] = ["abra", "tests", "state"];
 
+/// ccci's proof that it made an app, and in which lock dir: the `CCCI_LOCK_DIR` key it writes
+/// into the app's `.env`, and the `ccci.lock-dir` label on the app's objects. A name matching
+/// the run-app pattern is no proof at all (anyone can name an app so).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Stamp {
+    /// No stamp anywhere (an app from before stamps, or not ccci's).
+    #[default]
+    None,
+    /// Stamped with this janitor's lock dir.
+    Ours,
+    /// Stamped with another lock dir: another host's (or another setup's) run app.
+    Foreign(String),
+}
+
+impl Stamp {
+    /// Combines stamps read from several places: ours wins (a reap is then provably right).
+    pub fn of(found: impl IntoIterator<Item = String>, lock_dir: &std::path::Path) -> Stamp {
+        let ours = lock_dir.display().to_string();
+        let mut out = Stamp::None;
+        for s in found {
+            if s.trim_end_matches('/') == ours.trim_end_matches('/') {
+                return Stamp::Ours;
+            }
+            out = Stamp::Foreign(s);
+        }
+        out
+    }
+}
+
 /// A run app found by discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub app: App,
+    pub stamp: Stamp,
     /// `abra` and/or `docker`.
     pub sources: BTreeSet<&'static str>,
 }
@@ -76,6 +106,8 @@ pub enum Action {
     Leave { domain: String, candidate: Option<Candidate>, lock: LockState, flag: Option<Duration> },
     /// The lock path is garbage or hostile: log and skip.
     Skip { domain: String, candidate: Option<Candidate>, reason: String },
+    /// No lockfile, and nothing proves ccci made the app with this lock dir: leave it, report it.
+    Unproven { candidate: Candidate, reason: String },
     /// A lockfile with no app behind it: unlink it when the probe acquires it.
     UnlinkStale { domain: String },
     /// Delete the bulky parts of a finished run dir (under its `run.lock`).
@@ -89,8 +121,8 @@ pub enum Action {
 /// The long-held threshold of a held lock: twice the holder's recorded deadline, or twice an
 /// hour when unknown. `Some(threshold)` when the lock is older than that.
 pub fn long_held(age: Option<Duration>, info: Option<&HolderInfo>) -> Option<Duration> {
-    let deadline = info.map(|i| Duration::from_secs(i.deadline_secs)).filter(|d| !d.is_zero());
-    let threshold = 2 * deadline.unwrap_or(DEFAULT_DEADLINE);
+    let deadline = info.and_then(HolderInfo::deadline);
+    let threshold = deadline.unwrap_or(DEFAULT_DEADLINE).saturating_mul(2);
     age.filter(|a| *a > threshold).map(|_| threshold)
 }
 
@@ -106,13 +138,35 @@ fn for_lock(domain: &str, lock: &LockState, candidate: Option<&Candidate>) -> Op
             flag: long_held(*age, info.as_ref()),
         },
         // What the listing could not tell (unknown, unprobed) the probe decides at apply time.
-        LockState::Free | LockState::Unprobed | LockState::Unknown | LockState::Absent => match candidate {
-            Some(c) => Action::Reap { candidate: c.clone(), lock: lock.clone() },
+        LockState::Absent => match candidate {
+            Some(c) => match unproven(c) {
+                None => Action::Reap { candidate: c.clone(), lock: lock.clone() },
+                Some(reason) => Action::Unproven { candidate: c.clone(), reason },
+            },
             // No app and no lockfile: nothing to do.
-            None if *lock == LockState::Absent => return None,
+            None => return None,
+        },
+        LockState::Free | LockState::Unprobed | LockState::Unknown => match candidate {
+            Some(c) => Action::Reap { candidate: c.clone(), lock: lock.clone() },
             None => Action::UnlinkStale { domain: domain.to_string() },
         },
     })
+}
+
+/// Why an app without a lockfile may not be reaped (`None`: it is stamped with this lock dir).
+/// A lockfile that exists is ccci's own evidence (only ccci, or its predecessor during a
+/// migration, creates them there, under the same name); without one, only the stamp is.
+pub fn unproven(c: &Candidate) -> Option<String> {
+    match &c.stamp {
+        Stamp::Ours => None,
+        Stamp::None => Some(
+            "no lockfile and no ccci stamp: nothing proves ccci made it here (left alone; docs/operations.md says how to adopt apps from before stamps)"
+                .to_string(),
+        ),
+        Stamp::Foreign(dir) => Some(format!(
+            "no lockfile here and stamped with another lock dir ({dir}): that setup's janitor reaps it"
+        )),
+    }
 }
 
 /// Makes the plan: candidates first (sorted by domain), then lockfiles with no app, then prunes,
@@ -176,6 +230,7 @@ mod tests {
     fn cand(domain: &str) -> Candidate {
         Candidate {
             app: App::new(domain, std::path::Path::new("/abra/servers/default")),
+            stamp: Stamp::Ours,
             sources: BTreeSet::from(["docker"]),
         }
     }
@@ -221,6 +276,34 @@ mod tests {
         assert!(matches!(&p[2], Action::Reap { lock: LockState::Absent, .. }));
         assert!(matches!(&p[3], Action::Skip { reason, .. } if reason == "is a symlink"));
         assert!(matches!(&p[4], Action::Reap { lock: LockState::Unprobed, .. }));
+    }
+
+    #[test]
+    fn without_a_lockfile_only_a_stamp_of_this_lock_dir_proves_ownership() {
+        let mut unstamped = cand("a-000002.x");
+        unstamped.stamp = Stamp::None;
+        let mut foreign = cand("a-000003.x");
+        foreign.stamp = Stamp::Foreign("/other/lock".into());
+        let inv = Inventory {
+            candidates: [cand("a-000001.x"), unstamped, foreign.clone()]
+                .into_iter()
+                .map(|c| (c.app.domain.clone(), c))
+                .collect(),
+            // A lockfile that exists is evidence enough, stamp or not.
+            lockfiles: BTreeMap::from([("a-000003.x".to_string(), LockState::Free)]),
+            ..Inventory::default()
+        };
+        let p = plan(&inv, 14 * DAY);
+        assert!(matches!(&p[0], Action::Reap { lock: LockState::Absent, .. }));
+        assert!(matches!(&p[1], Action::Unproven { reason, .. } if reason.contains("no ccci stamp")));
+        assert!(matches!(&p[2], Action::Reap { lock: LockState::Free, .. }));
+        let gone = Inventory { lockfiles: BTreeMap::new(), ..inv };
+        assert!(matches!(&plan(&gone, 14 * DAY)[2], Action::Unproven { reason, .. } if reason.contains("/other/lock")));
+        let lock = std::path::Path::new("/run/lock");
+        assert_eq!(Stamp::of(["/run/lock/".to_string()], lock), Stamp::Ours);
+        assert_eq!(Stamp::of(["/x".to_string(), "/run/lock".to_string()], lock), Stamp::Ours);
+        assert_eq!(Stamp::of(["/x".to_string()], lock), Stamp::Foreign("/x".into()));
+        assert_eq!(Stamp::of([], lock), Stamp::None);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub fn stop(targets: &[(i32, u64, String)], grace: Duration) -> Vec<StragglerEnt
             }
         }
     }
-    let end = Instant::now() + grace;
+    let end = crate::lifetime::instant_after(grace);
     while !pending.is_empty() {
         pending.retain(|&i| {
             let (pid, start, _) = &targets[i];
@@ -79,7 +79,7 @@ pub fn stop(targets: &[(i32, u64, String)], grace: Duration) -> Vec<StragglerEnt
         }
     }
     // SIGKILL is not instant: confirm, briefly.
-    let end = Instant::now() + Duration::from_secs(2);
+    let end = crate::lifetime::instant_after(Duration::from_secs(2));
     for &i in &pending {
         let (pid, start, _) = &targets[i];
         while entries[i].action == "killed" && same_process(*pid, *start) {

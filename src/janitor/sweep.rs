@@ -80,7 +80,19 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
         errors: Vec::new(),
         exit_code: 0,
     };
-    let sweeper = Sweeper { abra, docker, lock_dir: &host.lock_dir, deadline_at: t0 + s.deadline };
+    // Every child of this sweep (abra, docker) ends by the sweep's deadline: a wedged dockerd
+    // must not stretch a janitor past its --deadline, nor the run-start janitor past its budget.
+    let deadline_at = t0.checked_add(s.deadline).unwrap_or_else(|| crate::lifetime::instant_after(s.deadline));
+    let _bound = crate::process::bound_children(deadline_at);
+    let sweeper = Sweeper { abra, docker, lock_dir: &host.lock_dir, deadline_at };
+
+    // Stragglers of dead runs first, prune with them: a surviving grandchild of a SIGKILLed run
+    // (a hook's backgrounded deploy, a test looping on the app's domain) could recreate objects
+    // behind the reap, or act on the next run of the same domain as soon as the probe lock
+    // drops.
+    let held = if s.dry_run { Some(HeldLocks::read()) } else { None };
+    runs_phase(host, s, &sweeper, held.as_ref(), &mut report);
+    let t_runs = t0.elapsed();
 
     // Discovery, then the app and lockfile phase.
     let disc = inventory::discover(host, abra, docker, &pattern);
@@ -96,7 +108,6 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
         candidates: disc.candidates.len(),
         ignored: disc.ignored.iter().cloned().collect(),
     };
-    let held = if s.dry_run { Some(HeldLocks::read()) } else { None };
     let mut inv = Inventory { candidates: disc.candidates, ..Inventory::default() };
     if host.lock_dir.is_dir() {
         match crate::lock::dir::list(&host.lock_dir, &|d| pattern.is_run_domain(d), false, held.as_ref()) {
@@ -126,21 +137,12 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
     } else {
         apply_apps_and_lockfiles(&sweeper, &host.lock_dir, &actions, &mut report);
     }
-    let t_apps = t0.elapsed();
-
-    // Prune and stragglers, from a fresh look at the runs dir.
-    if !s.dry_run && report.stopped.is_none() {
-        report.stopped = sweeper.stopped();
-    }
-    if report.stopped.is_none() {
-        runs_phase(host, s, &sweeper, held.as_ref(), &mut report);
-    }
     tracing::debug!(
-        "{}: discovery {:?}, apps and lockfiles {:?}, run dirs and stragglers {:?}",
+        "{}: run dirs and stragglers {:?}, discovery {:?}, apps and lockfiles {:?}",
         s.kind,
-        t_discovery,
-        t_apps - t_discovery,
-        t0.elapsed() - t_apps
+        t_runs,
+        t_discovery.saturating_sub(t_runs),
+        t0.elapsed().saturating_sub(t_discovery)
     );
     report.completed = report.stopped.is_none();
     if let Some(why) = report.stopped {
@@ -155,7 +157,7 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
     report
 }
 
-/// Prune, then the straggler sweep.
+/// The straggler sweep and prune.
 fn runs_phase(host: &Host, s: &Settings, sweeper: &Sweeper, held: Option<&HeldLocks>, report: &mut Report) {
     // `/proc/locks` is slow to read with many locks held (about 15 µs a line here): a real
     // sweep reads it only when some process carries the token of a ccci run dir.
@@ -279,6 +281,13 @@ fn apply_apps_and_lockfiles(sweeper: &Sweeper, lock_dir: &Path, actions: &[Actio
             Action::UnlinkStale { domain } => {
                 stale.push(domain.as_str());
                 continue;
+            }
+            Action::Unproven { candidate, reason } => {
+                tracing::warn!("janitor: {}: {reason}", candidate.app.domain);
+                match apply::entry_without_applying(a, false) {
+                    Some(e) => e,
+                    None => continue,
+                }
             }
             Action::Skip { domain, reason, .. } => {
                 tracing::warn!(

@@ -64,36 +64,47 @@ pub fn arm_deadline(deadline: Duration) {
     }
 }
 
+#[derive(Debug, Error)]
+pub enum WatchError {
+    /// Like a parent that died before ccci started: refuse (exit 3), create nothing.
+    #[error("watched pid {0} (CCCI_WATCH_PID) is not running: refusing to start a run nothing would stop")]
+    Gone(i32),
+    #[error("cannot watch pid {pid} (CCCI_WATCH_PID): {source}")]
+    Io { pid: i32, source: std::io::Error },
+}
+
 /// Treats the death of `pid` like the parent's: a SIGTERM to ourselves, through the one funnel.
-/// Uses a pidfd, so a recycled pid can never be mistaken for the watched process.
-pub fn watch_pid(pid: i32) -> std::io::Result<()> {
+/// Uses a pidfd, so a recycled pid can never be mistaken for the watched process. A pid that
+/// is already gone is refused like a parent that died during start-up.
+pub fn watch_pid(pid: i32) -> Result<(), WatchError> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::ESRCH) {
-            tracing::warn!("watched pid {pid} (CCCI_WATCH_PID) is already gone: cancelling the run");
-            raise_term();
-            return Ok(());
+            return Err(WatchError::Gone(pid));
         }
-        return Err(err);
+        return Err(WatchError::Io { pid, source: err });
     }
     let fd = fd as libc::c_int;
-    std::thread::Builder::new().name("watch-pid".into()).spawn(move || {
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        loop {
-            // SAFETY: one valid pollfd, owned by this thread for its whole life.
-            let n = unsafe { libc::poll(&mut pfd, 1, -1) };
-            if n > 0 {
-                break;
+    std::thread::Builder::new()
+        .name("watch-pid".into())
+        .spawn(move || {
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            loop {
+                // SAFETY: one valid pollfd, owned by this thread for its whole life.
+                let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+                if n > 0 {
+                    break;
+                }
+                if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                    return;
+                }
             }
-            if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                return;
-            }
-        }
-        tracing::warn!("watched pid {pid} (CCCI_WATCH_PID) exited: cancelling the run");
-        raise_term();
-    })?;
+            tracing::warn!("watched pid {pid} (CCCI_WATCH_PID) exited: cancelling the run");
+            raise_term();
+        })
+        .map_err(|source| WatchError::Io { pid, source })?;
     Ok(())
 }
 

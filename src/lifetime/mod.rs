@@ -8,10 +8,13 @@
 //! and acts on it. Signal handlers run with SA_RESTART, so a flag alone would not interrupt a
 //! blocking syscall; waking a channel does not depend on that.
 
+mod deadline;
 mod guard;
 mod state;
 
-pub use guard::{OrphanError, arm_deadline, become_subreaper, orphan_guard, watch_pid};
+pub use deadline::{CANCEL_TICK, Deadline, instant_after};
+
+pub use guard::{OrphanError, WatchError, arm_deadline, become_subreaper, orphan_guard, watch_pid};
 pub use state::{
     Event, Phase, Stop, Stream, Watch, abandoned, begin_teardown, cause, configure_deadline, exit_now_hook, interrupts,
     phase, sleep, start_signal_thread, watch,

@@ -333,7 +333,7 @@ impl Drop for Watch {
 /// Sleeps for `d` unless a stop arrives first; returns the stop.
 pub fn sleep(d: Duration) -> Option<Stop> {
     let w = watch();
-    let end = Instant::now() + d;
+    let end = crate::lifetime::instant_after(d);
     loop {
         if let Some(stop) = w.stop() {
             return Some(stop);

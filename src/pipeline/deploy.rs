@@ -48,7 +48,12 @@ impl Running<'_> {
         self.stopped()?;
         ctx.abra.app_new(&ctx.cfg.recipe, domain).map_err(|e| self.abra_err("abra app new", e))?;
 
-        let mut overrides = vec![("LETS_ENCRYPT_ENV".to_string(), String::new())];
+        // The stamp first after the ACME switch: from here on the janitor can prove this app is
+        // ccci's and which lock dir guards it, even if the lockfile is gone (a reboot).
+        let mut overrides = vec![
+            ("LETS_ENCRYPT_ENV".to_string(), String::new()),
+            (ev::CCCI_LOCK_DIR_STAMP.to_string(), ctx.cfg.host.lock_dir.display().to_string()),
+        ];
         overrides.extend(self.custom.yml.extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())));
         envfile::set(env_path, &overrides)?;
 

@@ -81,7 +81,7 @@ pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
 }
 
 fn verify(ctx: &Ctx, within: Duration) -> Vec<String> {
-    let end = Instant::now() + within;
+    let end = crate::lifetime::instant_after(within);
     loop {
         let left = match reap::leftovers(&ctx.docker, &ctx.app) {
             Ok(l) => l,

@@ -102,7 +102,7 @@ pub fn stop_token_carriers(grace: Duration) -> Vec<i32> {
     for pid in &found {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
     }
-    let end = Instant::now() + grace.min(Duration::from_secs(5));
+    let end = crate::lifetime::instant_after(grace.min(Duration::from_secs(5)));
     while Instant::now() < end && !token_carriers(&token).is_empty() {
         reap_adopted();
         std::thread::sleep(Duration::from_millis(20));
@@ -173,7 +173,7 @@ pub fn reap_group_zombies(pgid: i32) {
 
 /// Waits until the group has no live member, reaping as it goes. True when it emptied in time.
 pub fn wait_group_empty(pgid: i32, within: Duration) -> bool {
-    let end = Instant::now() + within;
+    let end = crate::lifetime::instant_after(within);
     loop {
         reap_group_zombies(pgid);
         if live_members(pgid).is_empty() {
@@ -196,7 +196,7 @@ pub fn terminate_group(pgid: i32, grace: Duration, escalate: &dyn Fn() -> bool) 
     }
     if !grace.is_zero() {
         let _ = killpg(pg, Signal::SIGTERM);
-        let end = Instant::now() + grace;
+        let end = crate::lifetime::instant_after(grace);
         while Instant::now() < end {
             reap_group_zombies(pgid);
             if live_members(pgid).is_empty() {
@@ -208,7 +208,7 @@ pub fn terminate_group(pgid: i32, grace: Duration, escalate: &dyn Fn() -> bool) 
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = crate::lifetime::instant_after(Duration::from_secs(5));
     loop {
         if live_members(pgid).is_empty() {
             reap_group_zombies(pgid);
@@ -252,7 +252,7 @@ pub fn reap_adopted() {
 pub fn sweep_adopted(grace: Duration) -> Vec<i32> {
     let mut seen = Vec::new();
     let mut quiet_passes = 0;
-    let deadline = Instant::now() + grace + Duration::from_secs(5);
+    let deadline = crate::lifetime::instant_after(grace.saturating_add(Duration::from_secs(5)));
     while quiet_passes < 2 && Instant::now() < deadline {
         reap_adopted();
         let alive: Vec<i32> =
@@ -268,7 +268,7 @@ pub fn sweep_adopted(grace: Duration) -> Vec<i32> {
                 let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
             }
         }
-        let end = Instant::now() + grace.min(Duration::from_secs(2));
+        let end = crate::lifetime::instant_after(grace.min(Duration::from_secs(2)));
         while Instant::now() < end {
             reap_adopted();
             if alive.iter().all(|p| read_stat(*p).is_none_or(|s| s.state == 'Z')) {

@@ -12,8 +12,8 @@ use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::Sender;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::wait::WaitStatus;
@@ -40,6 +40,35 @@ pub struct Timing {
 }
 
 static TIMING: OnceLock<Timing> = OnceLock::new();
+
+/// The instant every child must have ended by, while a [`ChildBound`] is alive.
+static CHILD_BOUND: Mutex<Option<Instant>> = Mutex::new(None);
+
+fn child_bound() -> Option<Instant> {
+    *CHILD_BOUND.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// While alive, no child started through the spawn path may run past `until` (it is stopped
+/// as timed out). A sweep with a deadline of its own (`ccci janitor --deadline`, the run-start
+/// janitor's budget) holds one, so a wedged dockerd or abra cannot stretch it; dropping it
+/// restores the previous bound.
+#[must_use = "the bound ends when the guard is dropped"]
+pub struct ChildBound {
+    previous: Option<Instant>,
+}
+
+pub fn bound_children(until: Instant) -> ChildBound {
+    let mut b = CHILD_BOUND.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = *b;
+    *b = Some(previous.map_or(until, |p| p.min(until)));
+    ChildBound { previous }
+}
+
+impl Drop for ChildBound {
+    fn drop(&mut self) {
+        *CHILD_BOUND.lock().unwrap_or_else(|e| e.into_inner()) = self.previous;
+    }
+}
 
 pub fn configure_timing(t: Timing) {
     let _ = TIMING.set(t);
@@ -303,6 +332,13 @@ impl Cmd {
             out.stopped = Some(stopped_of(stop, None));
             return Ok(out);
         }
+        if let Some(bound) = child_bound()
+            && Instant::now() >= bound
+        {
+            // The caller's bound has passed: do not start what would be stopped at once.
+            out.stopped = Some(Stopped::TimedOut(Duration::ZERO));
+            return Ok(out);
+        }
         tracing::event!(target: "ccci::process", Level::DEBUG, "$ {cmdline}");
         self.check_program().map_err(|source| ProcessError::Spawn {
             cmdline: cmdline.clone(),
@@ -327,7 +363,13 @@ impl Cmd {
         drop(child);
 
         let mut sink = Sink { cmd: self, tail: VecDeque::new(), stdout: String::new(), eofs: 0 };
-        let deadline = self.timeout.map(|t| started + t);
+        let own = self.timeout.map(|t| started.checked_add(t).unwrap_or_else(|| crate::lifetime::instant_after(t)));
+        // A bound set by the caller's caller (the janitor's --deadline, the run-start janitor's
+        // budget) caps every child started meanwhile, whatever the child's own timeout.
+        let deadline = match (own, child_bound()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut exited = false;
         let mut stop: Option<Stopped> = None;
         while !exited {
@@ -338,7 +380,7 @@ impl Cmd {
             if let Some(d) = deadline
                 && Instant::now() >= d
             {
-                stop = Some(Stopped::TimedOut(self.timeout.unwrap_or_default()));
+                stop = Some(Stopped::TimedOut(d.saturating_duration_since(started)));
                 break;
             }
             let wait = deadline.map_or(Duration::from_millis(500), |d| {
@@ -376,7 +418,7 @@ impl Cmd {
         } else {
             status = status.or_else(|| group::reap_leader(pid, true));
             // Leak check: the pipes should close and the group empty within the leak timeout.
-            let end = Instant::now() + t.leak_timeout;
+            let end = crate::lifetime::instant_after(t.leak_timeout);
             while sink.eofs < 2 {
                 let left = end.saturating_duration_since(Instant::now());
                 if left.is_zero() {

@@ -17,7 +17,6 @@
 //! Writes (`stack rm`, `<kind> rm`) stay on the docker CLI through the spawn path
 //! (`adapters::docker`), so every mutation is in `run.log` and stub-able in tests.
 
-mod deadline;
 mod error;
 pub mod events;
 mod filters;
@@ -41,7 +40,7 @@ use models::{
     Service, SystemVersion, Task, Volume,
 };
 
-pub use deadline::{CANCEL_TICK, Deadline};
+pub use crate::lifetime::{CANCEL_TICK, Deadline};
 pub use error::EngineError;
 pub use events::{EngineEvent, EventFilter, Kind, Notice, Subscription};
 pub use filters::{Filters, NS_LABEL, Scope, endpoint};

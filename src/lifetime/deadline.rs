@@ -1,13 +1,24 @@
-//! The bound every Engine API call takes: an instant, and optionally what cancels it earlier.
+//! A deadline: an instant, and optionally what cancels the wait earlier. The one way ccci bounds
+//! a wait, a loop or a call — instead of hand-rolled `Instant::now() + d` arithmetic, which
+//! panics on overflow (a `u64::MAX` from a hostile setting or lockfile must never do that).
 //!
 //! Callers derive the instant from the time left of their enclosing wait or budget
-//! (`Deadline::at(wait_end).cap(PER_CALL)`), so no call can outlive what it serves. A call also
+//! (`Deadline::at(wait_end).cap(PER_CALL)`), so no call can outlive what it serves. A wait also
 //! watches the run's lifetime when given a [`Watch`]: a signal, the deadline alarm or a skipped
 //! teardown step abandons it within [`CANCEL_TICK`], without waiting for the instant.
 
 use std::time::{Duration, Instant};
 
-use crate::lifetime::{Stop, Watch};
+use super::{Stop, Watch};
+
+/// "Never" in practice: `Instant` cannot hold an unbounded future, and a CI run is never a year.
+const FAR: Duration = Duration::from_secs(365 * 86_400);
+
+/// `now + d`, saturating far in the future instead of overflowing.
+pub fn instant_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).or_else(|| now.checked_add(FAR)).unwrap_or(now)
+}
 
 /// How often an in-flight call re-checks its cancel source. Calls answer in about a millisecond,
 /// so this only ever runs while dockerd is slow; 20 ms keeps a cancel well under the 50 ms a
@@ -30,7 +41,7 @@ pub struct Deadline<'a> {
 
 impl Deadline<'static> {
     pub fn after(d: Duration) -> Deadline<'static> {
-        Deadline::at(Instant::now() + d)
+        Deadline::at(instant_after(d))
     }
 
     pub fn at(at: Instant) -> Deadline<'static> {
@@ -51,7 +62,7 @@ impl<'a> Deadline<'a> {
 
     /// The same deadline, but no later than `d` from now (a per-call cap inside a long wait).
     pub fn cap(self, d: Duration) -> Deadline<'a> {
-        Deadline { at: self.at.min(Instant::now() + d), cancel: self.cancel }
+        Deadline { at: self.at.min(instant_after(d)), cancel: self.cancel }
     }
 
     pub fn instant(&self) -> Instant {
@@ -80,7 +91,7 @@ impl<'a> Deadline<'a> {
     pub(crate) fn next_check(&self) -> Instant {
         match self.cancel {
             Cancel::Never => self.at,
-            _ => self.at.min(Instant::now() + CANCEL_TICK),
+            _ => self.at.min(instant_after(CANCEL_TICK)),
         }
     }
 }
