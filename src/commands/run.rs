@@ -62,8 +62,14 @@ pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
     lifetime::configure_deadline(cfg.deadline, cfg.teardown_budget, Some(parent));
     lifetime::exit_now_hook(group::kill_active_groups);
     lifetime::arm_deadline(cfg.deadline);
+    // Past deadline + budget (+ the abandon path's own slack) nothing is waited for any more.
+    lifetime::arm_outer_bound(cfg.deadline.saturating_add(cfg.teardown_budget).saturating_add(OUTER_SLACK));
     run(cfg)
 }
+
+/// Between the end of the teardown budget and the outer bound: the abandon path writes the
+/// report and exits within this (it gives a wedged main thread 15 s before exiting itself).
+const OUTER_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn preflight(cfg: &config::Run) -> Result<(), String> {
     Workspace::preflight(&cfg.host.abra_home, &cfg.host.server).map_err(|e| e.to_string())?;

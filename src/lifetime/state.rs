@@ -249,6 +249,28 @@ fn on_signal(sig: i32) {
     }
 }
 
+/// The last line of the lifetime chain: however the main thread is stuck (a syscall that never
+/// returns, a wedged teardown step), the process ends by `after` from now. Every lock it holds
+/// is released by the exit, and the janitor reaps what is left. A thread, not an alarm: the one
+/// alarm belongs to the deadline and the teardown budget.
+pub fn arm_outer_bound(after: Duration) {
+    let spawned = std::thread::Builder::new().name("outer-bound".into()).spawn(move || {
+        let end = super::instant_after(after);
+        // A plain sleep loop: nothing else to wait for, and a spurious early wake-up re-sleeps.
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left);
+        }
+        exit_now("the run did not end by its deadline plus its teardown budget: exiting at once; the janitor will reap what remains once this run's locks are released");
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the outer-bound thread: {e}");
+    }
+}
+
 fn exit_now(why: &str) -> ! {
     tracing::error!("{why}");
     if let Some(hook) = EXIT_NOW_HOOK.get() {
