@@ -22,6 +22,7 @@ pub mod config;
 pub mod dotenv;
 pub mod env_vars;
 pub mod exit;
+pub mod host;
 pub mod janitor;
 pub mod lifetime;
 pub mod lock;

@@ -187,6 +187,8 @@ pub struct Host {
     pub leak_timeout: Duration,
     pub max_deadline: Duration,
     pub max_teardown_budget: Duration,
+    /// MiB a run needs free in the runs dir and docker's data root (0: not checked).
+    pub min_free_mb: u64,
     pub config_file: Option<PathBuf>,
     pub warnings: Vec<String>,
 }
@@ -228,6 +230,13 @@ impl Host {
             limits::DEFAULT_MAX_BUDGET_SECS,
             limits::MAX_BUDGET_SECS,
             false,
+        )?;
+        let min_free_mb = number(
+            ev::CCCI_MIN_FREE_MB,
+            "minimum free disk space",
+            limits::DEFAULT_MIN_FREE_MB,
+            limits::MAX_MIN_FREE_MB,
+            true,
         )?;
         let git_token = match layers.get(ev::CCCI_GIT_TOKEN)? {
             Some(t) => Some(t.0),
@@ -287,6 +296,7 @@ impl Host {
             leak_timeout: Duration::from_millis(leak_ms),
             max_deadline: Duration::from_secs(max_deadline),
             max_teardown_budget: Duration::from_secs(max_budget),
+            min_free_mb,
             config_file: layers.file.path.clone(),
             warnings: layers.warnings(),
         })

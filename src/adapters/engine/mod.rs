@@ -38,7 +38,7 @@ use futures_util::future::{Either, select, try_join_all};
 pub use bollard::models;
 use models::{
     Config, ContainerInspectResponse, ContainerSummary, Network, Node, NodeSpecAvailabilityEnum, NodeState, Secret,
-    Service, SystemVersion, Task, Volume,
+    Service, SystemInfo, SystemVersion, Task, Volume,
 };
 
 pub use deadline::{CANCEL_TICK, Deadline};
@@ -134,6 +134,11 @@ impl Engine {
     /// `GET /version`: the daemon's version, API version and platform.
     pub fn version(&self, until: Deadline<'_>) -> Result<SystemVersion, EngineError> {
         self.call(endpoint("/version", &[], &Filters::new()), until, |d| async move { d.version().await })
+    }
+
+    /// `GET /info`: the daemon's settings (`DockerRootDir`, swarm state, …).
+    pub fn info(&self, until: Deadline<'_>) -> Result<SystemInfo, EngineError> {
+        self.call(endpoint("/info", &[], &Filters::new()), until, |d| async move { d.info().await })
     }
 
     /// `GET /services` of a scope, with full specs (no inspect needed).
