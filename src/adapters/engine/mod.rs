@@ -141,6 +141,13 @@ impl Engine {
         self.call(endpoint("/info", &[], &Filters::new()), until, |d| async move { d.info().await })
     }
 
+    /// `GET /networks/{name}`: whether a network (the proxy's) exists; `None` when it does not.
+    pub fn network_exists(&self, name: &str, until: Deadline<'_>) -> Result<Option<String>, EngineError> {
+        let ep = endpoint(&format!("/networks/{name}"), &[], &Filters::new());
+        Ok(found(self.call(ep, until, |d| async move { d.inspect_network(name, None).await }))?
+            .map(|n| n.driver.unwrap_or_default()))
+    }
+
     /// `GET /services` of a scope, with full specs (no inspect needed).
     pub fn services(&self, scope: Scope<'_>, until: Deadline<'_>) -> Result<Vec<Service>, EngineError> {
         self.block_on(self.services_fut(scope.filters(), until))

@@ -1,0 +1,1 @@
+//! `ccci janitor --watch`: see [`crate::janitor::watch`].
