@@ -507,6 +507,10 @@ pub struct Janitor {
     pub json: bool,
     pub prune_after: Duration,
     pub deadline: Duration,
+    /// `--watch`: keep running, reaping on the owner's death.
+    pub watch: bool,
+    /// `--sweep-every`: between the watch's backstop sweeps.
+    pub sweep_every: Duration,
 }
 
 impl Janitor {
@@ -521,9 +525,15 @@ impl Janitor {
             Some(v) => input::bounded("deadline (from --deadline)", v, limits::MAX_JANITOR_DEADLINE_SECS, false)?,
             None => 1800,
         };
+        let sweep_every = match args.sweep_every.as_deref().filter(|v| !v.is_empty()) {
+            Some(v) => input::bounded("sweep-every (from --sweep-every)", v, limits::MAX_JANITOR_DEADLINE_SECS, false)?,
+            None => 300,
+        };
         Ok(Janitor {
             host,
             dry_run: args.dry_run,
+            watch: args.watch,
+            sweep_every: Duration::from_secs(sweep_every),
             json: args.json,
             prune_after: Duration::from_secs(prune_days.saturating_mul(86_400)),
             deadline: Duration::from_secs(deadline),
