@@ -9,4 +9,5 @@ mod guard;
 mod janitor;
 mod lifetime;
 mod locks;
+mod operate;
 mod spawn;
