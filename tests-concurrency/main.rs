@@ -11,3 +11,4 @@ mod lifetime;
 mod locks;
 mod operate;
 mod spawn;
+mod watch;
