@@ -297,7 +297,7 @@ fn systemd_units_bound_the_janitor_and_the_runner() {
     };
     assert_eq!(service.get("KillMode").map(String::as_str), Some("mixed"));
     // ccci reads the host file itself; systemd's parser differs from ccci's (one file, one parser).
-    assert!(service.get("EnvironmentFile").is_none(), "EnvironmentFile= would parse the host file a second way");
+    assert!(!service.contains_key("EnvironmentFile"), "EnvironmentFile= would parse the host file a second way");
     assert_ne!(service.get("Type").map(String::as_str), Some("oneshot"), "RuntimeMaxSec has no effect on oneshot");
     let bound = service.get("RuntimeMaxSec").expect("the janitor unit has no RuntimeMaxSec");
     assert!(timespan(bound) > deadline, "RuntimeMaxSec={bound} is not above the janitor's deadline ({deadline} s)");
@@ -310,7 +310,7 @@ fn systemd_units_bound_the_janitor_and_the_runner() {
 
     let watch = unit_settings(&read("ci/systemd/ccci-janitor-watch.service"));
     assert!(Regex::new(r"^/\S*/ccci janitor --watch( |$)").unwrap().is_match(&watch["ExecStart"]), "{watch:?}");
-    assert!(watch.get("RuntimeMaxSec").is_none(), "the watch runs until stopped");
+    assert!(!watch.contains_key("RuntimeMaxSec"), "the watch runs until stopped");
     assert_eq!(watch.get("Restart").map(String::as_str), Some("on-failure"));
     assert_eq!(watch.get("KillMode").map(String::as_str), Some("mixed"));
     assert!(timespan(watch.get("TimeoutStopSec").expect("no TimeoutStopSec")) <= 300);
@@ -348,6 +348,7 @@ fn janitor_units_are_hardened() {
     }
     let dir = tempfile::tempdir().unwrap();
     let exec = Regex::new(r"(?m)^ExecStart=\S*/ccci ").unwrap();
+    let exposure = Regex::new(r"Overall exposure level for \S+: ([0-9.]+)").unwrap();
     for unit in ["ccci-janitor.service", "ccci-janitor-watch.service"] {
         let text = read(&format!("ci/systemd/{unit}"));
         let settings = unit_settings(&text);
@@ -356,15 +357,14 @@ fn janitor_units_are_hardened() {
         for p in ["/run/lock", "/var/lib/cc-ci-runs", "/root/.abra"] {
             assert!(rw.contains(p), "{unit}: ReadWritePaths lacks {p}");
         }
-        assert!(settings.get("ProtectProc").is_none(), "{unit}: the straggler sweep reads other processes' /proc");
+        assert!(!settings.contains_key("ProtectProc"), "{unit}: the straggler sweep reads other processes' /proc");
         let path = dir.path().join(unit);
         fs::write(&path, exec.replace(&text, format!("ExecStart={CCCI} ").as_str()).as_ref()).unwrap();
         let mut c = Command::new("systemd-analyze");
         c.args(["security", "--offline=true", "--no-pager"]).arg(&path).env("SYSTEMD_LOG_COLOR", "0");
         let o = output_within(c, Duration::from_secs(60));
         let text = String::from_utf8_lossy(&o.stdout);
-        let level: f64 = Regex::new(r"Overall exposure level for \S+: ([0-9.]+)")
-            .unwrap()
+        let level: f64 = exposure
             .captures(&text)
             .unwrap_or_else(|| panic!("{unit}: no exposure level in:\n{text}{}", stderr_of(&o)))[1]
             .parse()
