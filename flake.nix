@@ -32,6 +32,7 @@
         "CCCI_TEARDOWN_BUDGET"
         "CCCI_LOCK_TIMEOUT"
         "CCCI_GIT_TOKEN_ORIGINS"
+        "CCCI_MIN_FREE_MB"
         "CCCI_MAX_DEADLINE"
         "CCCI_MAX_TEARDOWN_BUDGET"
         "CCCI_JUNIT"
@@ -98,6 +99,33 @@
           envFile = lib.concatStrings (lib.mapAttrsToList (k: v: "${k}=${v}\n") fileSettings);
           badKeys = lib.filter (k: !(lib.elem k hostKeys)) (lib.attrNames cfg.settings);
           jan = cfg.janitor;
+          unitPath = cfg.path ++ lib.optional (cfg.abraPackage != null) cfg.abraPackage;
+          # systemd-analyze security ≤ 6.0 (as ci/systemd/ccci-janitor.service): ProtectSystem
+          # strict with the lock, runs and abra dirs writable; other processes' /proc and kill(2)
+          # stay usable for the straggler sweep.
+          hardening = {
+            ProtectSystem = "strict";
+            ReadWritePaths = [ "-${cfg.lockDir}" "-${cfg.runsDir}" "-/root/.abra" "-/var/lib/ccci" "-/run/docker.sock" ];
+            ProtectHome = "read-only";
+            PrivateTmp = true;
+            PrivateDevices = true;
+            NoNewPrivileges = true;
+            ProtectKernelTunables = true;
+            ProtectKernelModules = true;
+            ProtectKernelLogs = true;
+            ProtectControlGroups = true;
+            ProtectHostname = true;
+            ProtectClock = true;
+            RestrictSUIDSGID = true;
+            RestrictRealtime = true;
+            RestrictNamespaces = true;
+            LockPersonality = true;
+            SystemCallArchitectures = "native";
+            RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
+            UMask = "0027";
+            Nice = 5;
+            IOSchedulingClass = "idle";
+          };
         in
         {
           options.services.ccci = {
@@ -163,8 +191,18 @@
               default = [ pkgs.docker pkgs.git pkgs.curl ];
               defaultText = lib.literalExpression "[ pkgs.docker pkgs.git pkgs.curl ]";
               description = ''
-                Programs the janitor service needs on PATH. Add abra here, or point CCCI_ABRA at
-                it in `settings`.
+                Programs the janitor services need on PATH (abraPackage is added to it).
+              '';
+            };
+
+            abraPackage = mkOption {
+              type = types.nullOr types.package;
+              default = null;
+              example = lib.literalExpression "pkgs.abra";
+              description = ''
+                The abra package, put on the janitor units' PATH: the janitor lists and removes
+                run apps with `abra`. Without it (and without CCCI_ABRA in `settings`) every sweep
+                fails to list apps through abra and falls back to docker's view alone.
               '';
             };
 
@@ -173,6 +211,11 @@
                 type = types.bool;
                 default = true;
                 description = "Run `ccci janitor` from a systemd timer.";
+              };
+              watch = mkOption {
+                type = types.bool;
+                default = true;
+                description = "Also run `ccci janitor --watch`, which reaps an orphan the moment its run dies.";
               };
               onCalendar = mkOption {
                 type = types.str;
@@ -234,22 +277,40 @@
                 description = "ccci janitor: reap what dead CI runs left behind";
                 after = [ "docker.service" "network-online.target" ];
                 wants = [ "network-online.target" ];
-                path = cfg.path;
-                serviceConfig = {
+                path = unitPath;
+                serviceConfig = hardening // {
                   # exec, not oneshot: RuntimeMaxSec has no effect on oneshot units.
                   Type = "exec";
                   User = cfg.user;
                   Group = cfg.group;
-                  EnvironmentFile = "-/etc/ccci/env";
                   ExecStart = "${cfg.package}/bin/ccci janitor --deadline ${toString jan.deadline} --prune-after ${toString jan.pruneAfterDays}";
                   # SIGTERM to the janitor alone: it stops between candidates, then systemd SIGKILLs
-                  # what is left. Both bounds sit above the janitor's own deadline.
+                  # what is left. TimeoutStopSec is that grace; RuntimeMaxSec bounds the sweep,
+                  # above its own deadline.
                   KillMode = "mixed";
-                  TimeoutStopSec = "${toString (jan.deadline + 60)}s";
+                  TimeoutStopSec = "2min";
                   RuntimeMaxSec = "${toString (jan.deadline + 600)}s";
                   # Stopped on request (143) or by Ctrl-C (130) is not a failure.
                   SuccessExitStatus = "130 143";
-                  Nice = 5;
+                };
+              };
+
+              systemd.services.ccci-janitor-watch = mkIf (jan.enable && jan.watch) {
+                description = "ccci janitor --watch: reap an orphaned CI run the moment it dies";
+                after = [ "docker.service" "network-online.target" ];
+                wants = [ "network-online.target" ];
+                wantedBy = [ "multi-user.target" ];
+                path = unitPath;
+                serviceConfig = hardening // {
+                  Type = "exec";
+                  User = cfg.user;
+                  Group = cfg.group;
+                  ExecStart = "${cfg.package}/bin/ccci janitor --watch --deadline ${toString jan.deadline} --prune-after ${toString jan.pruneAfterDays}";
+                  Restart = "on-failure";
+                  RestartSec = "10s";
+                  KillMode = "mixed";
+                  TimeoutStopSec = "2min";
+                  SuccessExitStatus = "130 143";
                 };
               };
 
@@ -265,9 +326,14 @@
               };
             }
             (mkIf (cfg.droneRunnerUnit != null) {
-              systemd.services.${cfg.droneRunnerUnit}.serviceConfig = {
-                KillMode = "mixed";
-                TimeoutStopSec = "${toString (deadline + budget + 600)}s";
+              # Stopped before dockerd at shutdown, so teardowns in flight keep their docker.
+              systemd.services.${cfg.droneRunnerUnit} = {
+                after = [ "docker.service" ];
+                wants = [ "docker.service" ];
+                serviceConfig = {
+                  KillMode = "mixed";
+                  TimeoutStopSec = "${toString (deadline + budget + 600)}s";
+                };
               };
             })
           ]);

@@ -16,6 +16,10 @@ Examples:
   ccci janitor --dry-run                       # show what would be reaped
   ccci locks --json                            # who holds which app lock
   ccci policy ./hello                          # what the policy gate says of a recipe checkout
+  ccci ps                                      # live runs: stage, elapsed, deadline left, lock
+  ccci cancel 279 --wait                       # SIGTERM a run, wait for its teardown
+  ccci drain --wait --timeout 2h               # maintenance: no new runs, wait for the live ones
+  ccci doctor                                  # is this host set up right?
 
 Settings are read from /etc/ccci/env (or $CCCI_CONFIG), then the environment, then flags.
 Logs go to stderr; stdout carries only what --json asks for. See docs/env.md and docs/exit-codes.md.";
@@ -41,7 +45,23 @@ pub enum Command {
     )]
     Run(RunArgs),
     /// Reap orphaned run apps, stale lockfiles, old run dirs' bulk and stragglers of dead runs.
+    #[command(after_help = JANITOR_HELP)]
     Janitor(JanitorArgs),
+    /// List live runs (and with --all the runs finished in the last hour).
+    #[command(after_help = PS_HELP)]
+    Ps(PsArgs),
+    /// Cancel a live run: SIGTERM to its verified ccci process, which tears its app down.
+    #[command(after_help = CANCEL_HELP)]
+    Cancel(CancelArgs),
+    /// Stop new runs from starting (maintenance); with --wait, wait for the live ones to end.
+    #[command(after_help = DRAIN_HELP)]
+    Drain(DrainArgs),
+    /// Let runs start again after `ccci drain`.
+    #[command(after_help = UNDRAIN_HELP)]
+    Undrain(UndrainArgs),
+    /// Check the host: abra, docker and the swarm, the dirs, the host file, disk, the units.
+    #[command(after_help = DOCTOR_HELP)]
+    Doctor(DoctorArgs),
     /// List the app-domain lockfiles and their holders (read-only: never takes a lock).
     Locks(LocksArgs),
     /// Check a recipe checkout against the policy gate a run applies before every deploy.
@@ -123,6 +143,141 @@ pub struct JanitorArgs {
     /// Stop cleanly between candidates after SECS [default: 1800]
     #[arg(long, value_name = "SECS")]
     pub deadline: Option<String>,
+    /// Keep running: reap an orphan the moment its run dies (event-driven), with a full sweep
+    /// every --sweep-every as a backstop; stops on SIGTERM
+    #[arg(long, conflicts_with = "dry_run")]
+    pub watch: bool,
+    /// With --watch: seconds between backstop sweeps [default: 300]
+    #[arg(long, value_name = "SECS", requires = "watch")]
+    pub sweep_every: Option<String>,
+}
+
+const JANITOR_HELP: &str = "\
+Examples:
+  ccci janitor                      # one sweep (the systemd timer runs this every 15 min)
+  ccci janitor --dry-run            # print the plan, change nothing
+  ccci janitor --json               # the report as JSON on stdout
+  ccci janitor --watch              # long-running: reap an orphan within a second of its run's death
+
+Exit codes: 0 the sweep completed (whatever it reaped), 1 something failed (every other candidate
+was still tried), 2 bad usage or settings, 142 stopped at --deadline, 130/143 stopped by
+SIGINT/SIGTERM. With --watch: 0 stopped by SIGTERM/SIGINT (a sweep in progress finishes its current
+candidate first), 2 bad usage or settings, 70 the watch could not start (inotify). See
+docs/operations.md.";
+
+const PS_HELP: &str = "\
+Examples:
+  ccci ps                 # live runs
+  ccci ps --all           # and the runs finished in the last hour, with their outcome
+  ccci ps --json          # {schema, draining, live: [...], finished: [...]}
+
+Read-only: lock states come from /proc/locks (never a probe), stages from each run's status.json.
+A run is `holding` the app lock of its domain, `waiting` for it (with the holder), or neither
+(`-`: fetching before the deploy). Exit codes: 0 listed, 2 bad settings.";
+
+const CANCEL_HELP: &str = "\
+Examples:
+  ccci cancel 279                          # by run id (the latest live attempt)
+  ccci cancel hello-1a2b3c.ci.example.org  # by app domain: the run holding (or alone waiting for) its lock
+  ccci cancel 279 --wait --timeout 15m     # wait until its teardown is done; print its outcome
+
+The run is found from its run.lock: the holder must be a live ccci process whose start time is
+the one in the run's token and that /proc/locks shows holding the lock; a pid that does not
+match is refused, never signalled. The SIGTERM goes through a pidfd, so it cannot reach a process
+that reused the pid. The run tears its app down and exits 143 (outcome cancelled).
+
+Exit codes: 0 signalled (with --wait: and its lock released; its outcome is printed), 1 no live
+run matches or its holder failed a check (nothing signalled), 2 bad usage, 75 --timeout passed
+before the run ended, 130/143 interrupted while waiting.";
+
+const DRAIN_HELP: &str = "\
+Examples:
+  ccci drain --reason 'docker upgrade'     # no new runs from now on (they exit 69, outcome infra)
+  ccci drain --wait --timeout 2h           # ... and wait until the last live run has ended
+  ccci undrain                             # runs start again
+
+Maintenance: `ccci drain --wait`, then upgrade or reboot, then `ccci undrain` (a reboot keeps the
+marker only when the lock dir survives it; /run/lock does not). A run that starts while the host
+drains refuses at once with exit 69 and creates nothing. --wait takes the host lock exclusively,
+which every run holds shared for its whole life: it returns exactly when the last one ended.
+
+Exit codes: 0 draining (with --wait: and no run is live), 1 the marker could not be created, 2 bad
+usage, 75 --timeout passed with runs still live (the host stays draining), 130/143 interrupted
+while waiting (the host stays draining).";
+
+const UNDRAIN_HELP: &str = "\
+Examples:
+  ccci undrain          # remove the drain marker
+  ccci undrain --json   # {schema, was_draining, draining}
+
+Exit codes: 0 not draining any more (or was not), 1 the marker could not be removed, 2 bad usage.";
+
+const DOCTOR_HELP: &str = "\
+Examples:
+  ccci doctor           # each check with pass, warn or fail, and the fix
+  ccci doctor --json    # {schema, ok, checks: [{name, status, detail, fix}]}
+
+Checks abra (found, its version), the abra home (servers/<server>, a catalogue clone), docker
+(reachable, swarm active, `docker stack config`, the proxy network), the lock dir and runs dir
+(owner, mode, local filesystem), the host file (readable only by its owner when it holds a token),
+free disk space (CCCI_MIN_FREE_MB), drain state, and the janitor timer and watch units (when
+systemctl exists). Exit codes: 0 nothing failed (warnings allowed), 1 something failed, 2 bad
+settings.";
+
+#[derive(Debug, Args, Default)]
+pub struct PsArgs {
+    /// Also list the runs finished in the last hour
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct CancelArgs {
+    /// A run id, or an app domain
+    #[arg(value_name = "RUN_ID|DOMAIN")]
+    pub target: String,
+    /// Wait until the run has released its lock (teardown done), then print its outcome
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after D (90, 90s, 15m, 1h) with exit 75 [default: wait]
+    #[arg(long, value_name = "D", requires = "wait")]
+    pub timeout: Option<String>,
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct DrainArgs {
+    /// Wait until no run is live (the host lock taken exclusively)
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after D (90, 90s, 15m, 1h) with exit 75 [default: wait]
+    #[arg(long, value_name = "D", requires = "wait")]
+    pub timeout: Option<String>,
+    /// Why, recorded in the marker and shown to refused runs
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct UndrainArgs {
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct DoctorArgs {
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 const POLICY_HELP: &str = "\

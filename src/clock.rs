@@ -36,6 +36,70 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
 
+/// Days since 1970-01-01 of a civil date (the inverse of `civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Reads back what [`rfc3339`] (or [`rfc3339_millis`]) wrote: `2026-11-23T01:55:21Z`.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let (time, millis) = match time.split_once('.') {
+        Some((t, ms)) => (t, ms.parse::<u64>().ok()?),
+        None => (time, 0),
+    };
+    let mut t = time.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (h, mi, se) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo as u32, da as u32);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + se;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
+}
+
+/// A time span as people type it: `90`, `90s`, `5m`, `2h`, `1h30m`. `None` when malformed.
+pub fn parse_span(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(Duration::from_secs(n));
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    if !num.is_empty() {
+        return None;
+    }
+    Some(Duration::from_secs(total))
+}
+
 /// `01:55:21`
 pub fn hms(t: SystemTime) -> String {
     let (_, _, _, h, mi, s, _) = parts(t);
@@ -77,5 +141,16 @@ mod tests {
         assert_eq!(minutes_seconds(Duration::from_secs(3)), "0m3s");
         assert_eq!(human(Duration::from_millis(350)), "350ms");
         assert_eq!(human(Duration::from_secs(65)), "1m5s");
+        for t in [t, UNIX_EPOCH, UNIX_EPOCH + Duration::from_secs(951_782_400)] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)).map(rfc3339), Some(rfc3339(t)));
+        }
+        assert_eq!(parse_rfc3339("2026-11-22T01:55:21.123Z"), Some(t));
+        assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(parse_span("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_span("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_span("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_span("5x"), None);
+        assert_eq!(parse_span("m"), None);
+        assert_eq!(parse_span("5m3"), None);
     }
 }

@@ -89,6 +89,7 @@ registry! {
     CCCI_SECRETS_DIR = "CCCI_SECRETS_DIR", Host, Some("/run/secrets"), None, "values of the files here are masked in everything ccci logs or writes (absolute)";
     CCCI_KILL_GRACE = "CCCI_KILL_GRACE", Host, Some("10"), Some("3600"), "seconds between SIGTERM and SIGKILL when stopping a child's process group";
     CCCI_LEAK_TIMEOUT_MS = "CCCI_LEAK_TIMEOUT_MS", Host, Some("200"), Some("60000"), "milliseconds a finished child's process group may take to empty before the step is reported leaky";
+    CCCI_MIN_FREE_MB = "CCCI_MIN_FREE_MB", Host, Some("2048"), Some("1048576"), "MiB that must be free in the runs dir and in docker's data root for a run to start (below it: exit 69, nothing created); 0 disables the check";
     CCCI_MAX_DEADLINE = "CCCI_MAX_DEADLINE", Host, Some("86400"), Some("604800"), "the largest `--deadline` a run may ask for, in seconds";
     CCCI_MAX_TEARDOWN_BUDGET = "CCCI_MAX_TEARDOWN_BUDGET", Host, Some("3600"), Some("86400"), "the largest `--teardown-budget` a run may ask for, in seconds";
     CCCI_EXPECT_PPID = "CCCI_EXPECT_PPID", Runtime, None, None, "set by the wrapper to its own pid; ccci refuses to start when its parent differs";

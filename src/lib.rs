@@ -22,6 +22,7 @@ pub mod config;
 pub mod dotenv;
 pub mod env_vars;
 pub mod exit;
+pub mod host;
 pub mod janitor;
 pub mod lifetime;
 pub mod lock;
@@ -32,6 +33,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod process;
 pub mod report;
+pub mod runs;
 pub mod stage;
 pub mod untrusted;
 pub mod workspace;
@@ -57,6 +59,11 @@ pub fn main() -> ExitCode {
         cli::Command::Run(args) => commands::run::main(&cli, args),
         cli::Command::Janitor(args) => commands::janitor::main(&cli, args),
         cli::Command::Locks(args) => commands::locks::main(&cli, args),
+        cli::Command::Ps(args) => commands::ps::main(&cli, args),
+        cli::Command::Cancel(args) => commands::cancel::main(&cli, args),
+        cli::Command::Drain(args) => commands::drain::drain(&cli, args),
+        cli::Command::Undrain(args) => commands::drain::undrain(&cli, args),
+        cli::Command::Doctor(args) => commands::doctor::main(&cli, args),
         cli::Command::Policy(args) => commands::policy::main(&cli, args),
         cli::Command::ExecStep(args) => commands::exec_step::main(&cli, args),
         cli::Command::LockWait(args) => commands::locks::lock_wait(&cli, args),

@@ -57,6 +57,39 @@ pub fn valid_run_id(id: &str) -> bool {
     ok_chars && (1..=64).contains(&id.len()) && id != "." && id != ".."
 }
 
+/// The run dir name of attempt `n` of a run id: attempt 1 is `<run id>`, later ones
+/// `<run id>.<n>` (a reused run id never appends to or deletes an earlier attempt).
+pub fn attempt_dir(run_id: &str, n: u32) -> String {
+    if n <= 1 { run_id.to_string() } else { format!("{run_id}.{n}") }
+}
+
+/// The attempt number a run dir name has for `run_id`: `Some(1)` for the run id itself,
+/// `Some(n)` for `<run id>.<n>` with n ≥ 2.
+pub fn attempt_of(run_id: &str, dir_name: &str) -> Option<u32> {
+    if dir_name == run_id {
+        return Some(1);
+    }
+    let n: u32 = dir_name.strip_prefix(run_id)?.strip_prefix('.')?.parse().ok()?;
+    (n >= 2 && dir_name == attempt_dir(run_id, n)).then_some(n)
+}
+
+/// Whether a name under the runs dir can be a run dir: a run id, or a run id plus `.<n>`.
+pub fn valid_run_dir(name: &str) -> bool {
+    if valid_run_id(name) {
+        return true;
+    }
+    match name.rsplit_once('.') {
+        Some((base, n)) => valid_run_id(base) && n.parse::<u32>().is_ok_and(|n| n >= 2) && !n.starts_with('0'),
+        None => false,
+    }
+}
+
+/// The drain marker inside the lock dir: while it exists, new runs refuse to start.
+pub const DRAIN_MARKER: &str = "cc-ci-drain";
+/// The host lock inside the lock dir: every run holds it shared; `ccci drain --wait` takes it
+/// exclusively.
+pub const HOST_LOCK: &str = "cc-ci-host.lock";
+
 /// The app lockfile name inside the lock dir. The predecessor's name, so a host running both
 /// during a migration locks the same inode.
 pub fn lock_file_name(domain: &str) -> String {
@@ -71,6 +104,19 @@ pub fn domain_of_lock_file(name: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempt_dirs() {
+        assert_eq!(attempt_dir("279", 1), "279");
+        assert_eq!(attempt_dir("279", 3), "279.3");
+        assert_eq!(attempt_of("279", "279"), Some(1));
+        assert_eq!(attempt_of("279", "279.2"), Some(2));
+        assert_eq!(attempt_of("279", "279.02"), None);
+        assert_eq!(attempt_of("279", "279.1"), None);
+        assert_eq!(attempt_of("279", "2790"), None);
+        assert!(valid_run_dir(&format!("{}.12", "x".repeat(64))));
+        assert!(!valid_run_dir("../x.2"));
+    }
 
     const SUFFIX: &str = "ci.commoninternet.net";
 

@@ -8,6 +8,48 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::lock::{self, LockGuard, TryLock};
+use crate::names;
+
+/// Attempts of one run id beyond this are refused (a runaway retry loop, not a CI).
+const MAX_ATTEMPTS: u32 = 10_000;
+
+/// The attempt dirs of `run_id` that exist under `runs_dir`, with their attempt numbers.
+pub fn attempts(runs_dir: &Path, run_id: &str) -> Vec<(u32, PathBuf)> {
+    let mut out: Vec<(u32, PathBuf)> = match fs::read_dir(runs_dir) {
+        Ok(rd) => rd
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let n = names::attempt_of(run_id, name.to_str()?)?;
+                e.file_type().ok()?.is_dir().then(|| (n, e.path()))
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    out.sort();
+    out
+}
+
+/// Fails with `RunIdHeld` when a live process holds the `run.lock` of an attempt of `run_id`
+/// other than `except`. A free `run.lock` is taken for an instant by the non-blocking try.
+fn live_attempt(runs_dir: &Path, run_id: &str, except: Option<u32>) -> Result<(), WorkspaceError> {
+    for (n, dir) in attempts(runs_dir, run_id) {
+        if Some(n) == except {
+            continue;
+        }
+        let lock_path = dir.join("run.lock");
+        if let TryLock::Held { info, .. } = lock::try_lock(&lock_path, false) {
+            let holder = lock::file::open(&lock_path, false)
+                .ok()
+                .and_then(|(f, _)| lock::proc_locks::holders_of_file(&f).first().copied())
+                .map(|p| p.to_string())
+                .or_else(|| info.map(|i| i.pid.to_string()))
+                .unwrap_or_else(|| "unknown".to_string());
+            return Err(WorkspaceError::RunIdHeld { run_id: run_id.to_string(), holder, dir });
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, Error)]
 pub enum WorkspaceError {
@@ -31,13 +73,15 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Works
 /// A live run's directory. Holding this holds `run.lock`, the liveness oracle of the run dir.
 #[derive(Debug)]
 pub struct Workspace {
+    /// 1 for `<run id>`, n for `<run id>.<n>`.
+    pub attempt: u32,
     pub run_dir: PathBuf,
     pub abra_dir: PathBuf,
     pub state_dir: PathBuf,
     pub deploy_count_file: PathBuf,
     pub op_state_file: PathBuf,
     pub tests_dir: PathBuf,
-    _run_lock: LockGuard,
+    run_lock: LockGuard,
 }
 
 impl Workspace {
@@ -50,41 +94,47 @@ impl Workspace {
         Ok(())
     }
 
-    /// Creates (or re-enters) `<runs dir>/<run id>/`, takes `run.lock` without blocking, empties
-    /// leftovers of an earlier attempt and builds the per-run ABRA_DIR.
+    /// Creates a new attempt dir for `run_id` (attempt 1 is `<runs dir>/<run id>`, later ones
+    /// `<run id>.2`, `<run id>.3`, …: the first that does not exist, made with an exclusive
+    /// `mkdir`), takes its `run.lock` without blocking and builds the per-run ABRA_DIR. An
+    /// earlier attempt is never appended to or deleted.
+    ///
+    /// A live holder of any attempt's `run.lock` means "duplicate live run id": nothing is
+    /// touched. The check runs once before and once after this attempt takes its own lock, so of
+    /// two runs with one run id starting together at most one goes on (the later checker sees
+    /// the earlier one's lock).
     pub fn create(runs_dir: &Path, run_id: &str, abra_home: &Path) -> Result<Workspace, WorkspaceError> {
         fs::create_dir_all(runs_dir).map_err(io("create the runs dir", runs_dir))?;
-        let run_dir = runs_dir.join(run_id);
-        match fs::DirBuilder::new().mode(0o750).create(&run_dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io("create the run dir", &run_dir)(e)),
-        }
+        live_attempt(runs_dir, run_id, None)?;
+        let mut attempt = 1;
+        let run_dir = loop {
+            let dir = runs_dir.join(names::attempt_dir(run_id, attempt));
+            match fs::DirBuilder::new().mode(0o750).create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < MAX_ATTEMPTS => attempt += 1,
+                Err(e) => return Err(io("create the run dir", &dir)(e)),
+            }
+        };
         let lock_path = run_dir.join("run.lock");
         let run_lock = match lock::try_lock(&lock_path, true) {
             TryLock::Acquired(g) => g,
-            TryLock::Held { .. } => {
-                let holder = lock::file::open(&lock_path, false)
-                    .ok()
-                    .and_then(|(f, _)| lock::proc_locks::holders_of_file(&f).first().copied())
-                    .map_or_else(|| "unknown".to_string(), |p| p.to_string());
-                return Err(WorkspaceError::RunIdHeld { run_id: run_id.to_string(), holder, dir: run_dir });
+            other => {
+                let _ = fs::remove_dir_all(&run_dir);
+                let why = match other {
+                    TryLock::Unsafe(why) => why,
+                    _ => "another process took run.lock of a dir this run just created".to_string(),
+                };
+                return Err(io("lock", &lock_path)(std::io::Error::other(why)));
             }
-            TryLock::Gone => {
-                return Err(io("lock", &lock_path)(std::io::Error::other("run.lock was removed while it was taken")));
-            }
-            TryLock::Unsafe(why) => return Err(io("lock", &lock_path)(std::io::Error::other(why))),
         };
-        let _ = fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o750));
-        // An earlier attempt with this run id (a retried build) may have left these behind.
-        let abra_dir = run_dir.join("abra");
-        remove_dir_all_if_exists(&abra_dir.join("recipes"))?;
-        remove_dir_all_if_exists(&run_dir.join("state"))?;
-        remove_dir_all_if_exists(&run_dir.join("tests"))?;
-        for stale in ["results.json", "junit.xml"] {
-            let _ = fs::remove_file(run_dir.join(stale));
+        if let Err(e) = live_attempt(runs_dir, run_id, Some(attempt)) {
+            let _ = run_lock.unlink();
+            drop(run_lock);
+            let _ = fs::remove_dir_all(&run_dir);
+            return Err(e);
         }
-
+        let _ = fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o750));
+        let abra_dir = run_dir.join("abra");
         fs::create_dir_all(&abra_dir).map_err(io("create", &abra_dir))?;
         let servers = abra_home.join("servers");
         let catalogue = abra_home.join("catalogue");
@@ -102,14 +152,27 @@ impl Workspace {
         let op_state_file = state_dir.join("op-state.json");
         fs::write(&op_state_file, "{}\n").map_err(io("write", &op_state_file))?;
         Ok(Workspace {
+            attempt,
             tests_dir: run_dir.join("tests"),
             run_dir,
             abra_dir,
             state_dir,
             deploy_count_file,
             op_state_file,
-            _run_lock: run_lock,
+            run_lock,
         })
+    }
+
+    /// Records the run in `run.lock` (pid, run id, token, …): `ccci cancel` and `ccci ps` read
+    /// it to find and verify the live holder.
+    pub fn record_holder(&self, info: &lock::HolderInfo) {
+        if let Err(e) = self.run_lock.write_holder(info) {
+            tracing::warn!("{}: cannot record the holder: {e}", self.run_lock.path().display());
+        }
+    }
+
+    pub fn status_path(&self) -> PathBuf {
+        self.run_dir.join("status.json")
     }
 
     pub fn recipe_dir(&self, recipe: &str) -> PathBuf {

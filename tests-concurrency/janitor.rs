@@ -27,7 +27,7 @@ fn stamp(w: &World) -> String {
 /// A run app that exists only as docker objects of its stack: a volume, a secret, a config and
 /// a network (what a SIGKILL between `undeploy` and `remove` leaves, and more), stamped as a
 /// run of `w` would stamp them.
-fn fake_app(w: &World, domain: &str) {
+pub(crate) fn fake_app(w: &World, domain: &str) {
     let stack = ccci::names::stack_name(domain);
     let label = format!("com.docker.stack.namespace={stack}");
     let stamp = stamp(w);
@@ -59,13 +59,13 @@ fn fake_volume_labelled(domain: &str, stamp: Option<&str>) {
 
 /// The app's `.env` in the canonical abra home (abra lists it, `app remove` deletes it), with
 /// the stamp a run writes.
-fn env_file(w: &World, domain: &str) -> std::path::PathBuf {
+pub(crate) fn env_file(w: &World, domain: &str) -> std::path::PathBuf {
     let p = w.abra_home.join("servers/default").join(format!("{domain}.env"));
     fs::write(&p, format!("TYPE=hello\nDOMAIN={domain}\nCCCI_LOCK_DIR={}\n", w.lock_dir.display())).unwrap();
     p
 }
 
-fn objects_of(domain: &str) -> Vec<String> {
+pub(crate) fn objects_of(domain: &str) -> Vec<String> {
     docker_objects_matching(&ccci::names::stack_name(domain))
 }
 
@@ -194,7 +194,7 @@ fn app_entries(v: &Value, domain: &str) -> usize {
     v["apps"].as_array().unwrap().iter().filter(|a| a["domain"] == domain).count()
 }
 
-fn abra_starts(w: &World, words: &str) -> Vec<usize> {
+pub(crate) fn abra_starts(w: &World, words: &str) -> Vec<usize> {
     w.abra_log()
         .lines()
         .enumerate()

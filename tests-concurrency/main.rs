@@ -10,4 +10,6 @@ mod hostile_host;
 mod janitor;
 mod lifetime;
 mod locks;
+mod operate;
 mod spawn;
+mod watch;

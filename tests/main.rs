@@ -8,6 +8,7 @@ mod fetch;
 mod input;
 mod janitor_swarm;
 mod layering;
+mod operate;
 mod ops;
 mod policy;
 mod run_dir;

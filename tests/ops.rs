@@ -26,6 +26,7 @@ const OPS_FILES: &[&str] = &[
     "ci/drone.yml",
     "ci/ccci.env.example",
     "ci/systemd/ccci-janitor.service",
+    "ci/systemd/ccci-janitor-watch.service",
     "ci/systemd/ccci-janitor.timer",
     "ci/systemd/drone-runner-exec.override.conf",
     "flake.nix",
@@ -244,6 +245,9 @@ fn systemd_units_pass_systemd_analyze_verify() {
     assert!(exec.is_match(&service), "ExecStart does not run ccci");
     let service = exec.replace(&service, format!("ExecStart={CCCI} ").as_str()).into_owned();
     fs::write(dir.path().join("ccci-janitor.service"), service).unwrap();
+    let watch = read("ci/systemd/ccci-janitor-watch.service");
+    let watch = exec.replace(&watch, format!("ExecStart={CCCI} ").as_str()).into_owned();
+    fs::write(dir.path().join("ccci-janitor-watch.service"), watch).unwrap();
     fs::write(dir.path().join("ccci-janitor.timer"), read("ci/systemd/ccci-janitor.timer")).unwrap();
     let runner = "drone-runner-exec.service";
     fs::write(
@@ -258,6 +262,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
     let mut c = Command::new("systemd-analyze");
     c.args(["verify", "--man=no"])
         .arg(dir.path().join("ccci-janitor.service"))
+        .arg(dir.path().join("ccci-janitor-watch.service"))
         .arg(dir.path().join("ccci-janitor.timer"))
         .arg(dir.path().join(runner))
         .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display()))
@@ -271,9 +276,11 @@ fn systemd_units_pass_systemd_analyze_verify() {
     assert!(o.status.success() && ours.is_empty(), "systemd-analyze verify ({}):\n{err}", o.status);
 }
 
-/// The janitor unit runs `ccci janitor` as the timer's service, reads the host file, signals the
-/// janitor alone, and both its stop timeout and its runtime bound sit above the janitor's own
-/// deadline. The runner drop-in gives a stopping runner time for whole builds.
+/// The janitor unit runs `ccci janitor` as the timer's service, signals the janitor alone, uses
+/// TimeoutStopSec as the stop grace it is (short) and RuntimeMaxSec as the bound above the
+/// janitor's own deadline; the watch unit runs `ccci janitor --watch` unbounded and restarts on
+/// failure. The runner drop-in is ordered after docker and gives a stopping runner time for
+/// whole builds.
 #[test]
 fn systemd_units_bound_the_janitor_and_the_runner() {
     let service_text = read("ci/systemd/ccci-janitor.service");
@@ -289,17 +296,34 @@ fn systemd_units_bound_the_janitor_and_the_runner() {
         None => help_default(&janitor_help, "--deadline").parse().unwrap(),
     };
     assert_eq!(service.get("KillMode").map(String::as_str), Some("mixed"));
-    assert_eq!(service.get("EnvironmentFile").map(String::as_str), Some("-/etc/ccci/env"));
+    // ccci reads the host file itself; systemd's parser differs from ccci's (one file, one parser).
+    assert!(!service.contains_key("EnvironmentFile"), "EnvironmentFile= would parse the host file a second way");
     assert_ne!(service.get("Type").map(String::as_str), Some("oneshot"), "RuntimeMaxSec has no effect on oneshot");
-    for key in ["TimeoutStopSec", "RuntimeMaxSec"] {
-        let v = service.get(key).unwrap_or_else(|| panic!("the janitor unit has no {key}"));
-        assert!(timespan(v) > deadline, "{key}={v} is not above the janitor's deadline ({deadline} s)");
-    }
+    let bound = service.get("RuntimeMaxSec").expect("the janitor unit has no RuntimeMaxSec");
+    assert!(timespan(bound) > deadline, "RuntimeMaxSec={bound} is not above the janitor's deadline ({deadline} s)");
+    let grace = timespan(service.get("TimeoutStopSec").expect("no TimeoutStopSec"));
+    let kill_grace = secs_of("CCCI_KILL_GRACE");
+    assert!(
+        grace > kill_grace && grace <= 300,
+        "TimeoutStopSec={grace} s is a stop grace: above the kill grace, a few minutes at most"
+    );
+
+    let watch = unit_settings(&read("ci/systemd/ccci-janitor-watch.service"));
+    assert!(Regex::new(r"^/\S*/ccci janitor --watch( |$)").unwrap().is_match(&watch["ExecStart"]), "{watch:?}");
+    assert!(!watch.contains_key("RuntimeMaxSec"), "the watch runs until stopped");
+    assert_eq!(watch.get("Restart").map(String::as_str), Some("on-failure"));
+    assert_eq!(watch.get("KillMode").map(String::as_str), Some("mixed"));
+    assert!(timespan(watch.get("TimeoutStopSec").expect("no TimeoutStopSec")) <= 300);
     assert!(timer.contains_key("OnCalendar") || timer.contains_key("OnUnitActiveSec"), "the timer never repeats");
     assert_eq!(timer.get("WantedBy").map(String::as_str), Some("timers.target"));
     assert!(timer.get("Unit").is_none_or(|u| u == "ccci-janitor.service"));
 
     assert_eq!(runner.get("KillMode").map(String::as_str), Some("mixed"));
+    assert_eq!(
+        runner.get("After").map(String::as_str),
+        Some("docker.service"),
+        "a shutdown must stop the runner before dockerd"
+    );
     let stop = timespan(runner.get("TimeoutStopSec").expect("the runner drop-in has no TimeoutStopSec"));
     let budget = secs_of("CCCI_TEARDOWN_BUDGET");
     let build = secs_of("CCCI_DEADLINE") + budget + 300;
@@ -313,6 +337,40 @@ fn systemd_units_bound_the_janitor_and_the_runner() {
         check_ccci_names(rel, &text, false, &mut problems);
     }
     assert_no_problems(problems);
+}
+
+/// Both janitor units are hardened to an exposure of at most 6.0 (`systemd-analyze security
+/// --offline=true`), while keeping what the straggler sweep needs (no `ProtectProc=invisible`).
+#[test]
+fn janitor_units_are_hardened() {
+    if skip("systemd-analyze", "systemd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Regex::new(r"(?m)^ExecStart=\S*/ccci ").unwrap();
+    let exposure = Regex::new(r"Overall exposure level for \S+: ([0-9.]+)").unwrap();
+    for unit in ["ccci-janitor.service", "ccci-janitor-watch.service"] {
+        let text = read(&format!("ci/systemd/{unit}"));
+        let settings = unit_settings(&text);
+        assert_eq!(settings.get("ProtectSystem").map(String::as_str), Some("strict"), "{unit}");
+        let rw = settings.get("ReadWritePaths").cloned().unwrap_or_default();
+        for p in ["/run/lock", "/var/lib/cc-ci-runs", "/root/.abra"] {
+            assert!(rw.contains(p), "{unit}: ReadWritePaths lacks {p}");
+        }
+        assert!(!settings.contains_key("ProtectProc"), "{unit}: the straggler sweep reads other processes' /proc");
+        let path = dir.path().join(unit);
+        fs::write(&path, exec.replace(&text, format!("ExecStart={CCCI} ").as_str()).as_ref()).unwrap();
+        let mut c = Command::new("systemd-analyze");
+        c.args(["security", "--offline=true", "--no-pager"]).arg(&path).env("SYSTEMD_LOG_COLOR", "0");
+        let o = output_within(c, Duration::from_secs(60));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let level: f64 = exposure
+            .captures(&text)
+            .unwrap_or_else(|| panic!("{unit}: no exposure level in:\n{text}{}", stderr_of(&o)))[1]
+            .parse()
+            .unwrap();
+        assert!(level <= 6.0, "{unit}: exposure {level} > 6.0");
+    }
 }
 
 // ---- flake -----------------------------------------------------------------------------------
@@ -389,7 +447,7 @@ let
 in {
   package = out.packages.x86_64-linux.ccci.pname;
   plain = evalWith { enable = true; };
-  custom = evalWith { enable = true; lockDir = "/run/ccci/lock"; droneRunnerUnit = "drone-runner-exec"; settings = { CCCI_DEADLINE = "1200"; CCCI_DOMAIN_SUFFIX = "ci.example.org"; }; janitor.deadline = 900; };
+  custom = evalWith { enable = true; abraPackage = "abra"; lockDir = "/run/ccci/lock"; droneRunnerUnit = "drone-runner-exec"; settings = { CCCI_DEADLINE = "1200"; CCCI_DOMAIN_SUFFIX = "ci.example.org"; }; janitor.deadline = 900; };
   refused = (evalWith { enable = true; settings = { RECIPE = "x"; CCCI_RUNS_DIR = "/x"; }; }).assertions;
 }
 "#;
@@ -424,11 +482,15 @@ fn flake_module_evaluates() {
         assert!(exec.starts_with("/nix/store/ccci/bin/ccci janitor "), "{case}: ExecStart={exec}");
         check_commands("flake.nix (evaluated)", &format!("`{}`", &exec["/nix/store".len()..]), &mut problems);
         assert!(exec.contains(&format!("--deadline {deadline} ")), "{case}: ExecStart={exec}");
-        for key in ["TimeoutStopSec", "RuntimeMaxSec"] {
-            let span = timespan(svc[key].as_str().unwrap_or_default());
-            assert!(span > deadline, "{case}: {key}={span} s is not above the janitor's deadline {deadline} s");
-        }
+        let span = timespan(svc["RuntimeMaxSec"].as_str().unwrap_or_default());
+        assert!(span > deadline, "{case}: RuntimeMaxSec={span} s is not above the janitor's deadline {deadline} s");
+        assert!(timespan(svc["TimeoutStopSec"].as_str().unwrap_or_default()) <= 300, "{case}: a stop grace");
         assert_eq!(svc["KillMode"], "mixed");
+        assert_eq!(svc["ProtectSystem"], "strict");
+        let watch = &v[case]["systemd"]["services"]["ccci-janitor-watch"]["serviceConfig"];
+        let wexec = watch["ExecStart"].as_str().unwrap_or_default();
+        assert!(wexec.starts_with("/nix/store/ccci/bin/ccci janitor --watch "), "{case}: {wexec}");
+        check_commands("flake.nix (evaluated)", &format!("`{}`", &wexec["/nix/store".len()..]), &mut problems);
         let env = v[case]["environment"]["etc"]["ccci/env"]["text"].as_str().unwrap();
         let parsed = ccci::config::host_file::HostFile::parse(Path::new("/etc/ccci/env"), env).unwrap();
         assert!(parsed.unknown_keys.is_empty(), "{case}: {:?}", parsed.unknown_keys);
@@ -437,7 +499,10 @@ fn flake_module_evaluates() {
         assert!(assertions.iter().all(|a| a["assertion"] == true), "{case}: {assertions:?}");
     }
     assert_eq!(v["plain"]["environment"]["etc"]["ccci/env"]["text"].as_str().unwrap().lines().count(), 2);
-    let runner = &v["custom"]["systemd"]["services"]["drone-runner-exec"]["serviceConfig"];
+    let runner_unit = &v["custom"]["systemd"]["services"]["drone-runner-exec"];
+    assert_eq!(runner_unit["after"], serde_json::json!(["docker.service"]));
+    assert_eq!(v["custom"]["systemd"]["services"]["ccci-janitor"]["path"].as_array().unwrap().last().unwrap(), "abra");
+    let runner = &runner_unit["serviceConfig"];
     assert_eq!(runner["KillMode"], "mixed");
     let stop = timespan(runner["TimeoutStopSec"].as_str().unwrap());
     assert!(
@@ -512,7 +577,7 @@ fn flake_module_uses_only_real_commands_flags_and_variables() {
             problems.push(format!("flake.nix: option {option} defaults to {got}, ccci's default is {want}"));
         }
     }
-    for needle in ["KillMode = \"mixed\"", "EnvironmentFile = \"-/etc/ccci/env\"", "environment.etc.\"ccci/env\""] {
+    for needle in ["KillMode = \"mixed\"", "abraPackage", "environment.etc.\"ccci/env\""] {
         if !text.contains(needle) {
             problems.push(format!("flake.nix: no `{needle}`"));
         }
@@ -582,6 +647,8 @@ fn drone_pipeline_execs_the_wrapper_and_leaves_the_params_alone() {
             }
         }
     }
+    let bin = Regex::new(r"(?m)^\s*CCCI_BIN:").unwrap();
+    assert!(!bin.is_match(&text), "{rel} hard-codes the ccci binary (NixOS hosts have it elsewhere)");
     for needle in ["DRONE_RUNNER_CAPACITY", "75 min"] {
         assert!(text.contains(needle), "{rel} does not explain {needle}");
     }

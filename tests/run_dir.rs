@@ -42,3 +42,38 @@ fn a_duplicate_live_run_id_exits_75_and_leaves_the_first_run_alone() {
     let r = w.results(&run_id);
     assert_eq!(r["outcome"], "cancelled");
 }
+
+/// A reused run id gets a new attempt dir (`<id>.2`, …): the earlier attempt's results.json,
+/// run.log and status.json stay as they were, and each results.json names its attempt.
+#[test]
+fn a_reused_run_id_gets_a_new_attempt_dir_and_keeps_the_earlier_one() {
+    let mut w = World::new();
+    w.abra_mode("fail:fetch");
+    w.recipe("hello");
+    let run_id = format!("att{}", unique());
+    let run = || {
+        let mut c = w.ccci();
+        c.env("CCCI_RUN_ID", &run_id).args(["run", "--recipe", "hello"]);
+        output_within(c, Duration::from_secs(120))
+    };
+    let o = run();
+    assert_eq!(code(&o), 1, "{}", stderr_of(&o));
+    let first = fs::read_to_string(w.run_dir(&run_id).join("results.json")).unwrap();
+    let first_log = fs::read_to_string(w.run_dir(&run_id).join("run.log")).unwrap();
+    let o = run();
+    assert_eq!(code(&o), 1, "{}", stderr_of(&o));
+    let second = w.run_dir(&format!("{run_id}.2"));
+    assert!(second.join("results.json").is_file(), "attempt 2 has its own dir");
+    assert_eq!(fs::read_to_string(w.run_dir(&run_id).join("results.json")).unwrap(), first);
+    assert_eq!(fs::read_to_string(w.run_dir(&run_id).join("run.log")).unwrap(), first_log);
+    assert_eq!(w.results(&run_id)["attempt"], 1);
+    assert_eq!(w.results(&format!("{run_id}.2"))["attempt"], 2);
+    assert_eq!(w.results(&format!("{run_id}.2"))["run_id"], run_id.as_str());
+    let status: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(second.join("status.json")).unwrap()).unwrap();
+    assert_eq!((status["outcome"].as_str(), status["attempt"].as_u64()), (Some("fail"), Some(2)), "{status}");
+    assert_eq!(status["exit_code"], 1);
+    let holder: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(second.join("run.lock")).unwrap()).unwrap();
+    assert!(holder["token"].as_str().unwrap().starts_with(&format!("{run_id}:")), "{holder}");
+}

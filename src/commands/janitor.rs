@@ -60,6 +60,9 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
     child_env::configure(&cfg.host.passwd_home, None);
     let abra = Abra::new(&cfg.host.abra, &cfg.host.abra_home, &cfg.host.server);
     let docker = Docker::new(&cfg.host.docker);
+    if cfg.watch {
+        return super::watch::main(&cfg, &abra, &docker);
+    }
     let settings = Settings {
         kind: "janitor",
         dry_run: cfg.dry_run,

@@ -1,7 +1,12 @@
 //! One file per subcommand.
 
+pub mod cancel;
+pub mod doctor;
+pub mod drain;
 pub mod exec_step;
 pub mod janitor;
 pub mod locks;
 pub mod policy;
+pub mod ps;
 pub mod run;
+pub mod watch;

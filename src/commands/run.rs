@@ -8,6 +8,7 @@ use crate::app::App;
 use crate::cli::{Cli, RunArgs, VERSION};
 use crate::config::{self, ConfigError};
 use crate::exit::{self, Facts};
+use crate::host::{disk, drain};
 use crate::janitor;
 use crate::lock::{self, fs_check};
 use crate::mask::{self, Masker};
@@ -64,7 +65,24 @@ pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
     lifetime::arm_deadline(cfg.deadline);
     // Past deadline + budget (+ the abandon path's own slack) nothing is waited for any more.
     lifetime::arm_outer_bound(cfg.deadline.saturating_add(cfg.teardown_budget).saturating_add(OUTER_SLACK));
+    // 6. The host's state, before anything is created: a draining host or a full disk is the
+    // infra verdict, with one line and no run dir (there is no run to report on).
+    if let Err(e) = host_preflight(&cfg) {
+        tracing::error!("{e}");
+        return exit::INFRA;
+    }
     run(cfg)
+}
+
+/// The drain marker and the disk pre-flight (SPEC amendments: the operator issue).
+fn host_preflight(cfg: &config::Run) -> Result<(), String> {
+    drain::refuse_if_draining(&cfg.host.lock_dir)?;
+    if cfg.host.min_free_mb > 0 {
+        let engine = crate::adapters::engine::Engine::from_env().ok();
+        let root = disk::docker_root(engine.as_ref());
+        disk::check(cfg.host.min_free_mb, &disk::headroom(&cfg.host.runs_dir, root.as_deref()))?;
+    }
+    Ok(())
 }
 
 /// Between the end of the teardown budget and the outer bound: the abandon path writes the
@@ -99,6 +117,23 @@ fn run(cfg: config::Run) -> u8 {
     for w in &cfg.host.warnings {
         tracing::warn!("{w}");
     }
+    // Private when ccci makes it: a lock dir others can write is refused at start (§5).
+    if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&cfg.host.lock_dir) {
+        tracing::warn!("cannot create the app lock dir {}: {e}", cfg.host.lock_dir.display());
+    }
+    // The host lock, shared, for the whole run; then the marker once more (`ccci drain` creates
+    // it before it takes the host lock exclusively, so either this run sees it or drain waits
+    // for this run).
+    let host_lock = match drain::hold_shared(&cfg.host.lock_dir).and_then(|g| {
+        drain::refuse_if_draining(&cfg.host.lock_dir)?;
+        Ok(g)
+    }) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!("{e}");
+            return exit::INFRA;
+        }
+    };
     let ws = match Workspace::create(&cfg.host.runs_dir, &cfg.run_id, &cfg.host.abra_home) {
         Ok(ws) => ws,
         Err(e @ WorkspaceError::RunIdHeld { .. }) => {
@@ -115,7 +150,31 @@ fn run(cfg: config::Run) -> u8 {
         tracing::warn!("cannot write {}: {e}", ws.run_log().display());
     }
     process::configure_timing(process::Timing { kill_grace: cfg.host.kill_grace, leak_timeout: cfg.host.leak_timeout });
-    child_env::configure(&cfg.host.passwd_home, Some(child_env::mint_run_token(&cfg.run_id)));
+    let token = child_env::mint_run_token(&cfg.run_id);
+    child_env::configure(&cfg.host.passwd_home, Some(token.clone()));
+    ws.record_holder(&lock::HolderInfo {
+        pid: std::process::id(),
+        run_id: cfg.run_id.clone(),
+        recipe: cfg.recipe.clone(),
+        started: clock::rfc3339(started),
+        deadline_secs: cfg.deadline.as_secs(),
+        budget_secs: cfg.teardown_budget.as_secs(),
+        build_link: cfg.build_link.clone(),
+        token: Some(token.clone()),
+    });
+    report::status::start(report::status::Start {
+        path: ws.status_path(),
+        run_id: &cfg.run_id,
+        attempt: ws.attempt,
+        recipe: &cfg.recipe,
+        domain: &cfg.domain,
+        token: &token,
+        started,
+        deadline: cfg.deadline,
+    });
+    if ws.attempt > 1 {
+        tracing::info!("attempt {} of run id {}: {}", ws.attempt, cfg.run_id, ws.run_dir.display());
+    }
     let app = App::new(&cfg.domain, &cfg.host.server_dir());
     child_env::set_run_vars(vec![
         (ev::CCCI_RECIPE.into(), cfg.recipe.clone()),
@@ -162,16 +221,14 @@ fn run(cfg: config::Run) -> u8 {
         cfg,
         started,
     };
-    // Private when ccci makes it: a lock dir others can write is refused at start (§5).
-    if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&ctx.cfg.host.lock_dir) {
-        tracing::warn!("cannot create the app lock dir {}: {e}", ctx.cfg.host.lock_dir.display());
-    }
     // The run-start janitor (§6): before the fetch and before this run takes its own app lock,
     // so it can never see this run's app; a live run of the same domain holds its lock and is
     // left alone.
     janitor::run_start(&ctx.cfg.host, &ctx.abra, &ctx.docker, janitor::RUN_START_BUDGET);
     let st = pipeline::run(&ctx);
-    finish(&ctx, st, started, t0, provenance)
+    let code = finish(&ctx, st, started, t0, provenance);
+    drop(host_lock);
+    code
 }
 
 fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance: Provenance) -> u8 {
@@ -207,6 +264,7 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
         pr: cfg.pr.clone(),
         git_ref: cfg.git_ref.clone().unwrap_or_default(),
         run_id: cfg.run_id.clone(),
+        attempt: ctx.ws.attempt,
         finished: clock::rfc3339(SystemTime::now()),
         mode: if cfg.quick { "quick" } else { "cold" },
         stages,
@@ -236,6 +294,7 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
         tracing::info!("{line}");
     }
     write_reports(ctx, &mut results);
+    report::status::finish(outcome.as_str(), code);
     ctx.ws.finish();
     if cfg.json {
         let text = serde_json::to_string_pretty(&results).unwrap_or_default();

@@ -25,3 +25,7 @@ pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 pub const MAX_BACKUP_ATTEMPTS: u32 = 100;
 /// `ready_probes[].stable` of `ccci.yml`.
 pub const MAX_PROBE_STABLE: u32 = 1_000;
+/// `CCCI_MIN_FREE_MB` (1 TiB).
+pub const MAX_MIN_FREE_MB: u64 = 1_048_576;
+/// `CCCI_MIN_FREE_MB`'s default.
+pub const DEFAULT_MIN_FREE_MB: u64 = 2_048;

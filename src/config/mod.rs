@@ -187,6 +187,8 @@ pub struct Host {
     pub leak_timeout: Duration,
     pub max_deadline: Duration,
     pub max_teardown_budget: Duration,
+    /// MiB a run needs free in the runs dir and docker's data root (0: not checked).
+    pub min_free_mb: u64,
     pub config_file: Option<PathBuf>,
     pub warnings: Vec<String>,
 }
@@ -228,6 +230,13 @@ impl Host {
             limits::DEFAULT_MAX_BUDGET_SECS,
             limits::MAX_BUDGET_SECS,
             false,
+        )?;
+        let min_free_mb = number(
+            ev::CCCI_MIN_FREE_MB,
+            "minimum free disk space",
+            limits::DEFAULT_MIN_FREE_MB,
+            limits::MAX_MIN_FREE_MB,
+            true,
         )?;
         let git_token = match layers.get(ev::CCCI_GIT_TOKEN)? {
             Some(t) => Some(t.0),
@@ -287,6 +296,7 @@ impl Host {
             leak_timeout: Duration::from_millis(leak_ms),
             max_deadline: Duration::from_secs(max_deadline),
             max_teardown_budget: Duration::from_secs(max_budget),
+            min_free_mb,
             config_file: layers.file.path.clone(),
             warnings: layers.warnings(),
         })
@@ -497,6 +507,10 @@ pub struct Janitor {
     pub json: bool,
     pub prune_after: Duration,
     pub deadline: Duration,
+    /// `--watch`: keep running, reaping on the owner's death.
+    pub watch: bool,
+    /// `--sweep-every`: between the watch's backstop sweeps.
+    pub sweep_every: Duration,
 }
 
 impl Janitor {
@@ -511,9 +525,15 @@ impl Janitor {
             Some(v) => input::bounded("deadline (from --deadline)", v, limits::MAX_JANITOR_DEADLINE_SECS, false)?,
             None => 1800,
         };
+        let sweep_every = match args.sweep_every.as_deref().filter(|v| !v.is_empty()) {
+            Some(v) => input::bounded("sweep-every (from --sweep-every)", v, limits::MAX_JANITOR_DEADLINE_SECS, false)?,
+            None => 300,
+        };
         Ok(Janitor {
             host,
             dry_run: args.dry_run,
+            watch: args.watch,
+            sweep_every: Duration::from_secs(sweep_every),
             json: args.json,
             prune_after: Duration::from_secs(prune_days.saturating_mul(86_400)),
             deadline: Duration::from_secs(deadline),

@@ -96,6 +96,7 @@ impl Sweeper<'_> {
             deadline_secs: left.as_secs().max(1),
             budget_secs: 0,
             build_link: None,
+            token: None,
         });
         let why = if lock.created() { "no lockfile (the lock dir was emptied, e.g. by a reboot)" } else { "lock free" };
         let items = match reap::leftovers(self.docker, &c.app) {

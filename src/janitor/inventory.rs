@@ -116,7 +116,7 @@ pub fn run_dirs(runs_dir: &Path, held: Option<&HeldLocks>) -> Vec<RunDir> {
     for entry in rd.flatten() {
         let Ok(ft) = entry.file_type() else { continue };
         let Some(run_id) = entry.file_name().to_str().map(str::to_string) else { continue };
-        if !ft.is_dir() || !names::valid_run_id(&run_id) {
+        if !ft.is_dir() || !names::valid_run_dir(&run_id) {
             continue;
         }
         let path = entry.path();

@@ -35,5 +35,6 @@ pub mod prune;
 pub mod report;
 pub mod stragglers;
 pub mod sweep;
+pub mod watch;
 
 pub use sweep::{RUN_START_BUDGET, Settings, run_start, sweep};

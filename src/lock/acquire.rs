@@ -48,13 +48,83 @@ fn holder_of(path: &Path) -> String {
     }
 }
 
-/// Takes the lock, waiting as long as allowed.
+/// How a blocking wait on a lock ended.
+#[derive(Debug)]
+pub enum Waited {
+    /// The flock was granted: the file holds it (the caller checks the inode's identity).
+    Acquired(std::fs::File),
+    /// `timeout` (counted from `started`) passed first.
+    TimedOut,
+    /// A signal or the deadline (`Some`), or a stop during teardown (`None`), came first.
+    Cancelled(Option<Cause>),
+    Failed(std::io::Error),
+}
+
+/// Blocks on a flock of `file` (shared or exclusive) until it is granted, a stop arrives, or
+/// `timeout` counted from `started` passes.
 ///
-/// The wait is a blocking flock(2) on a dedicated thread, because a flock restarted by
-/// SA_RESTART never returns on a signal: the main thread waits on a channel instead and stays
-/// cancellable. The hand-off is event-driven (the kernel wakes the blocked flock the moment the
-/// holder exits). The state moves once from waiting to acquired or cancelled; an acquisition
-/// that lands after a cancel is dropped unused.
+/// The flock blocks on a dedicated thread, because a flock restarted by SA_RESTART never
+/// returns on a signal: the caller waits on a channel instead and stays cancellable. The
+/// hand-off is event-driven (the kernel wakes the blocked flock the moment the holder releases
+/// it). The state moves once from waiting to acquired or cancelled; a grant that lands after a
+/// cancel is dropped at once, unused, so a cancelled waiter never keeps a lock.
+pub fn wait_flock(f: std::fs::File, shared: bool, timeout: Option<Duration>, started: Instant) -> Waited {
+    let watch = lifetime::watch();
+    let state = Arc::new(AtomicU8::new(WAITING));
+    let slot: Arc<Mutex<Option<std::fs::File>>> = Arc::new(Mutex::new(None));
+    let error: Arc<Mutex<Option<std::io::Error>>> = Arc::new(Mutex::new(None));
+    {
+        let (state, slot, error, tx) = (state.clone(), slot.clone(), error.clone(), watch.sender());
+        let spawned = std::thread::Builder::new().name("lock-wait".into()).spawn(move || {
+            match if shared { f.lock_shared() } else { f.lock() } {
+                Ok(()) => {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+                    if state.compare_exchange(WAITING, ACQUIRED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                        // Cancelled meanwhile: release at once.
+                        drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+                        return;
+                    }
+                }
+                Err(e) => *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e),
+            }
+            let _ = tx.send(Event::LockDone);
+        });
+        if let Err(e) = spawned {
+            return Waited::Failed(e);
+        }
+    }
+    let give_up = |why: Waited| -> Waited {
+        if state.compare_exchange(WAITING, CANCELLED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+        }
+        why
+    };
+    loop {
+        match watch.stop() {
+            Some(Stop::Cancelled(c)) => return give_up(Waited::Cancelled(Some(c))),
+            Some(_) => return give_up(Waited::Cancelled(None)),
+            None => {}
+        }
+        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+        if left == Some(Duration::ZERO) {
+            return give_up(Waited::TimedOut);
+        }
+        let wait = left.map_or(Duration::from_millis(500), |l| l.min(Duration::from_millis(500)));
+        if let Some(Event::LockDone) = watch.recv_timeout(wait) {
+            break;
+        }
+    }
+    if let Some(source) = error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Waited::Failed(source);
+    }
+    match slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(f) => Waited::Acquired(f),
+        None => Waited::Failed(std::io::Error::other("the lock thread ended without the lock")),
+    }
+}
+
+/// Takes the lock, waiting as long as allowed: a non-blocking try, then [`wait_flock`], then the
+/// identity check (a lockfile unlinked while we waited on it means: start over on the live path).
 pub fn acquire(path: &Path, domain: &str, timeout: Option<Duration>) -> Result<LockGuard, LockError> {
     if let Some(lock) = try_acquire(path)? {
         return Ok(lock);
@@ -63,66 +133,19 @@ pub fn acquire(path: &Path, domain: &str, timeout: Option<Duration>) -> Result<L
     tracing::info!("app lock: another run of {domain} is in flight ({holder}) — waiting");
     let started = Instant::now();
     loop {
-        let watch = lifetime::watch();
         let (f, created) = file::open(path, true).map_err(|e| open_error(path, e))?;
-        let state = Arc::new(AtomicU8::new(WAITING));
-        let slot: Arc<Mutex<Option<std::fs::File>>> = Arc::new(Mutex::new(None));
-        let error: Arc<Mutex<Option<std::io::Error>>> = Arc::new(Mutex::new(None));
-        {
-            let (state, slot, error, tx) = (state.clone(), slot.clone(), error.clone(), watch.sender());
-            std::thread::Builder::new()
-                .name("app-lock".into())
-                .spawn(move || {
-                    match f.lock() {
-                        Ok(()) => {
-                            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
-                            if state.compare_exchange(WAITING, ACQUIRED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-                                // Cancelled meanwhile: release at once, write nothing.
-                                drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
-                                return;
-                            }
-                        }
-                        Err(e) => *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e),
-                    }
-                    let _ = tx.send(Event::LockDone);
-                })
-                .map_err(|e| LockError::Flock { path: path.to_path_buf(), why: e.to_string() })?;
-        }
-        let give_up = |cause: Option<Cause>| -> LockError {
-            if state.compare_exchange(WAITING, CANCELLED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-                drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
-            }
-            match cause {
-                Some(cause) => LockError::Cancelled { domain: domain.to_string(), cause: Some(cause) },
-                None => LockError::Timeout {
+        let f = match wait_flock(f, false, timeout, started) {
+            Waited::Acquired(f) => f,
+            Waited::TimedOut => {
+                return Err(LockError::Timeout {
                     domain: domain.to_string(),
                     waited: started.elapsed(),
                     holder: format!(" ({holder})"),
-                },
+                });
             }
+            Waited::Cancelled(cause) => return Err(LockError::Cancelled { domain: domain.to_string(), cause }),
+            Waited::Failed(e) => return Err(LockError::Flock { path: path.to_path_buf(), why: e.to_string() }),
         };
-        loop {
-            match watch.stop() {
-                Some(Stop::Cancelled(c)) => return Err(give_up(Some(c))),
-                Some(_) => {
-                    let _ = give_up(None);
-                    return Err(LockError::Cancelled { domain: domain.to_string(), cause: None });
-                }
-                None => {}
-            }
-            let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
-            if left == Some(Duration::ZERO) {
-                return Err(give_up(None));
-            }
-            let wait = left.map_or(Duration::from_millis(500), |l| l.min(Duration::from_millis(500)));
-            if let Some(Event::LockDone) = watch.recv_timeout(wait) {
-                break;
-            }
-        }
-        if let Some(source) = error.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            return Err(LockError::Flock { path: path.to_path_buf(), why: source.to_string() });
-        }
-        let Some(f) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else { continue };
         if file::same_inode(&f, path) {
             return Ok(file::guard(f, path, created));
         }

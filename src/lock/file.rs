@@ -211,6 +211,10 @@ pub struct HolderInfo {
     pub budget_secs: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_link: Option<String>,
+    /// The run's `CCCI_RUN_TOKEN` (`<run id>:<pid>:<start time>`): lets `ccci cancel` tell the
+    /// holder from a process that reused its pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl HolderInfo {
@@ -322,9 +326,27 @@ pub fn try_lock(path: &Path, create: bool) -> TryLock {
     try_lock_file(file, path, created)
 }
 
+/// Opens `path` under the rules and tries a *shared* lock without blocking (the host lock:
+/// every run holds it shared, `ccci drain --wait` takes it exclusively). `Held` means someone
+/// holds it exclusively.
+pub fn try_lock_shared(path: &Path, create: bool) -> TryLock {
+    let (file, created) = match open(path, create) {
+        Ok(x) => x,
+        Err(OpenError::NotFound) => return TryLock::Gone,
+        Err(e) => return TryLock::Unsafe(e.describe()),
+    };
+    let res = file.try_lock_shared();
+    judge_try(file, path, created, res)
+}
+
 /// The non-blocking try on a file opened under the rules.
 pub fn try_lock_file(file: File, path: &Path, created: bool) -> TryLock {
-    match file.try_lock() {
+    let res = file.try_lock();
+    judge_try(file, path, created, res)
+}
+
+fn judge_try(file: File, path: &Path, created: bool, res: Result<(), TryLockError>) -> TryLock {
+    match res {
         Ok(()) if same_inode(&file, path) => TryLock::Acquired(LockGuard { file, path: path.to_path_buf(), created }),
         Ok(()) => TryLock::Gone,
         Err(TryLockError::WouldBlock) => {

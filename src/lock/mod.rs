@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use acquire::{acquire, try_acquire};
+pub use acquire::{Waited, acquire, try_acquire, wait_flock};
 pub use dir::{LockDir, LockFileInfo, LockState, Look};
-pub use file::{HolderInfo, LockGuard, TryLock, try_lock};
+pub use file::{HolderInfo, LockGuard, TryLock, try_lock, try_lock_shared};
 
 use crate::exit::Cause;
 

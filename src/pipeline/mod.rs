@@ -220,6 +220,7 @@ fn acquire_lock(ctx: &Ctx) -> Result<LockGuard, LockError> {
         deadline_secs: ctx.cfg.deadline.as_secs(),
         budget_secs: ctx.cfg.teardown_budget.as_secs(),
         build_link: ctx.cfg.build_link.clone(),
+        token: crate::process::env::run_token(),
     };
     if let Err(e) = lock.write_holder(&info) {
         tracing::warn!("app lock {}: cannot record the holder: {e}", ctx.lock_path.display());
@@ -230,6 +231,7 @@ fn acquire_lock(ctx: &Ctx) -> Result<LockGuard, LockError> {
 
 /// Logs a stage banner operators can find in a long Drone log.
 pub fn banner(what: &str) {
+    crate::report::status::set_stage(what);
     tracing::info!("==== {what} ====");
 }
 

@@ -3,6 +3,7 @@
 
 mod junit;
 mod rungs;
+pub mod status;
 mod summary;
 
 use std::collections::BTreeMap;
@@ -141,6 +142,8 @@ pub struct Results {
     #[serde(rename = "ref")]
     pub git_ref: String,
     pub run_id: String,
+    /// 1 for `<runs dir>/<run id>`, n for `<run id>.<n>` (a retried build with the same run id).
+    pub attempt: u32,
     pub finished: String,
     pub mode: &'static str,
     pub stages: Vec<StageResult>,

@@ -37,7 +37,7 @@ use futures_util::future::{Either, select, try_join_all};
 pub use bollard::models;
 use models::{
     Config, ContainerInspectResponse, ContainerSummary, Network, Node, NodeSpecAvailabilityEnum, NodeState, Secret,
-    Service, SystemVersion, Task, Volume,
+    Service, SystemInfo, SystemVersion, Task, Volume,
 };
 
 pub use crate::lifetime::{CANCEL_TICK, Deadline};
@@ -133,6 +133,18 @@ impl Engine {
     /// `GET /version`: the daemon's version, API version and platform.
     pub fn version(&self, until: Deadline<'_>) -> Result<SystemVersion, EngineError> {
         self.call(endpoint("/version", &[], &Filters::new()), until, |d| async move { d.version().await })
+    }
+
+    /// `GET /info`: the daemon's settings (`DockerRootDir`, swarm state, …).
+    pub fn info(&self, until: Deadline<'_>) -> Result<SystemInfo, EngineError> {
+        self.call(endpoint("/info", &[], &Filters::new()), until, |d| async move { d.info().await })
+    }
+
+    /// `GET /networks/{name}`: whether a network (the proxy's) exists; `None` when it does not.
+    pub fn network_exists(&self, name: &str, until: Deadline<'_>) -> Result<Option<String>, EngineError> {
+        let ep = endpoint(&format!("/networks/{name}"), &[], &Filters::new());
+        Ok(found(self.call(ep, until, |d| async move { d.inspect_network(name, None).await }))?
+            .map(|n| n.driver.unwrap_or_default()))
     }
 
     /// `GET /services` of a scope, with full specs (no inspect needed).
