@@ -3,11 +3,13 @@
 
 mod common;
 
+mod contract;
 mod fetch;
 mod input;
 mod janitor_swarm;
 mod layering;
 mod ops;
+mod real_abra;
 mod run_dir;
 mod stages;
 mod swarm;

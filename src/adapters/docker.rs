@@ -103,7 +103,9 @@ impl Docker {
         Ok(self.query(&["version", "--format", "{{.Server.Version}}"])?.trim().to_string())
     }
 
-    /// Everything carrying the stack's namespace label.
+    /// Everything of the stack: objects carrying its namespace label, and secrets and configs
+    /// named `<stack>_…` without any namespace label (abra creates the app's secrets itself,
+    /// unlabelled: `docker stack deploy` only references them as external).
     pub fn residue(&self, stack: &str) -> Result<Residue, DockerError> {
         let filter = format!("label={NS_LABEL}={stack}");
         let f = filter.as_str();
@@ -111,19 +113,55 @@ impl Docker {
             services: self.lines(&["service", "ls", "--filter", f, "--format", "{{.Name}}"])?,
             containers: self.lines(&["ps", "-a", "--filter", f, "--format", "{{.Names}}"])?,
             volumes: self.lines(&["volume", "ls", "--filter", f, "--format", "{{.Name}}"])?,
-            secrets: self.lines(&["secret", "ls", "--filter", f, "--format", "{{.Name}}"])?,
-            configs: self.lines(&["config", "ls", "--filter", f, "--format", "{{.Name}}"])?,
+            secrets: self.named_objects("secret", stack)?,
+            configs: self.named_objects("config", stack)?,
             networks: self.lines(&["network", "ls", "--filter", f, "--format", "{{.Name}}"])?,
         })
     }
 
+    /// `(name, namespace label)` of every secret or config (`kind`); the label is empty when
+    /// the object has none.
+    fn labelled_names(&self, kind: &str) -> Result<Vec<(String, String)>, DockerError> {
+        let fmt = format!("{{{{.Name}}}}\t{{{{.Label \"{NS_LABEL}\"}}}}");
+        Ok(self
+            .lines(&[kind, "ls", "--format", &fmt])?
+            .into_iter()
+            .map(|l| match l.split_once('\t') {
+                Some((name, ns)) => (name.trim().to_string(), ns.trim().to_string()),
+                None => (l.trim().to_string(), String::new()),
+            })
+            .collect())
+    }
+
+    /// Secrets or configs of the stack: labelled with it, or unlabelled and named `<stack>_…`
+    /// (an object labelled for another stack is never taken for this one's).
+    fn named_objects(&self, kind: &str, stack: &str) -> Result<Vec<String>, DockerError> {
+        let prefix = format!("{stack}_");
+        Ok(self
+            .labelled_names(kind)?
+            .into_iter()
+            .filter(|(name, ns)| ns == stack || (ns.is_empty() && name.starts_with(&prefix)))
+            .map(|(name, _)| name)
+            .collect())
+    }
+
     /// Every stack namespace found on any object kind (a SIGKILL between `undeploy` and
-    /// `remove` leaves volumes and secrets with no service).
-    pub fn namespaces(&self) -> Result<BTreeSet<String>, DockerError> {
+    /// `remove` leaves volumes and secrets with no service), and the stacks of unlabelled
+    /// secrets and configs as `stack_of_name` reads them from their names.
+    pub fn namespaces(&self, stack_of_name: impl Fn(&str) -> Option<String>) -> Result<BTreeSet<String>, DockerError> {
         let mut out = BTreeSet::new();
         let label_fmt = format!("{{{{.Label \"{NS_LABEL}\"}}}}");
-        for kind in ["volume", "secret", "config", "network"] {
+        for kind in ["volume", "network"] {
             out.extend(self.lines(&[kind, "ls", "--filter", &format!("label={NS_LABEL}"), "--format", &label_fmt])?);
+        }
+        for kind in ["secret", "config"] {
+            for (name, ns) in self.labelled_names(kind)? {
+                if !ns.is_empty() {
+                    out.insert(ns);
+                } else if let Some(stack) = stack_of_name(&name) {
+                    out.insert(stack);
+                }
+            }
         }
         out.extend(self.lines(&["ps", "-a", "--filter", &format!("label={NS_LABEL}"), "--format", &label_fmt])?);
         let ids = self.lines(&["service", "ls", "-q", "--filter", &format!("label={NS_LABEL}")])?;

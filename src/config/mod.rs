@@ -152,6 +152,19 @@ impl Host {
             }
             .into());
         }
+        // abra cuts longer stack names; ccci's must be the same as abra's.
+        if suffix.len() > crate::names::MAX_SUFFIX {
+            return Err(InputError {
+                what: "domain suffix (CCCI_DOMAIN_SUFFIX)".into(),
+                rule: format!(
+                    "must be at most {} characters, so that run-app stack names fit abra's {}",
+                    crate::names::MAX_SUFFIX,
+                    crate::names::MAX_STACK_NAME
+                ),
+                value: suffix,
+            }
+            .into());
+        }
         Ok(Host {
             abra: s(ev::CCCI_ABRA, "abra"),
             docker: s(ev::CCCI_DOCKER, "docker"),
@@ -441,6 +454,16 @@ mod tests {
         let args = RunArgs { recipe: Some("a".into()), deadline: Some("0".into()), ..RunArgs::default() };
         let e = Run::resolve(&args, env(&[])).unwrap_err();
         assert!(e.to_string().contains("--deadline") && e.to_string().contains("positive"), "{e}");
+    }
+
+    #[test]
+    fn the_domain_suffix_fits_abras_stack_names() {
+        let args = RunArgs { recipe: Some("a".into()), ..RunArgs::default() };
+        let ok = "x".repeat(crate::names::MAX_SUFFIX);
+        assert!(Run::resolve(&args, env(&[("CCCI_DOMAIN_SUFFIX", &ok)])).is_ok());
+        let long = format!("{ok}x");
+        let e = Run::resolve(&args, env(&[("CCCI_DOMAIN_SUFFIX", &long)])).unwrap_err();
+        assert!(e.to_string().contains("at most 33"), "{e}");
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
             d.abra = SourceStatus { ok: false, listed: 0, error: Some(e.to_string()) };
         }
     }
-    match docker.namespaces() {
+    match docker.namespaces(|name| pattern.stack_of_object(name)) {
         Ok(stacks) => {
             d.docker = SourceStatus { ok: true, listed: stacks.len(), error: None };
             for stack in stacks {

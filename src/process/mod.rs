@@ -102,14 +102,9 @@ impl Output {
         self.code == Some(0) && self.stopped.is_none()
     }
 
-    /// The last `FATA …` line (abra's failure line), else the last non-empty line.
+    /// The line that says why the child failed (see [`error_line`]).
     pub fn last_error_line(&self) -> Option<&str> {
-        self.tail
-            .iter()
-            .rev()
-            .find(|l| l.trim_start().starts_with("FATA"))
-            .or_else(|| self.tail.iter().rev().find(|l| !l.trim().is_empty()))
-            .map(|s| s.trim())
+        error_line(&self.tail)
     }
 
     /// One line for reports: what ran, how it ended, and its last error line.
@@ -125,6 +120,14 @@ impl Output {
             _ => format!("`{}` {how}", self.cmdline),
         }
     }
+}
+
+/// The line that says why a child failed: the last `FATA …` line (abra's failure line), else
+/// the last `Error…` line (cobra's usage errors, docker's daemon errors, each followed by a
+/// hint), else the last non-empty line.
+pub fn error_line(lines: &[String]) -> Option<&str> {
+    let last = |p: &dyn Fn(&str) -> bool| lines.iter().rev().map(|l| l.trim()).find(|l| p(l));
+    last(&|l| l.starts_with("FATA")).or_else(|| last(&|l| l.starts_with("Error"))).or_else(|| last(&|l| !l.is_empty()))
 }
 
 /// A child to run. Build it, then [`Cmd::run`].
