@@ -31,6 +31,14 @@
         "CCCI_DEADLINE"
         "CCCI_TEARDOWN_BUDGET"
         "CCCI_LOCK_TIMEOUT"
+        "CCCI_GIT_TOKEN_ORIGINS"
+        "CCCI_MAX_DEADLINE"
+        "CCCI_MAX_TEARDOWN_BUDGET"
+        "CCCI_JUNIT"
+        "CCCI_SKIP_FETCH"
+        # ccci run refuses host settings from the environment that disagree with this file;
+        # set to 1, it lets the runner's environment (a token passed as a Drone secret) override.
+        "CCCI_TRUST_ENV"
       ];
       # Per-build values: accepted by ccci's parser, but set host-wide they would apply to every
       # Drone build whose parameter is empty. The module refuses them.
@@ -41,12 +49,11 @@
         "SRC"
         "STAGES"
         "CCCI_QUICK"
-        "CCCI_JUNIT"
         "CCCI_ALLOW_ORPHAN"
-        "CCCI_SKIP_FETCH"
       ];
       # Tokens: /etc/ccci/env written by this module lives in the world-readable Nix store. Pass
-      # them to the Drone runner as secrets instead (the janitor never clones, so needs none).
+      # them to the Drone runner as secrets instead, with CCCI_TRUST_ENV = "1" (the janitor never
+      # clones, so needs none).
       secretKeys = [ "CCCI_GIT_TOKEN" "GITEA_TOKEN" ];
     in
     {

@@ -68,10 +68,18 @@ EOF
 chmod +x "$work/bin/abra"
 printf 'exec %q --recipe hello --stages install\n' "$root/ci/drone-step.sh" >"$work/step.sh"
 
-export CCCI_CONFIG=/dev/null CCCI_ABRA="$work/bin/abra" CCCI_ABRA_HOME="$work/abra" \
-	CCCI_RUNS_DIR="$work/runs" CCCI_APP_LOCK_DIR="$work/lock" CCCI_TESTS_DIR="$work/tests" \
-	CCCI_SECRETS_DIR="$work/secrets" CCCI_DOMAIN_SUFFIX="bench$$.test" CCCI_HEALTH_URL=off \
-	CCCI_KILL_GRACE=10 CCCI_BIN
+cat >"$work/ccci.env" <<EOT
+CCCI_ABRA=$work/bin/abra
+CCCI_ABRA_HOME=$work/abra
+CCCI_RUNS_DIR=$work/runs
+CCCI_APP_LOCK_DIR=$work/lock
+CCCI_TESTS_DIR=$work/tests
+CCCI_SECRETS_DIR=$work/secrets
+CCCI_DOMAIN_SUFFIX=bench$$.test
+CCCI_HEALTH_URL=off
+CCCI_KILL_GRACE=10
+EOT
+export CCCI_CONFIG="$work/ccci.env" CCCI_BIN
 unset INVOCATION_ID CCCI_EXPECT_PPID CCCI_WATCH_PID CCCI_DEADLINE CCCI_TEARDOWN_BUDGET RECIPE REF PR SRC STAGES \
 	CCCI_QUICK DRONE_BUILD_NUMBER
 

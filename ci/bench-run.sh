@@ -33,10 +33,17 @@ printf 'extra_env: { HTTP_PORT: "%s" }\ntimeouts: { deploy: 120 }\n' "$port" >"$
 printf '#!/bin/sh\ncurl -fsS http://127.0.0.1:%s/ >/dev/null\n' "$port" >"$work/tests/hello/test_http"
 chmod +x "$work/tests/hello/test_http"
 
+cat >"$work/ccci.env" <<EOT
+CCCI_ABRA=$work/bin/abra
+CCCI_ABRA_HOME=$work/abra
+CCCI_RUNS_DIR=$work/runs
+CCCI_APP_LOCK_DIR=$work/lock
+CCCI_TESTS_DIR=$work/tests
+CCCI_DOMAIN_SUFFIX=bench.ccci.test
+CCCI_HEALTH_URL=http://127.0.0.1:$port/
+EOT
 ccci() {
-  env -i PATH="$PATH" HOME="$work" LANG=C.UTF-8 CCCI_CONFIG=/dev/null CCCI_ABRA="$work/bin/abra" \
-    CCCI_ABRA_HOME="$work/abra" CCCI_RUNS_DIR="$work/runs" CCCI_APP_LOCK_DIR="$work/lock" \
-    CCCI_TESTS_DIR="$work/tests" CCCI_DOMAIN_SUFFIX=bench.ccci.test CCCI_HEALTH_URL="http://127.0.0.1:$port/" \
+  env -i PATH="$PATH" HOME="$work" LANG=C.UTF-8 CCCI_CONFIG="$work/ccci.env" \
     BENCH_ABRA_MODE="${BENCH_ABRA_MODE:-}" CCCI_RUN_ID="${CCCI_RUN_ID:?}" "$@"
 }
 

@@ -41,16 +41,21 @@ curl -fsS "http://127.0.0.1:$port/" | grep -q '^hello '
 EOT
 chmod +x "$world/tests/hello/test_serves_hello"
 
+# The demo's host settings, in a host config file as on a real CI host (in `ccci run`, host
+# settings come from the host file, not from the environment).
+cat >"$world/ccci.env" <<EOT
+CCCI_ABRA=$world/bin/abra
+CCCI_ABRA_HOME=$world/abra
+CCCI_RUNS_DIR=$world/runs
+CCCI_APP_LOCK_DIR=$world/lock
+CCCI_TESTS_DIR=$world/tests
+CCCI_DOMAIN_SUFFIX=demo.ccci.test
+CCCI_HEALTH_URL=http://127.0.0.1:$port/
+EOT
+
 set +e
-env -u INVOCATION_ID \
-  CCCI_CONFIG=/dev/null \
-  CCCI_ABRA="$world/bin/abra" \
-  CCCI_ABRA_HOME="$world/abra" \
-  CCCI_RUNS_DIR="$world/runs" \
-  CCCI_APP_LOCK_DIR="$world/lock" \
-  CCCI_TESTS_DIR="$world/tests" \
-  CCCI_DOMAIN_SUFFIX=demo.ccci.test \
-  CCCI_HEALTH_URL="http://127.0.0.1:$port/" \
+env -u INVOCATION_ID -u DRONE \
+  CCCI_CONFIG="$world/ccci.env" \
   CCCI_RUN_ID="demo-$(date +%s)" \
   target/release/ccci run --recipe hello "$@"
 code=$?

@@ -238,10 +238,20 @@ exec '$real_docker' "\$@"
 EOT
 chmod +x "$work/bin/abra" "$work/bin/docker"
 
-base_env=(PATH="$PATH" HOME="$work" LANG=C.UTF-8 SOAK_TAG="$tag" CCCI_CONFIG=/dev/null
-	CCCI_ABRA="$work/bin/abra" CCCI_DOCKER="$work/bin/docker" CCCI_ABRA_HOME="$work/abra"
-	CCCI_RUNS_DIR="$work/runs" CCCI_APP_LOCK_DIR="$work/lock" CCCI_TESTS_DIR="$work/tests"
-	CCCI_SECRETS_DIR="$work/secrets" CCCI_DOMAIN_SUFFIX="$suffix" CCCI_KILL_GRACE=1)
+# Host settings live in a host config file, as on a real host (`ccci run` refuses host settings
+# from the environment that disagree with it).
+cat >"$work/ccci.env" <<EOT
+CCCI_ABRA=$work/bin/abra
+CCCI_DOCKER=$work/bin/docker
+CCCI_ABRA_HOME=$work/abra
+CCCI_RUNS_DIR=$work/runs
+CCCI_APP_LOCK_DIR=$work/lock
+CCCI_TESTS_DIR=$work/tests
+CCCI_SECRETS_DIR=$work/secrets
+CCCI_DOMAIN_SUFFIX=$suffix
+CCCI_KILL_GRACE=1
+EOT
+base_env=(PATH="$PATH" HOME="$work" LANG=C.UTF-8 SOAK_TAG="$tag" CCCI_CONFIG="$work/ccci.env")
 [ -z "${DOCKER_HOST:-}" ] || base_env+=(DOCKER_HOST="$DOCKER_HOST")
 
 # --- the schedule (every random choice is made here, from RANDOM=$seed) --------------------------

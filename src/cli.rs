@@ -15,6 +15,7 @@ Examples:
   RECIPE=hello STAGES=install,custom ccci run  # Drone passes its params as env vars
   ccci janitor --dry-run                       # show what would be reaped
   ccci locks --json                            # who holds which app lock
+  ccci policy ./hello                          # what the policy gate says of a recipe checkout
 
 Settings are read from /etc/ccci/env (or $CCCI_CONFIG), then the environment, then flags.
 Logs go to stderr; stdout carries only what --json asks for. See docs/env.md and docs/exit-codes.md.";
@@ -43,6 +44,11 @@ pub enum Command {
     Janitor(JanitorArgs),
     /// List the app-domain lockfiles and their holders (read-only: never takes a lock).
     Locks(LocksArgs),
+    /// Check a recipe checkout against the policy gate a run applies before every deploy.
+    ///
+    /// No swarm, lock, run dir or abra is needed, and nothing is created.
+    #[command(after_help = POLICY_HELP)]
+    Policy(PolicyArgs),
     /// Run one command through ccci's spawn path and print what happened as JSON (for tests
     /// and benchmarks of process handling).
     #[command(hide = true)]
@@ -120,6 +126,38 @@ pub struct JanitorArgs {
     /// Stop cleanly between candidates after SECS [default: 1800]
     #[arg(long, value_name = "SECS")]
     pub deadline: Option<String>,
+}
+
+const POLICY_HELP: &str = "\
+Examples:
+  ccci policy ~/src/hello                         # its .env.sample, a test domain, the host's allow-list
+  ccci policy . --recipe hello --env .env.custom  # another dotenv file; NAME when DIR is not named after it
+  ccci policy ./hello --json                      # {checked, violations, ...} on stdout
+
+DIR is rendered with `docker stack config` (the docker CLI of CCCI_DOCKER, 23.0 or newer) the way a
+run renders it before every deploy: the dotenv file is read as text, never sourced, with the
+overrides a run writes (LETS_ENCRYPT_ENV empty, a test DOMAIN and STACK_NAME from
+CCCI_DOMAIN_SUFFIX, the trusted extra_env); abra.sh's exports are merged as abra merges them; the
+allow-list is `policy:` in the trusted <CCCI_TESTS_DIR>/<NAME>/ccci.yml. Links in DIR are checked
+first. Each violation is printed as SERVICE KEY VALUE RULE.
+
+Exit codes: 0 allowed, 1 refused, 2 cannot render or bad input (the loader's message on stderr).
+See docs/security.md.";
+
+#[derive(Debug, Args, Default)]
+pub struct PolicyArgs {
+    /// The recipe checkout to check
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The dotenv file to render with [default: DIR/.env.sample]
+    #[arg(long, value_name = "FILE")]
+    pub env: Option<PathBuf>,
+    /// Recipe name: picks the trusted ccci.yml and the test domain; when given, the .env's RECIPE/TYPE must name it [default: DIR's basename]
+    #[arg(long, value_name = "NAME")]
+    pub recipe: Option<String>,
+    /// Print the report as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Default)]

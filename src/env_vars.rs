@@ -1,16 +1,23 @@
 //! Every environment variable ccci reads, passes on or sets, declared once.
 //!
-//! clap's help, the config resolver, the child environment of the one spawn path and
-//! `docs/env.md` all read this table, so a variable cannot be honoured in one place and
-//! forgotten in another.
+//! The config resolver decides by each variable's [`Role`] where it may come from (run
+//! parameters from anyone who triggers a build, host settings from the host), and
+//! `docs/env.md` is generated from this table by a test. (clap's help text names each flag's
+//! variable by hand; a test checks those names exist here.)
 
 /// Where a variable matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// Read by `ccci run` when the matching flag is absent (also accepted in the host config file).
+    /// A run parameter: read by `ccci run` when the matching flag is absent (whoever triggers a
+    /// build controls it; also accepted in the host config file as a host-wide default).
     Flag,
-    /// A host setting, read from the host config file or the environment by every command.
+    /// A host setting: the host config file wins; in `ccci run` a different value from the
+    /// environment is refused unless the host file sets `CCCI_TRUST_ENV=1`.
     Host,
+    /// Read from the host config file only, never from the environment.
+    HostFile,
+    /// Written by ccci into what it creates (a run app's `.env`), never read as a setting.
+    Stamp,
     /// Read from the environment only (set by a wrapper, systemd or Drone).
     Runtime,
     /// Set by ccci for the children it starts.
@@ -28,79 +35,88 @@ pub struct EnvVar {
     pub role: Role,
     /// The default as shown to people (`None`: unset).
     pub default: Option<&'static str>,
+    /// The ceiling of a number, as shown to people (`None`: not a number, or no ceiling).
+    pub max: Option<&'static str>,
     pub doc: &'static str,
 }
 
 macro_rules! registry {
-    ($($ident:ident = $name:literal, $role:ident, $default:expr, $doc:literal;)*) => {
+    ($($ident:ident = $name:literal, $role:ident, $default:expr, $max:expr, $doc:literal;)*) => {
         $(
             #[doc = $doc]
             pub const $ident: &str = $name;
         )*
         /// The whole registry, in documentation order.
         pub const REGISTRY: &[EnvVar] = &[
-            $(EnvVar { name: $name, role: Role::$role, default: $default, doc: $doc },)*
+            $(EnvVar { name: $name, role: Role::$role, default: $default, max: $max, doc: $doc },)*
         ];
     };
 }
 
 registry! {
-    RECIPE = "RECIPE", Flag, None, "recipe name (`--recipe`, required)";
-    REF = "REF", Flag, None, "commit, branch or tag under test (`--ref`); default: the default branch head";
-    PR = "PR", Flag, Some("0"), "pull-request number (`--pr`)";
-    SRC = "SRC", Flag, None, "where to clone from: `owner/repo`, an https/ssh/file URL or an absolute path (`--src`); default: `abra recipe fetch`";
-    STAGES = "STAGES", Flag, Some("install,upgrade,backup,restore,custom"), "comma list of stages to run (`--stages`)";
-    CCCI_QUICK = "CCCI_QUICK", Flag, Some("0"), "quick lane: run exactly `upgrade,custom` (`--quick`)";
-    CCCI_LOCK_TIMEOUT = "CCCI_LOCK_TIMEOUT", Flag, None, "seconds to wait for the app lock before giving up with exit 75 (`--lock-timeout`); default: wait, bounded by the deadline";
-    CCCI_DEADLINE = "CCCI_DEADLINE", Flag, Some("3600"), "hard deadline in seconds for everything before teardown (`--deadline`)";
-    CCCI_TEARDOWN_BUDGET = "CCCI_TEARDOWN_BUDGET", Flag, Some("600"), "hard bound in seconds on teardown (`--teardown-budget`)";
-    CCCI_ALLOW_ORPHAN = "CCCI_ALLOW_ORPHAN", Flag, Some("0"), "run even when started with parent pid 1 outside systemd (`--allow-orphan`)";
-    CCCI_JUNIT = "CCCI_JUNIT", Flag, None, "also write a JUnit XML report to this path (`--junit`)";
-    CCCI_CONFIG = "CCCI_CONFIG", Runtime, Some("/etc/ccci/env"), "host config file of `KEY=value` lines; a missing default file is fine, a missing `$CCCI_CONFIG` is an error";
-    CCCI_ABRA = "CCCI_ABRA", Host, Some("abra"), "abra program (name on PATH or path)";
-    CCCI_DOCKER = "CCCI_DOCKER", Host, Some("docker"), "docker program (name on PATH or path)";
-    CCCI_ABRA_HOME = "CCCI_ABRA_HOME", Host, Some("~/.abra of the passwd home"), "canonical abra dir (not `$HOME`: CI runners point HOME at a throwaway dir)";
-    CCCI_SERVER = "CCCI_SERVER", Host, Some("default"), "abra server name; `<abra home>/servers/<server>/` must exist";
-    CCCI_GIT_BASE = "CCCI_GIT_BASE", Host, Some("https://git.autonomic.zone"), "base URL for `owner/repo` sources";
-    CCCI_GIT_TOKEN = "CCCI_GIT_TOKEN", Host, None, "bearer token for private clones; only git's own invocations see it";
-    GITEA_TOKEN = "GITEA_TOKEN", Host, None, "fallback for `CCCI_GIT_TOKEN`";
-    CCCI_DOMAIN_SUFFIX = "CCCI_DOMAIN_SUFFIX", Host, Some("ci.commoninternet.net"), "suffix of run app domains";
-    CCCI_APP_LOCK_DIR = "CCCI_APP_LOCK_DIR", Host, Some("/run/lock"), "app-domain lockfile dir";
-    CCCI_RUNS_DIR = "CCCI_RUNS_DIR", Host, Some("/var/lib/cc-ci-runs"), "per-run directories";
-    CCCI_RUN_ID = "CCCI_RUN_ID", Runtime, None, "run id (first set of `CCCI_RUN_ID`, `DRONE_BUILD_NUMBER`; default `manual-<pid>`); also set for children";
-    DRONE_BUILD_NUMBER = "DRONE_BUILD_NUMBER", Runtime, None, "Drone's build number, used as the run id when `CCCI_RUN_ID` is unset";
-    DRONE_BUILD_LINK = "DRONE_BUILD_LINK", Runtime, None, "Drone's build URL, recorded in the app lock's holder info";
-    CCCI_SKIP_FETCH = "CCCI_SKIP_FETCH", Host, Some("0"), "copy the staged `<abra home>/recipes/<recipe>` instead of fetching (conflicts with `--src`)";
-    CCCI_TESTS_DIR = "CCCI_TESTS_DIR", Host, None, "trusted per-recipe customisation `<dir>/<recipe>/` plus `<dir>/repo-local-approved.txt`";
-    CCCI_HEALTH_URL = "CCCI_HEALTH_URL", Host, Some("https://{domain}/"), "default URL of the HTTP readiness floor; `off` disables it host-wide";
-    CCCI_SECRETS_DIR = "CCCI_SECRETS_DIR", Host, Some("/run/secrets"), "values of the files here are masked in everything ccci logs or writes";
-    CCCI_KILL_GRACE = "CCCI_KILL_GRACE", Host, Some("10"), "seconds between SIGTERM and SIGKILL when stopping a child's process group";
-    CCCI_LEAK_TIMEOUT_MS = "CCCI_LEAK_TIMEOUT_MS", Host, Some("200"), "milliseconds a finished child's process group may take to empty before the step is reported leaky";
-    CCCI_EXPECT_PPID = "CCCI_EXPECT_PPID", Runtime, None, "set by the wrapper to its own pid; ccci refuses to start when its parent differs";
-    CCCI_WATCH_PID = "CCCI_WATCH_PID", Runtime, None, "a pid whose death ccci treats like its parent's death";
-    CCCI_LOG = "CCCI_LOG", Runtime, None, "tracing filter for stderr (wins over `-v`/`-q`), e.g. `debug` or `ccci=trace`";
-    INVOCATION_ID = "INVOCATION_ID", Runtime, None, "set by systemd; a parent pid of 1 is legitimate when it is present";
-    CCCI_RECIPE = "CCCI_RECIPE", Child, None, "for hooks and tests: the recipe name";
-    CCCI_APP_DOMAIN = "CCCI_APP_DOMAIN", Child, None, "for hooks and tests: the run app's domain";
-    CCCI_STACK = "CCCI_STACK", Child, None, "for hooks and tests: the run app's stack name";
-    CCCI_RUN_DIR = "CCCI_RUN_DIR", Child, None, "for hooks and tests: the run dir";
-    CCCI_STAGE = "CCCI_STAGE", Child, None, "for hooks, tests and install_steps.sh: the stage (or deploy) being run";
-    ABRA_DIR = "ABRA_DIR", Child, None, "the per-run abra dir, exported before the first abra call";
-    CCCI_APP_ENV = "CCCI_APP_ENV", Child, None, "for hooks and tests: the app's `.env` path";
-    CCCI_DEPLOY_COUNT_FILE = "CCCI_DEPLOY_COUNT_FILE", Child, None, "run-scoped deploy counter file";
-    CCCI_OP_STATE_FILE = "CCCI_OP_STATE_FILE", Child, None, "run-scoped JSON state file shared by hooks and stages";
-    CCCI_RUN_TOKEN = "CCCI_RUN_TOKEN", Child, None, "`<run id>:<ccci pid>:<ccci start time>` marking every descendant of a run; minted by ccci, never trusted from outside";
-    HOME = "HOME", Child, None, "children get the passwd home of the effective user (docker's credentials live there)";
-    GIT_TERMINAL_PROMPT = "GIT_TERMINAL_PROMPT", Child, Some("0"), "git never prompts";
-    GIT_CONFIG_NOSYSTEM = "GIT_CONFIG_NOSYSTEM", Child, Some("1"), "git ignores the system config";
-    GIT_CONFIG_COUNT = "GIT_CONFIG_COUNT", Child, None, "git only, when a token is set: carries the origin-scoped auth header";
-    CCCI_GIT_COMMIT = "CCCI_GIT_COMMIT", Build, None, "the commit `ccci --version` shows, for builds without a git checkout (the Nix flake sets it)";
-    PATH = "PATH", Passthrough, None, "passed to children";
-    LANG = "LANG", Passthrough, None, "passed to children (as is every `LC_*`)";
-    TZ = "TZ", Passthrough, None, "passed to children";
-    DOCKER_HOST = "DOCKER_HOST", Passthrough, None, "passed to children";
-    DOCKER_CONFIG = "DOCKER_CONFIG", Passthrough, None, "passed to children";
-    HTTP_PROXY = "HTTP_PROXY", Passthrough, None, "passed to children (as are `HTTPS_PROXY`, `NO_PROXY`, `ALL_PROXY` and their lowercase forms)";
+    RECIPE = "RECIPE", Flag, None, None, "recipe name (`--recipe`, required)";
+    REF = "REF", Flag, None, None, "commit, branch or tag under test (`--ref`); default: the default branch head";
+    PR = "PR", Flag, Some("0"), None, "pull-request number (`--pr`)";
+    SRC = "SRC", Flag, None, None, "where to clone from: `owner/repo`, an https/ssh/file URL or an absolute path (`--src`); default: `abra recipe fetch`";
+    STAGES = "STAGES", Flag, Some("install,upgrade,backup,restore,custom"), None, "comma list of stages to run (`--stages`)";
+    CCCI_QUICK = "CCCI_QUICK", Flag, Some("0"), None, "quick lane: run exactly `upgrade,custom` (`--quick`)";
+    CCCI_LOCK_TIMEOUT = "CCCI_LOCK_TIMEOUT", Flag, None, Some("the run's deadline"), "seconds to wait for the app lock before giving up with exit 75 (`--lock-timeout`); default: wait, bounded by the deadline";
+    CCCI_DEADLINE = "CCCI_DEADLINE", Flag, Some("3600"), Some("`CCCI_MAX_DEADLINE`"), "hard deadline in seconds for everything before teardown (`--deadline`)";
+    CCCI_TEARDOWN_BUDGET = "CCCI_TEARDOWN_BUDGET", Flag, Some("600"), Some("`CCCI_MAX_TEARDOWN_BUDGET`"), "hard bound in seconds on teardown (`--teardown-budget`)";
+    CCCI_ALLOW_ORPHAN = "CCCI_ALLOW_ORPHAN", Flag, Some("0"), None, "run even when started with parent pid 1 outside systemd (`--allow-orphan`)";
+    CCCI_CONFIG = "CCCI_CONFIG", Runtime, Some("/etc/ccci/env"), None, "host config file of `KEY=value` lines (absolute); a missing default file is fine, a missing `$CCCI_CONFIG` is an error; ignored under Drone (`DRONE=true`)";
+    CCCI_TRUST_ENV = "CCCI_TRUST_ENV", HostFile, Some("0"), None, "in the host file only: let the environment override host settings in `ccci run` (otherwise a host setting from the environment that disagrees with the host is refused)";
+    CCCI_ABRA = "CCCI_ABRA", Host, Some("abra"), None, "abra program (a name on PATH or an absolute path)";
+    CCCI_DOCKER = "CCCI_DOCKER", Host, Some("docker"), None, "docker program (a name on PATH or an absolute path); it must have `docker stack config`";
+    CCCI_ABRA_HOME = "CCCI_ABRA_HOME", Host, Some("~/.abra of the passwd home"), None, "canonical abra dir, absolute (not `$HOME`: CI runners point HOME at a throwaway dir)";
+    CCCI_SERVER = "CCCI_SERVER", Host, Some("default"), None, "abra server name; `<abra home>/servers/<server>/` must exist";
+    CCCI_GIT_BASE = "CCCI_GIT_BASE", Host, Some("https://git.autonomic.zone"), None, "base URL for `owner/repo` sources; the git token goes to its origin (https only)";
+    CCCI_GIT_TOKEN = "CCCI_GIT_TOKEN", Host, None, None, "bearer token for private clones; only git's own invocations see it, and only for `CCCI_GIT_BASE`'s origin or `CCCI_GIT_TOKEN_ORIGINS`, over https";
+    GITEA_TOKEN = "GITEA_TOKEN", Host, None, None, "fallback for `CCCI_GIT_TOKEN`";
+    CCCI_GIT_TOKEN_ORIGINS = "CCCI_GIT_TOKEN_ORIGINS", Host, None, None, "comma list of `https://host[:port]` origins that may receive the git token (default: the origin of `CCCI_GIT_BASE`)";
+    CCCI_DOMAIN_SUFFIX = "CCCI_DOMAIN_SUFFIX", Host, Some("ci.commoninternet.net"), None, "suffix of run app domains";
+    CCCI_APP_LOCK_DIR = "CCCI_APP_LOCK_DIR", Host, Some("/run/lock"), None, "app-domain lockfile dir (absolute; owned by ccci's user, not writable by others unless sticky)";
+    CCCI_RUNS_DIR = "CCCI_RUNS_DIR", Host, Some("/var/lib/cc-ci-runs"), None, "per-run directories (absolute)";
+    CCCI_JUNIT = "CCCI_JUNIT", Host, None, None, "also write a JUnit XML report to this absolute path (`--junit` on the command line)";
+    CCCI_RUN_ID = "CCCI_RUN_ID", Runtime, None, None, "run id (first set of `CCCI_RUN_ID`, `<DRONE_REPO>-<DRONE_BUILD_NUMBER>`; default `manual-<pid>`); also set for children";
+    DRONE = "DRONE", Runtime, None, None, "set by Drone; then `CCCI_CONFIG` is not taken from the environment";
+    DRONE_REPO = "DRONE_REPO", Runtime, None, None, "Drone's `owner/name`, part of the run id (build numbers are per repository)";
+    DRONE_BUILD_NUMBER = "DRONE_BUILD_NUMBER", Runtime, None, None, "Drone's build number, used in the run id when `CCCI_RUN_ID` is unset";
+    DRONE_BUILD_LINK = "DRONE_BUILD_LINK", Runtime, None, None, "Drone's build URL, recorded in the app lock's holder info";
+    CCCI_SKIP_FETCH = "CCCI_SKIP_FETCH", Host, Some("0"), None, "copy the staged `<abra home>/recipes/<recipe>` instead of fetching (conflicts with `--src`)";
+    CCCI_TESTS_DIR = "CCCI_TESTS_DIR", Host, None, None, "trusted per-recipe customisation `<dir>/<recipe>/` plus `<dir>/repo-local-approved.txt` (absolute)";
+    CCCI_HEALTH_URL = "CCCI_HEALTH_URL", Host, Some("https://{domain}/"), None, "default URL of the HTTP readiness floor (http or https, `{domain}` templated); `off` disables it host-wide";
+    CCCI_SECRETS_DIR = "CCCI_SECRETS_DIR", Host, Some("/run/secrets"), None, "values of the files here are masked in everything ccci logs or writes (absolute)";
+    CCCI_KILL_GRACE = "CCCI_KILL_GRACE", Host, Some("10"), Some("3600"), "seconds between SIGTERM and SIGKILL when stopping a child's process group";
+    CCCI_LEAK_TIMEOUT_MS = "CCCI_LEAK_TIMEOUT_MS", Host, Some("200"), Some("60000"), "milliseconds a finished child's process group may take to empty before the step is reported leaky";
+    CCCI_MAX_DEADLINE = "CCCI_MAX_DEADLINE", Host, Some("86400"), Some("604800"), "the largest `--deadline` a run may ask for, in seconds";
+    CCCI_MAX_TEARDOWN_BUDGET = "CCCI_MAX_TEARDOWN_BUDGET", Host, Some("3600"), Some("86400"), "the largest `--teardown-budget` a run may ask for, in seconds";
+    CCCI_EXPECT_PPID = "CCCI_EXPECT_PPID", Runtime, None, None, "set by the wrapper to its own pid; ccci refuses to start when its parent differs";
+    CCCI_WATCH_PID = "CCCI_WATCH_PID", Runtime, None, None, "a pid whose death ccci treats like its parent's death; already dead: exit 3";
+    CCCI_LOG = "CCCI_LOG", Runtime, None, None, "tracing filter for stderr (wins over `-v`/`-q`), e.g. `debug` or `ccci=trace`";
+    INVOCATION_ID = "INVOCATION_ID", Runtime, None, None, "set by systemd; a parent pid of 1 is legitimate when it is present";
+    CCCI_RECIPE = "CCCI_RECIPE", Child, None, None, "for hooks and tests: the recipe name";
+    CCCI_APP_DOMAIN = "CCCI_APP_DOMAIN", Child, None, None, "for hooks and tests: the run app's domain";
+    CCCI_STACK = "CCCI_STACK", Child, None, None, "for hooks and tests: the run app's stack name";
+    CCCI_RUN_DIR = "CCCI_RUN_DIR", Child, None, None, "for hooks and tests: the run dir";
+    CCCI_STAGE = "CCCI_STAGE", Child, None, None, "for hooks, tests and install_steps.sh: the stage (or deploy) being run";
+    ABRA_DIR = "ABRA_DIR", Child, None, None, "the per-run abra dir, exported before the first abra call";
+    CCCI_APP_ENV = "CCCI_APP_ENV", Child, None, None, "for hooks and tests: the app's `.env` path";
+    CCCI_DEPLOY_COUNT_FILE = "CCCI_DEPLOY_COUNT_FILE", Child, None, None, "run-scoped deploy counter file";
+    CCCI_OP_STATE_FILE = "CCCI_OP_STATE_FILE", Child, None, None, "run-scoped JSON state file shared by hooks and stages";
+    CCCI_RUN_TOKEN = "CCCI_RUN_TOKEN", Child, None, None, "`<run id>:<ccci pid>:<ccci start time>` marking every descendant of a run; minted by ccci, never trusted from outside";
+    CCCI_LOCK_DIR_STAMP = "CCCI_LOCK_DIR", Stamp, None, None, "written into every run app's `.env` (and as the `ccci.lock-dir` label): the lock dir the app was locked in; the janitor reaps an app without a lockfile only when this names its own lock dir";
+    HOME = "HOME", Child, None, None, "children get the passwd home of the effective user (docker's credentials live there)";
+    GIT_TERMINAL_PROMPT = "GIT_TERMINAL_PROMPT", Child, Some("0"), None, "git never prompts";
+    GIT_CONFIG_NOSYSTEM = "GIT_CONFIG_NOSYSTEM", Child, Some("1"), None, "git ignores the system config";
+    GIT_CONFIG_COUNT = "GIT_CONFIG_COUNT", Child, None, None, "git only, when a token is set: carries the origin-scoped auth header";
+    CCCI_GIT_COMMIT = "CCCI_GIT_COMMIT", Build, None, None, "the commit `ccci --version` shows, for builds without a git checkout (the Nix flake sets it)";
+    PATH = "PATH", Passthrough, None, None, "passed to children";
+    LANG = "LANG", Passthrough, None, None, "passed to children (as is every `LC_*`)";
+    TZ = "TZ", Passthrough, None, None, "passed to children";
+    DOCKER_HOST = "DOCKER_HOST", Passthrough, None, None, "passed to children";
+    DOCKER_CONFIG = "DOCKER_CONFIG", Passthrough, None, None, "passed to children";
+    HTTP_PROXY = "HTTP_PROXY", Passthrough, None, None, "passed to children (as are `HTTPS_PROXY`, `NO_PROXY`, `ALL_PROXY` and their lowercase forms)";
 }
 
 /// Proxy variables passed through to children, besides `HTTP_PROXY`.
@@ -114,7 +130,12 @@ pub fn lookup(name: &str) -> Option<&'static EnvVar> {
 
 /// Variables accepted in the host config file: run flags and host settings.
 pub fn allowed_in_config_file(name: &str) -> bool {
-    lookup(name).is_some_and(|v| matches!(v.role, Role::Flag | Role::Host))
+    lookup(name).is_some_and(|v| matches!(v.role, Role::Flag | Role::Host | Role::HostFile))
+}
+
+/// Whether a variable is a host setting (whose value must come from the host).
+pub fn is_host_setting(name: &str) -> bool {
+    lookup(name).is_some_and(|v| v.role == Role::Host)
 }
 
 #[cfg(test)]

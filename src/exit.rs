@@ -14,6 +14,10 @@ pub const USAGE: u8 = 2;
 pub const ORPHANED: u8 = 3;
 /// Stages passed but teardown left residue or was abandoned.
 pub const TEARDOWN: u8 = 4;
+/// CI could not test the recipe: dockerd unreachable or erroring, a clone that failed for
+/// network reasons after retries, a full disk, abra missing or unusable, the host draining
+/// (sysexits' EX_UNAVAILABLE). Not the recipe's fault: a bridge posts "CI could not test".
+pub const INFRA: u8 = 69;
 /// ccci itself failed (a bug or an unexpected I/O error), or a bad recipe-local `ccci.yml`.
 pub const INTERNAL: u8 = 70;
 /// The app-lock wait timed out, or the run id is held by a live run.
@@ -32,6 +36,7 @@ pub const TABLE: &[(u8, &str, &str)] = &[
     (USAGE, "-", "bad input; nothing was created"),
     (ORPHANED, "-", "refused at start: orphaned or unexpected parent; nothing was created"),
     (TEARDOWN, "pass", "stages passed but teardown left residue or was abandoned"),
+    (INFRA, "infra", "CI could not test the recipe: docker, the network, the disk, abra or a draining host failed"),
     (INTERNAL, "error", "ccci itself failed, or a bad recipe-local ccci.yml"),
     (LOCK_TIMEOUT, "lock-timeout", "app-lock wait timed out, or the run id is held by a live run"),
     (INTERRUPTED, "cancelled", "SIGINT or SIGQUIT"),
@@ -73,6 +78,7 @@ impl Cause {
 pub enum Outcome {
     Pass,
     Fail,
+    Infra,
     Error,
     LockTimeout,
     Cancelled,
@@ -84,6 +90,7 @@ impl Outcome {
         match self {
             Outcome::Pass => "pass",
             Outcome::Fail => "fail",
+            Outcome::Infra => "infra",
             Outcome::Error => "error",
             Outcome::LockTimeout => "lock-timeout",
             Outcome::Cancelled => "cancelled",
@@ -97,17 +104,21 @@ impl Outcome {
 pub struct Facts {
     pub cause: Option<Cause>,
     pub lock_timeout: bool,
+    pub infra: bool,
     pub internal_error: bool,
     pub failed: bool,
     pub teardown_unclean: bool,
 }
 
-/// Applies the precedence of §7.10: the first signal or deadline wins; then 75 > 70 > 1 > 4 > 0.
+/// Applies the precedence of §7.10: the first signal or deadline wins; then 75 > 69 > 70 > 1 > 4
+/// > 0 (infrastructure trouble explains a failure better than the failure does).
 pub fn verdict(f: Facts) -> (Outcome, u8) {
     if let Some(cause) = f.cause {
         (cause.outcome(), cause.exit_code())
     } else if f.lock_timeout {
         (Outcome::LockTimeout, LOCK_TIMEOUT)
+    } else if f.infra {
+        (Outcome::Infra, INFRA)
     } else if f.internal_error {
         (Outcome::Error, INTERNAL)
     } else if f.failed {
@@ -128,6 +139,7 @@ mod tests {
         let all = Facts {
             cause: Some(Cause::Deadline),
             lock_timeout: true,
+            infra: true,
             internal_error: true,
             failed: true,
             teardown_unclean: true,
@@ -136,6 +148,8 @@ mod tests {
         let f = Facts { cause: None, ..all };
         assert_eq!(verdict(f), (Outcome::LockTimeout, 75));
         let f = Facts { lock_timeout: false, ..f };
+        assert_eq!(verdict(f), (Outcome::Infra, 69));
+        let f = Facts { infra: false, ..f };
         assert_eq!(verdict(f), (Outcome::Error, 70));
         let f = Facts { internal_error: false, ..f };
         assert_eq!(verdict(f), (Outcome::Fail, 1));

@@ -10,7 +10,8 @@
 //! names the stages and rungs; `app` is a run app and how to take one apart; `workspace` is the
 //! run dir; `pipeline` fetches, deploys, checks readiness, runs stages and tears down;
 //! `janitor` reaps what dead runs left; `report` writes results; `commands` holds one entry
-//! point per subcommand.
+//! point per subcommand. `policy` decides what a PR's recipe may deploy, reading its tree only
+//! through `untrusted` and its `.env` through `dotenv`.
 
 pub mod adapters;
 pub mod app;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod dotenv;
 pub mod env_vars;
 pub mod exit;
 pub mod janitor;
@@ -27,9 +29,11 @@ pub mod logging;
 pub mod mask;
 pub mod names;
 pub mod pipeline;
+pub mod policy;
 pub mod process;
 pub mod report;
 pub mod stage;
+pub mod untrusted;
 pub mod workspace;
 
 use std::process::ExitCode;
@@ -53,6 +57,7 @@ pub fn main() -> ExitCode {
         cli::Command::Run(args) => commands::run::main(&cli, args),
         cli::Command::Janitor(args) => commands::janitor::main(&cli, args),
         cli::Command::Locks(args) => commands::locks::main(&cli, args),
+        cli::Command::Policy(args) => commands::policy::main(&cli, args),
         cli::Command::ExecStep(args) => commands::exec_step::main(&cli, args),
         cli::Command::LockWait(args) => commands::locks::lock_wait(&cli, args),
     };

@@ -13,15 +13,6 @@ pub fn app_domain(recipe: &str, pr: &str, git_ref: &str, suffix: &str) -> String
     format!("{prefix}-{}.{suffix}", &hex[..6])
 }
 
-/// abra cuts longer stack names (its `MAX_SANITISED_APP_NAME_LENGTH`, which keeps
-/// `<stack>_<secret>_<version>` within docker's 64 characters); ccci's must fit uncut, or
-/// ccci and abra would name the stack differently.
-pub const MAX_STACK_NAME: usize = 45;
-
-/// The longest domain suffix whose run-app stack names fit [`MAX_STACK_NAME`]: the short
-/// name `<p>-<h>_` takes at most 12 characters.
-pub const MAX_SUFFIX: usize = MAX_STACK_NAME - 12;
-
 /// abra's rule: the stack name is the domain with every `.` replaced by `_`.
 pub fn stack_name(domain: &str) -> String {
     domain.replace('.', "_")

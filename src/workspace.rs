@@ -1,11 +1,13 @@
 //! The run dir (§3): `run.lock`, the per-run ABRA_DIR, run-scoped state files and `run.log`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+
+use crate::lock::{self, LockGuard, TryLock};
 
 #[derive(Debug, Error)]
 pub enum WorkspaceError {
@@ -42,7 +44,7 @@ pub struct Workspace {
     pub deploy_count_file: PathBuf,
     pub op_state_file: PathBuf,
     pub tests_dir: PathBuf,
-    _run_lock: File,
+    _run_lock: LockGuard,
 }
 
 impl Workspace {
@@ -72,25 +74,20 @@ impl Workspace {
             Err(e) => return Err(io("create the run dir", &run_dir)(e)),
         }
         let lock_path = run_dir.join("run.lock");
-        let run_lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o640)
-            .open(&lock_path)
-            .map_err(io("open", &lock_path))?;
-        match run_lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = crate::lock::proc_locks::holders_of_file(&run_lock)
-                    .first()
+        let run_lock = match lock::try_lock(&lock_path, true) {
+            TryLock::Acquired(g) => g,
+            TryLock::Held { .. } => {
+                let holder = lock::file::open(&lock_path, false)
+                    .ok()
+                    .and_then(|(f, _)| lock::proc_locks::holders_of_file(&f).first().copied())
                     .map_or_else(|| "unknown".to_string(), |p| p.to_string());
                 return Err(WorkspaceError::RunIdHeld { run_id: run_id.to_string(), holder, dir: run_dir });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
-        }
+            TryLock::Gone => {
+                return Err(io("lock", &lock_path)(std::io::Error::other("run.lock was removed while it was taken")));
+            }
+            TryLock::Unsafe(why) => return Err(io("lock", &lock_path)(std::io::Error::other(why))),
+        };
         let _ = fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o750));
         // An earlier attempt with this run id (a retried build) may have left these behind.
         let abra_dir = run_dir.join("abra");

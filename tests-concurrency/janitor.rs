@@ -298,7 +298,9 @@ fn two_janitors_at_once_exactly_one_reaps() {
         for e in v["apps"].as_array().unwrap().iter().filter(|e| e["domain"] == d.as_str()) {
             match e["action"].as_str().unwrap() {
                 "reaped" => reaped += 1,
-                "left" => assert_eq!(e["holder_run_id"], "janitor", "{e}"),
+                // The winner writes its holder info right after it took the lock: the loser may
+                // look in between and find none yet.
+                "left" => assert!(e["holder_run_id"] == "janitor" || e["holder_run_id"].is_null(), "{e}"),
                 "skipped" => assert_eq!(e["lock"], "gone", "{e}"),
                 "already-gone" => {}
                 other => panic!("unexpected {other}: {e}"),
@@ -354,8 +356,15 @@ fn a_lock_held_beyond_twice_its_deadline_is_flagged_not_stolen() {
     let (o, v) = janitor(&w, &[]);
     let err = stderr_of(&o);
     assert_eq!(code(&o), 0, "{err}");
-    assert!(err.contains(&format!("lock for {d1} held >2m — possible leaked run; inspect with ccci locks")), "{err}");
-    assert!(err.contains(&format!("lock for {d2} held >120m — possible leaked run; inspect with ccci locks")), "{err}");
+    // Neither holder is ccci: the flag names them as foreign processes (any local user who can
+    // open a lockfile can hold it).
+    let flag = |d: &str, mins: u32, pid: u32, comm: &str| {
+        format!(
+            "lock for {d} held >{mins}m (held by a foreign process (pid {pid}, {comm})) — possible leaked run; inspect with ccci locks"
+        )
+    };
+    assert!(err.contains(&flag(&d1, 2, h1.pid() as u32, "python3")), "{err}");
+    assert!(err.contains(&flag(&d2, 120, h2.pid() as u32, "flock")), "{err}");
     assert!(!err.contains(&format!("lock for {d3} held")), "{err}");
     for (d, flagged) in [(&d1, true), (&d2, true), (&d3, false)] {
         let a = app(&v, d);

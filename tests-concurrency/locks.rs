@@ -223,7 +223,7 @@ fn sigkill_of_a_holder_releases_the_lock() {
 
 #[test]
 fn a_nonblocking_probe_fails_against_a_held_lock_and_succeeds_against_a_free_one() {
-    use ccci::janitor::probe::{Probe, probe};
+    use ccci::lock::{TryLock, try_lock};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cc-ci-app-a-000001.x.lock");
     let h = py_holder(
@@ -231,8 +231,8 @@ fn a_nonblocking_probe_fails_against_a_held_lock_and_succeeds_against_a_free_one
         Some(r#"{"pid":4242,"run_id":"r42","recipe":"hello","started":"","deadline_secs":60,"budget_secs":600}"#),
     );
     assert!(ccci::lock::try_acquire(&path).unwrap().is_none(), "ccci's try must fail while python holds it");
-    match probe(&path, true) {
-        Probe::Held { info: Some(i), .. } => assert_eq!(i.run_id, "r42"),
+    match try_lock(&path, true) {
+        TryLock::Held { info: Some(i), .. } => assert_eq!(i.run_id, "r42"),
         other => panic!("expected held, got {other:?}"),
     }
     let t = Instant::now();
@@ -241,7 +241,7 @@ fn a_nonblocking_probe_fails_against_a_held_lock_and_succeeds_against_a_free_one
     h.release();
     let held = ccci::lock::try_acquire(&path).unwrap().expect("free now");
     drop(held);
-    assert!(matches!(probe(&path, true), Probe::Acquired(_)));
+    assert!(matches!(try_lock(&path, true), TryLock::Acquired(_)));
 }
 
 #[test]

@@ -128,6 +128,7 @@ fn the_token_reaches_only_the_git_process_scoped_to_its_origin() {
     let mut w = World::new();
     w.set("CCCI_GIT_TOKEN", &token);
     let server = SilentServer::start();
+    w.set("CCCI_GIT_TOKEN_ORIGINS", &format!("https://127.0.0.1:{}", server.port));
     let url = format!("https://127.0.0.1:{}/owner/hello.git", server.port);
     let run_id = format!("t{}", unique());
     let mut c = w.ccci();
@@ -163,6 +164,56 @@ fn the_token_reaches_only_the_git_process_scoped_to_its_origin() {
     let results = fs::read_to_string(w.run_dir(&run_id).join("results.json")).unwrap();
     for (what, text) in [("stderr", watch.text()), ("run.log", run_log), ("results.json", results)] {
         assert!(!text.contains(&token), "{what} carries the token");
+    }
+}
+
+/// The token goes only to origins the host named (`CCCI_GIT_BASE`'s, `CCCI_GIT_TOKEN_ORIGINS`),
+/// and never over plain http: a build parameter naming another host, or an http URL of a named
+/// host, gets a git process without the header.
+#[test]
+fn the_token_never_goes_to_an_origin_the_host_did_not_name() {
+    let token = format!("tok-{}-s3cr3t", unique());
+    let server = SilentServer::start();
+    // A URL naming a host the operator did not name; and the operator's own git base, but over
+    // http (`--src` itself accepts only https, ssh and file URLs).
+    let https = format!("https://127.0.0.1:{}/owner/hello.git", server.port);
+    let http_base = format!("http://127.0.0.1:{}", server.port);
+    let origin = format!("https://127.0.0.1:{}", server.port);
+    for (url, base) in [(https.as_str(), None), ("owner/hello", Some(http_base.as_str()))] {
+        let mut w = World::new();
+        w.set("CCCI_GIT_TOKEN", &token);
+        if let Some(base) = base {
+            w.set("CCCI_GIT_BASE", base).set("CCCI_GIT_TOKEN_ORIGINS", &origin);
+        }
+        let run_id = format!("t{}", unique());
+        let mut c = w.ccci();
+        c.env("CCCI_RUN_ID", &run_id)
+            .args(["run", "--recipe", "hello", "--src", url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let watch = LineWatch::stderr_of(&mut child);
+        let run_marker = format!("CCCI_RUN_TOKEN={run_id}:");
+        let mut git_env = Vec::new();
+        wait_until("git to be connecting to the server", Duration::from_secs(30), || {
+            for pid in pids_with_env(&run_marker) {
+                let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmd).contains("clone") {
+                    git_env = environ(pid);
+                    return true;
+                }
+            }
+            false
+        });
+        assert!(
+            !git_env.iter().any(|kv| kv.contains(&token)
+                || kv.starts_with("GIT_CONFIG_COUNT")
+                || kv.starts_with("GIT_CONFIG_VALUE")),
+            "{url}: {git_env:?}"
+        );
+        signal(child.id(), libc::SIGTERM);
+        let status = wait_within(&mut child, Duration::from_secs(60));
+        assert_eq!(status.code(), Some(143), "{}", watch.text());
     }
 }
 

@@ -4,11 +4,13 @@
 mod common;
 
 mod contract;
+mod engine;
 mod fetch;
 mod input;
 mod janitor_swarm;
 mod layering;
 mod ops;
+mod policy;
 mod real_abra;
 mod run_dir;
 mod stages;

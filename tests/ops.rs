@@ -49,8 +49,7 @@ const SCRIPT_VARS: &[(&str, &str)] = &[
 
 /// Keys that ccci's parser accepts in the host file but that are per-build values: the example
 /// must not set them (host-wide they would apply to every build whose parameter is empty).
-const PER_BUILD_KEYS: &[&str] =
-    &["RECIPE", "REF", "PR", "SRC", "STAGES", "CCCI_QUICK", "CCCI_JUNIT", "CCCI_ALLOW_ORPHAN", "CCCI_SKIP_FETCH"];
+const PER_BUILD_KEYS: &[&str] = &["RECIPE", "REF", "PR", "SRC", "STAGES", "CCCI_QUICK", "CCCI_ALLOW_ORPHAN"];
 
 /// The Drone build parameters: never set under a step's `environment:`.
 const DRONE_PARAMS: &[&str] = &["RECIPE", "REF", "PR", "SRC", "STAGES", "CCCI_QUICK"];
@@ -599,8 +598,10 @@ const GEN_END: &str = "<!-- END GENERATED -->";
 
 fn role_label(role: Role) -> &'static str {
     match role {
-        Role::Flag => "run flag",
-        Role::Host => "host",
+        Role::Flag => "run parameter",
+        Role::Host => "host setting",
+        Role::HostFile => "host file only",
+        Role::Stamp => "stamp",
         Role::Runtime => "caller",
         Role::Child => "child",
         Role::Passthrough => "passed through",
@@ -613,14 +614,15 @@ fn cell(s: &str) -> String {
 }
 
 fn env_table() -> String {
-    let mut t = String::from("| variable | role | default | meaning |\n|---|---|---|---|\n");
+    let mut t = String::from("| variable | role | default | ceiling | meaning |\n|---|---|---|---|---|\n");
     for v in REGISTRY {
         let default = match v.default {
             Some(d) if d.contains(' ') => cell(d),
             Some(d) => format!("`{}`", cell(d)),
             None => "unset".to_string(),
         };
-        t.push_str(&format!("| `{}` | {} | {} | {} |\n", v.name, role_label(v.role), default, cell(v.doc)));
+        let max = v.max.map_or_else(|| "–".to_string(), cell);
+        t.push_str(&format!("| `{}` | {} | {} | {} | {} |\n", v.name, role_label(v.role), default, max, cell(v.doc)));
     }
     t
 }

@@ -18,7 +18,7 @@ use crate::adapters::{Abra, Docker};
 use crate::cli::{Cli, JanitorArgs};
 use crate::config;
 use crate::janitor::{self, Settings};
-use crate::lock::fs_check;
+use crate::lock::{self, fs_check};
 use crate::mask::{self, Masker};
 use crate::process::{self, env as child_env};
 use crate::{env_vars as ev, exit, lifetime, logging};
@@ -45,6 +45,10 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
             eprintln!("ccci: {e}");
             return exit::USAGE;
         }
+    }
+    if let Err(e) = lock::dir::check_dir(&cfg.host.lock_dir, "the app lock dir (CCCI_APP_LOCK_DIR)") {
+        eprintln!("ccci: {e}");
+        return exit::USAGE;
     }
     mask::install(Masker::from_dir_and_token(&cfg.host.secrets_dir, cfg.host.git_token.as_deref()));
     logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), false);

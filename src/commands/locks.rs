@@ -7,17 +7,17 @@
 //! `--json` prints (schema 1):
 //!
 //! ```text
-//! { "schema": 1, "lock_dir": str,
+//! { "schema": 1, "lock_dir": str, "lock_dir_exists": bool,
 //!   "docker": { "ok": bool, "error": str|null },     // used for stack_exists
 //!   "locks": [ { "domain": str, "path": str,
 //!                "run_app": bool,                    // matches this host's run-app pattern
-//!                "state": "held"|"free"|"unsafe",
+//!                "state": "held"|"free"|"unknown"|"unsafe",  // unknown: /proc/locks unmatched
 //!                "holder_pids": [i32],               // from /proc/locks
 //!                "holder": { "pid", "run_id", "recipe", "started", "deadline_secs",
 //!                            "budget_secs", "build_link"? } | null,   // file content
 //!                "age_secs": u64|null,               // since the lockfile's mtime
 //!                "stack_exists": bool|null,          // null when docker could not be asked
-//!                "problem": str|null } ] }           // why an entry is unsafe
+//!                "problem": str|null } ] }           // why unsafe/unknown, or "held by a foreign process (pid N, comm)"
 //! ```
 //!
 //! Also the hidden `lock-wait` helper of `ci/bench-locks.sh`: takes a lock with ccci's own
@@ -31,9 +31,9 @@ use serde::Serialize;
 use crate::adapters::Docker;
 use crate::cli::{Cli, LockWaitArgs, LocksArgs};
 use crate::config;
-use crate::janitor::inventory::{self, HeldLocks};
-use crate::janitor::plan::LockState;
-use crate::lock::{self, HolderInfo, LockError};
+use crate::lock::proc_locks::{self, HeldLocks};
+
+use crate::lock::{self, HolderInfo, LockError, LockState};
 use crate::names::{self, RunAppPattern};
 use crate::process::{self, env as child_env};
 use crate::{env_vars as ev, exit, lifetime, logging};
@@ -42,6 +42,7 @@ use crate::{env_vars as ev, exit, lifetime, logging};
 struct LocksOut {
     schema: u32,
     lock_dir: String,
+    lock_dir_exists: bool,
     docker: DockerOut,
     locks: Vec<LockOut>,
 }
@@ -79,7 +80,7 @@ pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
     child_env::configure(&host.passwd_home, None);
     let pattern = RunAppPattern::new(&host.domain_suffix);
     let held = HeldLocks::read();
-    let list = match inventory::lockfiles(&host.lock_dir, &pattern, Some(&held), true) {
+    let list = match lock::dir::list(&host.lock_dir, &|d| pattern.is_run_domain(d), true, Some(&held)) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("ccci: cannot list the app lock dir {}: {e}", host.lock_dir.display());
@@ -101,8 +102,16 @@ pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
         .into_iter()
         .map(|l| {
             let (state, pids, problem) = match l.state {
-                LockState::Held { pids, .. } => ("held", pids, None),
+                LockState::Held { pids, .. } => {
+                    // Any local user who can open a lockfile can flock it: call that out.
+                    let foreign = pids.iter().find(|p| !proc_locks::is_ccci(**p));
+                    let problem = foreign.map(|p| format!("held by {}", proc_locks::describe_pid(*p)));
+                    ("held", pids, problem)
+                }
                 LockState::Unsafe(why) => ("unsafe", Vec::new(), Some(why)),
+                LockState::Unknown => {
+                    ("unknown", Vec::new(), Some("/proc/locks could not be matched to this file's device".to_string()))
+                }
                 _ => ("free", Vec::new(), None),
             };
             LockOut {
@@ -119,7 +128,13 @@ pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
         })
         .collect();
     if args.json {
-        let out = LocksOut { schema: 1, lock_dir: host.lock_dir.display().to_string(), docker, locks };
+        let out = LocksOut {
+            schema: 1,
+            lock_dir: host.lock_dir.display().to_string(),
+            lock_dir_exists: host.lock_dir.is_dir(),
+            docker,
+            locks,
+        };
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         print_table(&host.lock_dir, &locks);
@@ -130,7 +145,15 @@ pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
 
 fn print_table(lock_dir: &std::path::Path, locks: &[LockOut]) {
     if locks.is_empty() {
-        println!("no app lockfiles in {}", lock_dir.display());
+        if lock_dir.is_dir() {
+            println!("no app lockfiles in {}", lock_dir.display());
+        } else {
+            // A typo in CCCI_APP_LOCK_DIR must not read as "nothing is locked".
+            println!(
+                "the lock dir {} does not exist (check CCCI_APP_LOCK_DIR; ccci run creates it)",
+                lock_dir.display()
+            );
+        }
         return;
     }
     let rows: Vec<[String; 8]> = locks

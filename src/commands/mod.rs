@@ -3,4 +3,5 @@
 pub mod exec_step;
 pub mod janitor;
 pub mod locks;
+pub mod policy;
 pub mod run;

@@ -9,13 +9,14 @@ use crate::cli::{Cli, RunArgs, VERSION};
 use crate::config::{self, ConfigError};
 use crate::exit::{self, Facts};
 use crate::janitor;
-use crate::lock::fs_check;
+use crate::lock::{self, fs_check};
 use crate::mask::{self, Masker};
 use crate::pipeline::{self, Ctx, RunState};
 use crate::process::{self, env as child_env, group};
 use crate::report::{self, Flags, Lint, Provenance, Results};
 use crate::workspace::{Workspace, WorkspaceError};
 use crate::{clock, env_vars as ev, lifetime, logging, names};
+use std::os::unix::fs::DirBuilderExt;
 
 pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
     // 1. The signal thread first: signal-hook wants its handlers in place before other threads.
@@ -64,6 +65,7 @@ pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
 fn preflight(cfg: &config::Run) -> Result<(), String> {
     Workspace::preflight(&cfg.host.abra_home, &cfg.host.server).map_err(|e| e.to_string())?;
     fs_check::check(&cfg.host.lock_dir, "the app lock dir (CCCI_APP_LOCK_DIR)")?;
+    lock::dir::check_dir(&cfg.host.lock_dir, "the app lock dir (CCCI_APP_LOCK_DIR)").map_err(|e| e.to_string())?;
     fs_check::check(&cfg.host.runs_dir, "the runs dir (CCCI_RUNS_DIR)")?;
     Ok(())
 }
@@ -143,7 +145,7 @@ fn run(cfg: config::Run) -> u8 {
 
     let ctx = Ctx {
         lock_path: cfg.host.lock_dir.join(names::lock_file_name(&cfg.domain)),
-        git: Git::new(cfg.host.git_token.clone()),
+        git: Git::new(cfg.host.git_token.clone(), cfg.host.token_origins.clone()),
         abra,
         docker,
         app,
@@ -151,7 +153,8 @@ fn run(cfg: config::Run) -> u8 {
         cfg,
         started,
     };
-    if let Err(e) = std::fs::create_dir_all(&ctx.cfg.host.lock_dir) {
+    // Private when ccci makes it: a lock dir others can write is refused at start (§5).
+    if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&ctx.cfg.host.lock_dir) {
         tracing::warn!("cannot create the app lock dir {}: {e}", ctx.cfg.host.lock_dir.display());
     }
     // The run-start janitor (§6): before the fetch and before this run takes its own app lock,
@@ -190,6 +193,7 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
     let facts = Facts {
         cause: lifetime::cause(),
         lock_timeout: st.lock_timeout,
+        infra: st.infra.is_some(),
         internal_error: st.internal_error.is_some(),
         failed,
         teardown_unclean: st.teardown.unclean(),

@@ -7,6 +7,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use super::limits::{MAX_BACKUP_ATTEMPTS, MAX_PROBE_STABLE, MAX_TIMEOUT_SECS};
+use crate::policy::AllowList;
 use crate::stage::Rung;
 
 static ENV_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z_][A-Z0-9_]*$").expect("regex"));
@@ -30,6 +32,11 @@ pub struct CcciYml {
     pub backup: Backup,
     #[serde(default)]
     pub expected_na: BTreeMap<Rung, String>,
+    /// The policy gate's allow-list for this recipe. Honoured only in the trusted ccci.yml
+    /// (`<CCCI_TESTS_DIR>/<recipe>/ccci.yml`): a recipe-local ccci.yml is PR content, and a PR
+    /// that could loosen the gate would not be gated; the pipeline refuses `policy:` there.
+    #[serde(default)]
+    pub policy: Option<AllowList>,
 }
 
 /// A YAML scalar written into the app's `.env` (`TIMEOUT: 900` and `TIMEOUT: "900"` both work).
@@ -127,28 +134,71 @@ fn three() -> u32 {
     3
 }
 
+/// A `ccci.yml` is small; anything bigger is not one.
+const MAX_SIZE: u64 = 256 * 1024;
+
+/// serde's message for a YAML error, without the file's content: `unknown field `<x>``
+/// would otherwise quote whatever a linked file holds (a password hash, a registry token)
+/// into logs, `results.json` and the public dashboard. Keeps the position and the kind.
+fn yaml_error(e: &serde_yaml_ng::Error) -> String {
+    let msg = e.to_string();
+    let kind = msg.split(" at line ").next().unwrap_or(&msg);
+    let kind = match kind.find(['`', '"', '\'']) {
+        Some(i) => {
+            let head = kind[..i].trim_end().trim_end_matches(':');
+            // Keep what serde expected (our own key names), drop what it found.
+            let expected = kind.find(", expected").map(|j| &kind[j + 2..]).filter(|x| !x.contains('"'));
+            match expected {
+                Some(x) => format!("{head}; {x}"),
+                None => head.to_string(),
+            }
+        }
+        None => kind.to_string(),
+    };
+    match e.location() {
+        Some(l) => format!("line {} column {}: {kind}", l.line(), l.column()),
+        None => kind,
+    }
+}
+
 impl CcciYml {
-    /// Parses and validates; the error text names the file and what is wrong.
+    /// Parses and validates; the error text names the file and what is wrong (never its content).
     pub fn parse(path: &Path, text: &str) -> Result<CcciYml, String> {
         let doc: CcciYml = if text.trim().is_empty() {
             CcciYml::default()
         } else {
-            serde_yaml_ng::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?
+            serde_yaml_ng::from_str(text).map_err(|e| format!("{}: {}", path.display(), yaml_error(&e)))?
         };
         doc.validate().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(doc)
     }
 
+    /// Reads and parses `path` without following a link or blocking on a FIFO.
     pub fn load(path: &Path) -> Result<CcciYml, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = read_plain_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Self::parse(path, &text)
+    }
+
+    /// The trusted `ccci.yml` at `path`: `Ok(None)` when there is none.
+    pub fn load_trusted(path: &Path) -> Result<Option<CcciYml>, String> {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            _ => Self::load(path).map(Some),
+        }
+    }
+
+    /// The document with `extra_env` values hidden, for `results.json` (operators may put
+    /// credentials there; the dashboard is public).
+    pub fn redacted(&self) -> CcciYml {
+        let hide = |m: &BTreeMap<String, Scalar>| m.keys().map(|k| (k.clone(), Scalar::Text("***".into()))).collect();
+        CcciYml { extra_env: hide(&self.extra_env), upgrade_extra_env: hide(&self.upgrade_extra_env), ..self.clone() }
     }
 
     fn validate(&self) -> Result<(), String> {
         let t = &self.timeouts;
         for (name, v) in [("deploy", t.deploy), ("http", t.http), ("test", t.test), ("hook", t.hook)] {
-            if v == 0 {
-                return Err(format!("timeouts.{name} must be a positive number of seconds"));
+            if v == 0 || v > MAX_TIMEOUT_SECS {
+                return Err(format!("timeouts.{name} must be from 1 to {MAX_TIMEOUT_SECS} seconds"));
             }
         }
         for (field, map) in [("extra_env", &self.extra_env), ("upgrade_extra_env", &self.upgrade_extra_env)] {
@@ -180,15 +230,42 @@ impl CcciYml {
             if !ok {
                 return Err(format!("ready_probes tcp {:?} must be host:port", probe.tcp));
             }
-            if probe.stable == 0 {
-                return Err("ready_probes stable must be at least 1".to_string());
+            if probe.stable == 0 || probe.stable > MAX_PROBE_STABLE {
+                return Err(format!("ready_probes stable must be from 1 to {MAX_PROBE_STABLE}"));
             }
         }
-        if self.backup.attempts == 0 {
-            return Err("backup.attempts must be at least 1".to_string());
+        if self.backup.attempts == 0 || self.backup.attempts > MAX_BACKUP_ATTEMPTS {
+            return Err(format!("backup.attempts must be from 1 to {MAX_BACKUP_ATTEMPTS}"));
+        }
+        if let Some(policy) = &self.policy {
+            policy.validate()?;
         }
         Ok(())
     }
+}
+
+/// Reads a regular file of at most [`MAX_SIZE`] bytes without following a final symlink and
+/// without blocking on a FIFO (`O_NOFOLLOW|O_NONBLOCK`, then `fstat`).
+fn read_plain_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::ELOOP) => std::io::Error::other("is a symlink (never followed)"),
+                _ => e,
+            },
+        )?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("is not a regular file"));
+    }
+    if meta.len() > MAX_SIZE {
+        return Err(std::io::Error::other(format!("is {} bytes, more than {MAX_SIZE}", meta.len())));
+    }
+    let mut text = String::new();
+    f.take(MAX_SIZE).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -231,6 +308,59 @@ expected_na: { backup_restore: "no persistent state" }
             "health: { url: ftp://x }",
         ] {
             assert!(CcciYml::parse(Path::new("c"), text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn yaml_errors_do_not_quote_the_file() {
+        let e = CcciYml::parse(Path::new("/t/ccci.yml"), "root:$6$SECRETHASH: x\n").unwrap_err();
+        assert!(!e.contains("SECRETHASH") && e.contains("unknown field") && e.contains("line 1"), "{e}");
+        assert!(e.contains("expected one of"), "what was expected stays: {e}");
+        let e = CcciYml::parse(Path::new("c"), "timeouts: { deploy: \"hunter2hunter2\" }\n").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = CcciYml::parse(Path::new("c"), "timeouts: { deploy: 18446744073709551615 }\n").unwrap_err();
+        assert!(e.contains("86400"), "{e}");
+    }
+
+    #[test]
+    fn reads_never_follow_links() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("secret"), "extra_env: { A: x }\n").unwrap();
+        std::os::unix::fs::symlink(d.path().join("secret"), d.path().join("ccci.yml")).unwrap();
+        let e = CcciYml::load(&d.path().join("ccci.yml")).unwrap_err();
+        assert!(e.contains("symlink"), "{e}");
+        assert!(CcciYml::load_trusted(&d.path().join("absent.yml")).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_policy_allow_list_parses_and_is_validated() {
+        let text = r#"
+policy:
+  allow_binds: ["/var/run/docker.sock", "/srv/shared/"]
+  allow_cap_add: ["NET_ADMIN"]
+  allow_networks: ["backups"]
+  allow_hosts: ["*.example.org", "auth.example.net"]
+"#;
+        let p = CcciYml::parse(Path::new("c"), text).unwrap().policy.unwrap();
+        assert_eq!(p.binds, vec!["/var/run/docker.sock", "/srv/shared/"]);
+        assert_eq!((p.cap_add.len(), p.networks.len(), p.hosts.len()), (1, 1, 2));
+        assert_eq!(CcciYml::parse(Path::new("c"), "policy: {}\n").unwrap().policy, Some(AllowList::default()));
+        assert_eq!(CcciYml::parse(Path::new("c"), "").unwrap().policy, None);
+        for bad in [
+            "policy: { allow_bind: [\"/x\"] }",
+            "policy: { allow_binds: [\"relative/x\"] }",
+            "policy: { allow_binds: [\"/a/../etc\"] }",
+            "policy: { allow_binds: [\"/a//b\"] }",
+            "policy: { allow_cap_add: [\"net_admin\"] }",
+            "policy: { allow_cap_add: [\"NET ADMIN\"] }",
+            "policy: { allow_networks: [\"-x\"] }",
+            "policy: { allow_hosts: [\"*\"] }",
+            "policy: { allow_hosts: [\"*.org\"] }",
+            "policy: { allow_hosts: [\"a.*.org\"] }",
+            "policy: { allow_hosts: [\"Example.org\"] }",
+        ] {
+            let e = CcciYml::parse(Path::new("/t/ccci.yml"), bad).unwrap_err();
+            assert!(e.starts_with("/t/ccci.yml: "), "{bad}: {e}");
         }
     }
 

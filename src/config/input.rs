@@ -113,7 +113,11 @@ pub fn source(what: &str, value: &str) -> Result<Source, InputError> {
         if let Some(rest) = value.strip_prefix(scheme) {
             let authority = rest.split('/').next().unwrap_or("");
             if authority.contains('@') {
-                return Err(err(what, value, "must not carry user info (user@ or user:password@); use CCCI_GIT_TOKEN"));
+                return Err(err(
+                    what,
+                    &redact_userinfo(value),
+                    "must not carry user info (user@ or user:password@); use CCCI_GIT_TOKEN",
+                ));
             }
             if scheme != "file://" && authority.is_empty() {
                 return Err(err(what, value, RULE));
@@ -147,19 +151,139 @@ pub fn stages(what: &str, value: &str) -> Result<Vec<Stage>, InputError> {
     Ok(out)
 }
 
-/// A positive integer (seconds, days, milliseconds).
-pub fn positive(what: &str, value: &str) -> Result<u64, InputError> {
+/// An integer from 1 (0 with `zero_ok`: a grace of 0 means SIGKILL at once) up to `max`.
+/// Digits only: no sign, no spaces, no exponent.
+pub fn bounded(what: &str, value: &str, max: u64, zero_ok: bool) -> Result<u64, InputError> {
+    let low = if zero_ok { 0 } else { 1 };
+    let rule = || format!("must be an integer from {low} to {max}");
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err(what, value, &rule()));
+    }
     match value.parse::<u64>() {
-        Ok(n) if n > 0 && value.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ => Err(err(what, value, "must be a positive integer")),
+        Ok(n) if (low..=max).contains(&n) => Ok(n),
+        _ => Err(err(what, value, &rule())),
     }
 }
 
-/// A non-negative integer (a grace of 0 means SIGKILL at once).
-pub fn non_negative(what: &str, value: &str) -> Result<u64, InputError> {
-    match value.parse::<u64>() {
-        Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ => Err(err(what, value, "must be a non-negative integer")),
+/// An absolute path without `..`, used canonicalised: the nearest existing ancestor is
+/// resolved (symlinks included) and the rest appended. A relative path would mean something
+/// else in every working directory (Drone gives each build its own), and two runs — or a run
+/// and the janitor — that disagree on the lock dir reap each other's live apps.
+pub fn abs_path(what: &str, value: &str) -> Result<PathBuf, InputError> {
+    use std::path::Component;
+    if value.chars().any(char::is_control) {
+        return Err(err(what, value, "must not contain control characters"));
+    }
+    let p = std::path::Path::new(value);
+    if !p.is_absolute() {
+        return Err(err(what, value, "must be an absolute path"));
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(err(what, value, "must not contain `..`"));
+    }
+    let mut existing = p.to_path_buf();
+    let mut rest = Vec::new();
+    while std::fs::symlink_metadata(&existing).is_err() {
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut out =
+        std::fs::canonicalize(&existing).map_err(|e| err(what, value, &format!("cannot be resolved ({e})")))?;
+    for name in rest.into_iter().rev() {
+        out.push(name);
+    }
+    Ok(out)
+}
+
+/// A program: a plain name looked up on PATH, or an absolute path.
+pub fn program(what: &str, value: &str) -> Result<String, InputError> {
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) || value.starts_with('-') {
+        return Err(err(what, value, "must be a program name or an absolute path"));
+    }
+    if value.contains('/') && !value.starts_with('/') {
+        return Err(err(what, value, "must be a plain name on PATH or an absolute path"));
+    }
+    Ok(value.to_string())
+}
+
+/// abra cuts stack names it derives from domains to this many characters.
+pub const MAX_STACK_NAME: usize = 45;
+
+/// Dot-separated lowercase DNS labels, short enough that every run app's stack name
+/// (`<4>-<6>_<suffix>`) stays within abra's limit.
+pub fn domain_suffix(what: &str, value: &str) -> Result<String, InputError> {
+    let labels_ok = !value.is_empty()
+        && value.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+        });
+    if !labels_ok {
+        return Err(err(what, value, "must be dot-separated lowercase DNS labels"));
+    }
+    let max = MAX_STACK_NAME - "abcd-123456_".len();
+    if value.len() > max {
+        return Err(err(
+            what,
+            value,
+            &format!("must be at most {max} characters (a run app's stack name must fit abra's {MAX_STACK_NAME})"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// An `http://` or `https://` URL with a host, no whitespace or control characters (it is
+/// passed to curl and git as one argument, so it must not look like an option either).
+pub fn http_url(what: &str, value: &str) -> Result<String, InputError> {
+    let rule = "must be an http:// or https:// URL with a host";
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(what, value, rule));
+    }
+    let rest = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    match host {
+        Some(h) if !h.is_empty() && !h.contains('@') => Ok(value.to_string()),
+        Some(h) if h.contains('@') => Err(err(what, &redact_userinfo(value), "must not carry user info")),
+        _ => Err(err(what, value, rule)),
+    }
+}
+
+/// A comma list of `https://host[:port]` origins.
+pub fn token_origins(what: &str, value: &str) -> Result<Vec<String>, InputError> {
+    let mut out = Vec::new();
+    for o in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let host = o.strip_prefix("https://").unwrap_or("");
+        let ok = !host.is_empty()
+            && !host.contains(['/', '@', '?', '#'])
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+        if !ok {
+            return Err(err(
+                what,
+                value,
+                "must be a comma list of https://host[:port] origins (the token never goes over http)",
+            ));
+        }
+        out.push(o.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
+/// `scheme://user:pw@host/…` → `scheme://***@host/…`: a credential in a URL is never echoed.
+pub fn redact_userinfo(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else { return value.to_string() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    match authority.rsplit_once('@') {
+        Some((_, host)) => {
+            let path = path.map(|p| format!("/{p}")).unwrap_or_default();
+            format!("{scheme}://***@{host}{path}")
+        }
+        None => value.to_string(),
     }
 }
 
@@ -244,16 +368,44 @@ mod tests {
 
     #[test]
     fn numbers_and_booleans() {
-        assert_eq!(positive("d", "3").unwrap(), 3);
-        assert!(positive("d", "0").is_err());
-        assert!(positive("d", "-1").is_err());
-        assert!(positive("d", "+1").is_err());
-        assert!(positive("d", "1.5").is_err());
+        assert_eq!(bounded("d", "3", 10, false).unwrap(), 3);
+        assert!(bounded("d", "0", 10, false).is_err());
+        assert_eq!(bounded("d", "0", 10, true).unwrap(), 0);
+        assert!(bounded("d", "11", 10, false).is_err());
+        assert!(bounded("d", "18446744073709551615", 10, false).is_err());
+        assert!(bounded("d", "99999999999999999999999", 10, false).is_err());
+        assert!(bounded("d", "-1", 10, false).is_err());
+        assert!(bounded("d", "+1", 10, false).is_err());
+        assert!(bounded("d", "1.5", 10, false).is_err());
+        assert!(bounded("d", " 1", 10, false).is_err());
         assert!(boolean("q", "YES").unwrap());
         assert!(!boolean("q", "0").unwrap());
         assert!(boolean("q", "maybe").is_err());
         assert!(pr("pr", "12").is_ok());
         assert!(pr("pr", "1a").is_err());
+    }
+
+    #[test]
+    fn paths_urls_and_programs() {
+        let d = tempfile::tempdir().unwrap();
+        let canon = std::fs::canonicalize(d.path()).unwrap();
+        assert_eq!(abs_path("p", &format!("{}/not/yet", d.path().display())).unwrap(), canon.join("not/yet"));
+        for bad in ["rel/lock", "run/lock", "./x", "/a/../b", ""] {
+            assert!(abs_path("p", bad).is_err(), "{bad}");
+        }
+        assert!(http_url("u", "https://{domain}/health").is_ok());
+        for bad in ["-o/tmp/x", "ftp://x", "https://", "https://u:pw@h/x", "http://a b/"] {
+            assert!(http_url("u", bad).is_err(), "{bad}");
+        }
+        assert!(program("p", "abra").is_ok() && program("p", "/usr/bin/abra").is_ok());
+        assert!(program("p", "bin/abra").is_err() && program("p", "--x").is_err());
+        assert_eq!(token_origins("t", "https://git.example.org, https://x:8443").unwrap().len(), 2);
+        assert!(token_origins("t", "http://git.example.org").is_err());
+        assert!(domain_suffix("s", "ci.example.org").is_ok());
+        assert!(domain_suffix("s", &format!("{}.example.org", "a".repeat(30))).is_err());
+        let e = source("src", "https://oauth2:glpat-SECRET@git.example/o/r.git").unwrap_err();
+        assert!(!e.to_string().contains("SECRET") && !e.to_string().contains("oauth2"), "{e}");
+        assert_eq!(redact_userinfo("ssh://git@host/o/r"), "ssh://***@host/o/r");
     }
 
     #[test]

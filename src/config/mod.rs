@@ -1,9 +1,22 @@
-//! Settings: host config file, then environment, then flags (later wins). An empty value counts
-//! as unset at every layer (Drone passes empty params).
+//! Settings come from three places, and who controls each decides what it may set:
+//! - *host settings* (lock dir, runs dir, abra home, programs, the token, the suffix, ceilings…)
+//!   belong to the operator: the host config file (`/etc/ccci/env`, or `$CCCI_CONFIG` outside
+//!   Drone) wins, and in `ccci run` a host setting from the environment that disagrees with the
+//!   host is refused — Drone hands every build parameter to the step as an environment
+//!   variable, so whoever can trigger a build would otherwise steer where runs lock, what they
+//!   run as root and where the janitor looks — unless the host file sets `CCCI_TRUST_ENV=1`;
+//! - *run parameters* (recipe, ref, pr, src, stages, quick lane, deadline…) come from flags,
+//!   then the environment, then the host file as a host-wide default;
+//! - runtime variables (`CCCI_EXPECT_PPID`, `INVOCATION_ID`, Drone's build variables) from the
+//!   environment only.
+//!
+//! An empty value counts as unset at every layer (Drone passes empty params). Every path is
+//! absolute and used canonicalised; every number has a documented ceiling (`limits`).
 
 pub mod ccci_yml;
 pub mod host_file;
 pub mod input;
+pub mod limits;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +47,10 @@ pub enum ConfigError {
     TrustedYml(String),
     #[error("cannot find the passwd home of uid {0}; set CCCI_ABRA_HOME")]
     NoPasswdHome(u32),
+    #[error(
+        "{var}={value:?} from the environment disagrees with the host setting {host}: host settings come from the host config file {file} (put it there, or set CCCI_TRUST_ENV=1 in that file to let the environment override)"
+    )]
+    HostSettingFromEnv { var: String, value: String, host: String, file: String },
 }
 
 /// The process environment as seen by the resolver (a map, so tests can supply their own).
@@ -43,48 +60,101 @@ pub fn process_env() -> Env {
     std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
 }
 
-/// The layers below the flags: environment over host file.
+/// How strictly host settings are guarded against the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// `ccci run`: the host file wins; a disagreeing value from the environment is refused.
+    HostWins,
+    /// `ccci janitor`, `ccci locks` (run by the operator, or by systemd with the host file):
+    /// the environment overrides the file, as an operator at a shell expects.
+    EnvWins,
+}
+
+/// The layers below the flags.
 pub struct Layers {
     env: Env,
     file: HostFile,
+    guard: Guard,
 }
 
 impl Layers {
-    pub fn load(env: Env) -> Result<Layers, ConfigError> {
-        let explicit = env.get(ev::CCCI_CONFIG).filter(|v| !v.is_empty()).cloned();
+    pub fn load(env: Env, guard: Guard) -> Result<Layers, ConfigError> {
+        // Under Drone every build parameter is an environment variable: the host file cannot be
+        // chosen from there.
+        let drone = env.get(ev::DRONE).is_some_and(|v| v == "true");
+        let explicit = env.get(ev::CCCI_CONFIG).filter(|v| !v.is_empty() && !drone).cloned();
+        if let Some(p) = &explicit
+            && !p.starts_with('/')
+        {
+            return Err(InputError {
+                what: "host config file (CCCI_CONFIG)".into(),
+                value: p.clone(),
+                rule: "must be an absolute path".into(),
+            }
+            .into());
+        }
         let file = HostFile::load(explicit.as_deref())?;
-        Ok(Layers { env, file })
+        let trusted = file.values.get(ev::CCCI_TRUST_ENV).is_some_and(|v| input::boolean("", v).unwrap_or(false));
+        let guard = if trusted { Guard::EnvWins } else { guard };
+        Ok(Layers { env, file, guard })
+    }
+
+    fn file_label(&self) -> String {
+        self.file.path.as_ref().map_or_else(|| host_file::DEFAULT_PATH.to_string(), |p| p.display().to_string())
+    }
+
+    fn env_value(&self, var: &str) -> Option<String> {
+        self.env.get(var).filter(|v| !v.is_empty()).cloned()
+    }
+
+    fn file_value(&self, var: &str) -> Option<String> {
+        if !ev::allowed_in_config_file(var) {
+            return None;
+        }
+        self.file.values.get(var).filter(|v| !v.is_empty()).cloned()
     }
 
     /// A value and where it came from, or `None` when unset (empty counts as unset).
-    fn get(&self, var: &str) -> Option<(String, String)> {
-        if let Some(v) = self.env.get(var).filter(|v| !v.is_empty()) {
-            return Some((v.clone(), var.to_string()));
+    fn get(&self, var: &str) -> Result<Option<(String, String)>, ConfigError> {
+        let in_file = || self.file_value(var).map(|v| (v, format!("{var} in {}", self.file_label())));
+        if ev::lookup(var).is_some_and(|v| v.role == ev::Role::HostFile) {
+            return Ok(in_file());
         }
-        if ev::allowed_in_config_file(var)
-            && let Some(v) = self.file.values.get(var).filter(|v| !v.is_empty())
-        {
-            let path = self.file.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-            return Some((v.clone(), format!("{var} in {path}")));
+        let Some(env_value) = self.env_value(var) else { return Ok(in_file()) };
+        if !ev::is_host_setting(var) || self.guard == Guard::EnvWins {
+            return Ok(Some((env_value, var.to_string())));
         }
-        None
+        // A host setting from the environment: accepted only when it agrees with the host.
+        let host = self
+            .file_value(var)
+            .or_else(|| ev::lookup(var).and_then(|v| v.default).filter(|d| !d.contains(' ')).map(str::to_string));
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        match host {
+            Some(h) if same(&h, &env_value) => Ok(in_file().or(Some((env_value, var.to_string())))),
+            host => Err(ConfigError::HostSettingFromEnv {
+                var: var.to_string(),
+                value: env_value,
+                host: host.map_or_else(|| "(unset)".to_string(), |h| format!("{h:?}")),
+                file: self.file_label(),
+            }),
+        }
     }
 
     /// Only the environment (for variables set by wrappers and systemd).
     fn env_only(&self, var: &str) -> Option<(String, String)> {
-        self.env.get(var).filter(|v| !v.is_empty()).map(|v| (v.clone(), var.to_string()))
+        self.env_value(var).map(|v| (v, var.to_string()))
     }
 
     /// Flag, else env, else file.
-    fn pick(&self, flag: Option<&str>, flag_name: &str, var: &str) -> Option<(String, String)> {
+    fn pick(&self, flag: Option<&str>, flag_name: &str, var: &str) -> Result<Option<(String, String)>, ConfigError> {
         match flag.filter(|v| !v.is_empty()) {
-            Some(v) => Some((v.to_string(), flag_name.to_string())),
+            Some(v) => Ok(Some((v.to_string(), flag_name.to_string()))),
             None => self.get(var),
         }
     }
 
     fn warnings(&self) -> Vec<String> {
-        let path = self.file.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let path = self.file_label();
         self.file.unknown_keys.iter().map(|k| format!("{path}: ignoring unknown setting {k}")).collect()
     }
 }
@@ -93,7 +163,7 @@ fn labelled(name: &str, origin: &str) -> String {
     format!("{name} (from {origin})")
 }
 
-/// Settings every command shares.
+/// Settings every command shares (the host's).
 #[derive(Debug, Clone)]
 pub struct Host {
     pub abra: String,
@@ -103,84 +173,120 @@ pub struct Host {
     pub server: String,
     pub git_base: String,
     pub git_token: Option<String>,
+    /// Origins (`https://host[:port]`) that may receive the git token.
+    pub token_origins: Vec<String>,
     pub domain_suffix: String,
     pub lock_dir: PathBuf,
     pub runs_dir: PathBuf,
     pub tests_dir: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
     pub health_url: String,
     pub secrets_dir: PathBuf,
+    pub skip_fetch: bool,
     pub kill_grace: Duration,
     pub leak_timeout: Duration,
+    pub max_deadline: Duration,
+    pub max_teardown_budget: Duration,
     pub config_file: Option<PathBuf>,
     pub warnings: Vec<String>,
 }
 
 impl Host {
     pub fn resolve(layers: &Layers) -> Result<Host, ConfigError> {
-        let s = |var: &str, default: &str| layers.get(var).map(|(v, _)| v).unwrap_or_else(|| default.to_string());
+        let s = |var: &str, default: &str| -> Result<(String, String), ConfigError> {
+            Ok(layers.get(var)?.unwrap_or_else(|| (default.to_string(), format!("the default of {var}"))))
+        };
+        let dir = |var: &str, what: &str, default: Option<&str>| -> Result<Option<PathBuf>, ConfigError> {
+            match layers.get(var)?.or_else(|| default.map(|d| (d.to_string(), format!("the default of {var}")))) {
+                Some((v, o)) => Ok(Some(input::abs_path(&labelled(what, &o), &v)?)),
+                None => Ok(None),
+            }
+        };
+        let number = |var: &str, what: &str, default: u64, max: u64, zero_ok: bool| -> Result<u64, ConfigError> {
+            match layers.get(var)? {
+                Some((v, o)) => Ok(input::bounded(&labelled(what, &o), &v, max, zero_ok)?),
+                None => Ok(default),
+            }
+        };
         let passwd_home = passwd_home()?;
-        let abra_home =
-            layers.get(ev::CCCI_ABRA_HOME).map(|(v, _)| PathBuf::from(v)).unwrap_or_else(|| passwd_home.join(".abra"));
-        let kill_grace = match layers.get(ev::CCCI_KILL_GRACE) {
-            Some((v, o)) => input::non_negative(&labelled("kill grace", &o), &v)?,
-            None => 10,
+        let abra_home = match layers.get(ev::CCCI_ABRA_HOME)? {
+            Some((v, o)) => input::abs_path(&labelled("abra home", &o), &v)?,
+            None => passwd_home.join(".abra"),
         };
-        let leak_ms = match layers.get(ev::CCCI_LEAK_TIMEOUT_MS) {
-            Some((v, o)) => input::positive(&labelled("leak timeout", &o), &v)?,
-            None => 200,
+        let kill_grace = number(ev::CCCI_KILL_GRACE, "kill grace", 10, limits::MAX_KILL_GRACE_SECS, true)?;
+        let leak_ms = number(ev::CCCI_LEAK_TIMEOUT_MS, "leak timeout", 200, limits::MAX_LEAK_TIMEOUT_MS, false)?;
+        let max_deadline = number(
+            ev::CCCI_MAX_DEADLINE,
+            "max deadline",
+            limits::DEFAULT_MAX_DEADLINE_SECS,
+            limits::MAX_DEADLINE_SECS,
+            false,
+        )?;
+        let max_budget = number(
+            ev::CCCI_MAX_TEARDOWN_BUDGET,
+            "max teardown budget",
+            limits::DEFAULT_MAX_BUDGET_SECS,
+            limits::MAX_BUDGET_SECS,
+            false,
+        )?;
+        let git_token = match layers.get(ev::CCCI_GIT_TOKEN)? {
+            Some(t) => Some(t.0),
+            None => layers.get(ev::GITEA_TOKEN)?.map(|(v, _)| v),
         };
-        let git_token = layers.get(ev::CCCI_GIT_TOKEN).or_else(|| layers.get(ev::GITEA_TOKEN)).map(|(v, _)| v);
-        let server = s(ev::CCCI_SERVER, "default");
-        if server.contains('/') || server == "." || server == ".." {
+        let (server, server_origin) = s(ev::CCCI_SERVER, "default")?;
+        if server.contains('/') || server == "." || server == ".." || server.contains('\0') {
             return Err(InputError {
-                what: "server (CCCI_SERVER)".into(),
+                what: labelled("server", &server_origin),
                 value: server,
                 rule: "must be a plain directory name".into(),
             }
             .into());
         }
-        let suffix = s(ev::CCCI_DOMAIN_SUFFIX, "ci.commoninternet.net");
-        let suffix_ok = !suffix.is_empty()
-            && suffix
-                .split('.')
-                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
-        if !suffix_ok {
-            return Err(InputError {
-                what: "domain suffix (CCCI_DOMAIN_SUFFIX)".into(),
-                value: suffix,
-                rule: "must be dot-separated lowercase DNS labels".into(),
+        let (suffix, suffix_origin) = s(ev::CCCI_DOMAIN_SUFFIX, "ci.commoninternet.net")?;
+        let suffix = input::domain_suffix(&labelled("domain suffix", &suffix_origin), &suffix)?;
+        let (git_base, base_origin) = s(ev::CCCI_GIT_BASE, "https://git.autonomic.zone")?;
+        let git_base = input::http_url(&labelled("git base", &base_origin), &git_base)?;
+        let token_origins = match layers.get(ev::CCCI_GIT_TOKEN_ORIGINS)? {
+            Some((v, o)) => input::token_origins(&labelled("token origins", &o), &v)?,
+            None => {
+                crate::adapters::git::origin_of(&git_base).into_iter().filter(|o| o.starts_with("https://")).collect()
             }
-            .into());
-        }
-        // abra cuts longer stack names; ccci's must be the same as abra's.
-        if suffix.len() > crate::names::MAX_SUFFIX {
-            return Err(InputError {
-                what: "domain suffix (CCCI_DOMAIN_SUFFIX)".into(),
-                rule: format!(
-                    "must be at most {} characters, so that run-app stack names fit abra's {}",
-                    crate::names::MAX_SUFFIX,
-                    crate::names::MAX_STACK_NAME
-                ),
-                value: suffix,
-            }
-            .into());
-        }
+        };
+        let (health_url, health_origin) = s(ev::CCCI_HEALTH_URL, "https://{domain}/")?;
+        let health_url = if health_url == "off" {
+            health_url
+        } else {
+            input::http_url(&labelled("health URL", &health_origin), &health_url)?
+        };
+        let program = |var: &str, default: &str, what: &str| -> Result<String, ConfigError> {
+            let (v, o) = s(var, default)?;
+            Ok(input::program(&labelled(what, &o), &v)?)
+        };
+        let skip_fetch = match layers.get(ev::CCCI_SKIP_FETCH)? {
+            Some((v, o)) => input::boolean(&labelled("skip fetch", &o), &v)?,
+            None => false,
+        };
         Ok(Host {
-            abra: s(ev::CCCI_ABRA, "abra"),
-            docker: s(ev::CCCI_DOCKER, "docker"),
+            abra: program(ev::CCCI_ABRA, "abra", "abra program")?,
+            docker: program(ev::CCCI_DOCKER, "docker", "docker program")?,
             passwd_home,
             abra_home,
             server,
-            git_base: s(ev::CCCI_GIT_BASE, "https://git.autonomic.zone"),
+            git_base,
             git_token,
+            token_origins,
             domain_suffix: suffix,
-            lock_dir: PathBuf::from(s(ev::CCCI_APP_LOCK_DIR, "/run/lock")),
-            runs_dir: PathBuf::from(s(ev::CCCI_RUNS_DIR, "/var/lib/cc-ci-runs")),
-            tests_dir: layers.get(ev::CCCI_TESTS_DIR).map(|(v, _)| PathBuf::from(v)),
-            health_url: s(ev::CCCI_HEALTH_URL, "https://{domain}/"),
-            secrets_dir: PathBuf::from(s(ev::CCCI_SECRETS_DIR, "/run/secrets")),
+            lock_dir: dir(ev::CCCI_APP_LOCK_DIR, "app lock dir", Some("/run/lock"))?.unwrap_or_default(),
+            runs_dir: dir(ev::CCCI_RUNS_DIR, "runs dir", Some("/var/lib/cc-ci-runs"))?.unwrap_or_default(),
+            tests_dir: dir(ev::CCCI_TESTS_DIR, "tests dir", None)?,
+            junit: dir(ev::CCCI_JUNIT, "JUnit report path", None)?,
+            health_url,
+            secrets_dir: dir(ev::CCCI_SECRETS_DIR, "secrets dir", Some("/run/secrets"))?.unwrap_or_default(),
+            skip_fetch,
             kill_grace: Duration::from_secs(kill_grace),
             leak_timeout: Duration::from_millis(leak_ms),
+            max_deadline: Duration::from_secs(max_deadline),
+            max_teardown_budget: Duration::from_secs(max_budget),
             config_file: layers.file.path.clone(),
             warnings: layers.warnings(),
         })
@@ -226,36 +332,48 @@ pub struct Run {
     pub domain: String,
 }
 
+/// `<owner>-<name>-<build>` from Drone's variables: build numbers are per repository, so one
+/// runner serving several repositories must not reuse a run id. Characters outside the run-id
+/// alphabet become `-`; a long repository name is cut from the left so the build number stays.
+fn drone_run_id(repo: Option<&str>, build: &str) -> String {
+    let Some(repo) = repo.filter(|r| !r.is_empty()) else { return build.to_string() };
+    let clean: String =
+        repo.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).collect();
+    let room = 64usize.saturating_sub(build.len() + 1);
+    let cut = &clean[clean.len().saturating_sub(room)..];
+    format!("{}-{build}", cut.trim_start_matches(['-', '.']))
+}
+
 impl Run {
     pub fn resolve(args: &RunArgs, env: Env) -> Result<Run, ConfigError> {
-        let layers = Layers::load(env)?;
+        let layers = Layers::load(env, Guard::HostWins)?;
         let mut host = Host::resolve(&layers)?;
 
-        let recipe = match layers.pick(args.recipe.as_deref(), "--recipe", ev::RECIPE) {
+        let recipe = match layers.pick(args.recipe.as_deref(), "--recipe", ev::RECIPE)? {
             Some((v, o)) => input::recipe(&labelled("recipe", &o), &v)?,
             None => return Err(ConfigError::MissingRecipe),
         };
-        let git_ref = match layers.pick(args.git_ref.as_deref(), "--ref", ev::REF) {
+        let git_ref = match layers.pick(args.git_ref.as_deref(), "--ref", ev::REF)? {
             Some((v, o)) => Some(input::git_ref(&labelled("ref", &o), &v)?),
             None => None,
         };
-        let pr = match layers.pick(args.pr.as_deref(), "--pr", ev::PR) {
+        let pr = match layers.pick(args.pr.as_deref(), "--pr", ev::PR)? {
             Some((v, o)) => input::pr(&labelled("pr", &o), &v)?,
             None => "0".to_string(),
         };
-        let src = match layers.pick(args.src.as_deref(), "--src", ev::SRC) {
+        let src = match layers.pick(args.src.as_deref(), "--src", ev::SRC)? {
             Some((v, o)) => Some(input::source(&labelled("src", &o), &v)?),
             None => None,
         };
         let quick = if args.quick {
             true
         } else {
-            match layers.get(ev::CCCI_QUICK) {
+            match layers.get(ev::CCCI_QUICK)? {
                 Some((v, o)) => input::boolean(&labelled("quick", &o), &v)?,
                 None => false,
             }
         };
-        let picked_stages = match layers.pick(args.stages.as_deref(), "--stages", ev::STAGES) {
+        let picked_stages = match layers.pick(args.stages.as_deref(), "--stages", ev::STAGES)? {
             Some((v, o)) => Some(input::stages(&labelled("stages", &o), &v)?),
             None => None,
         };
@@ -270,40 +388,55 @@ impl Run {
         let secs = |flag: Option<&str>,
                     name: &str,
                     var: &str,
+                    max: Duration,
                     default: Option<u64>|
          -> Result<Option<Duration>, ConfigError> {
-            match layers.pick(flag, name, var) {
+            match layers.pick(flag, name, var)? {
                 Some((v, o)) => {
-                    Ok(Some(Duration::from_secs(input::positive(&labelled(name.trim_start_matches('-'), &o), &v)?)))
+                    let what = labelled(name.trim_start_matches('-'), &o);
+                    Ok(Some(Duration::from_secs(input::bounded(&what, &v, max.as_secs(), false)?)))
                 }
                 None => Ok(default.map(Duration::from_secs)),
             }
         };
-        let lock_timeout = secs(args.lock_timeout.as_deref(), "--lock-timeout", ev::CCCI_LOCK_TIMEOUT, None)?;
-        let deadline = secs(args.deadline.as_deref(), "--deadline", ev::CCCI_DEADLINE, Some(3600))?.unwrap_or_default();
-        let teardown_budget =
-            secs(args.teardown_budget.as_deref(), "--teardown-budget", ev::CCCI_TEARDOWN_BUDGET, Some(600))?
-                .unwrap_or_default();
+        let deadline = secs(args.deadline.as_deref(), "--deadline", ev::CCCI_DEADLINE, host.max_deadline, Some(3600))?
+            .unwrap_or_default();
+        let teardown_budget = secs(
+            args.teardown_budget.as_deref(),
+            "--teardown-budget",
+            ev::CCCI_TEARDOWN_BUDGET,
+            host.max_teardown_budget,
+            Some(600),
+        )?
+        .unwrap_or_default();
+        // Waiting longer than the deadline is pointless: the deadline ends the wait anyway.
+        let lock_timeout =
+            secs(args.lock_timeout.as_deref(), "--lock-timeout", ev::CCCI_LOCK_TIMEOUT, host.max_deadline, None)?;
         let allow_orphan = if args.allow_orphan {
             true
         } else {
-            match layers.get(ev::CCCI_ALLOW_ORPHAN) {
+            match layers.get(ev::CCCI_ALLOW_ORPHAN)? {
                 Some((v, o)) => input::boolean(&labelled("allow-orphan", &o), &v)?,
                 None => false,
             }
         };
         let junit = match &args.junit {
-            Some(p) if !p.as_os_str().is_empty() => Some(p.clone()),
-            _ => layers.get(ev::CCCI_JUNIT).map(|(v, _)| PathBuf::from(v)),
+            Some(p) if !p.as_os_str().is_empty() => {
+                Some(input::abs_path("JUnit report path (from --junit)", &p.to_string_lossy())?)
+            }
+            _ => host.junit.clone(),
         };
-        let run_id = match layers.get(ev::CCCI_RUN_ID).or_else(|| layers.env_only(ev::DRONE_BUILD_NUMBER)) {
+        let run_id = match layers.env_only(ev::CCCI_RUN_ID) {
             Some((v, o)) => input::run_id(&labelled("run id", &o), &v)?,
-            None => format!("manual-{}", std::process::id()),
+            None => match layers.env_only(ev::DRONE_BUILD_NUMBER) {
+                Some((build, o)) => {
+                    let build = input::run_id(&labelled("build number", &o), &build)?;
+                    drone_run_id(layers.env_only(ev::DRONE_REPO).map(|(r, _)| r).as_deref(), &build)
+                }
+                None => format!("manual-{}", std::process::id()),
+            },
         };
-        let skip_fetch = match layers.get(ev::CCCI_SKIP_FETCH) {
-            Some((v, o)) => input::boolean(&labelled("skip fetch", &o), &v)?,
-            None => false,
-        };
+        let skip_fetch = host.skip_fetch;
         if skip_fetch && src.is_some() {
             return Err(ConfigError::Conflict(
                 "CCCI_SKIP_FETCH=1 conflicts with --src/SRC: a staged copy has no source to clone; unset one of them"
@@ -321,10 +454,10 @@ impl Run {
         let trusted_yml = match &host.tests_dir {
             Some(dir) => {
                 let path = dir.join(&recipe).join("ccci.yml");
-                if path.is_file() {
-                    Some((path.clone(), CcciYml::load(&path).map_err(ConfigError::TrustedYml)?))
-                } else {
-                    None
+                match CcciYml::load_trusted(&path) {
+                    Ok(Some(y)) => Some((path, y)),
+                    Ok(None) => None,
+                    Err(e) => return Err(ConfigError::TrustedYml(e)),
                 }
             }
             None => None,
@@ -368,29 +501,29 @@ pub struct Janitor {
 
 impl Janitor {
     pub fn resolve(args: &JanitorArgs, env: Env) -> Result<Janitor, ConfigError> {
-        let layers = Layers::load(env)?;
+        let layers = Layers::load(env, Guard::EnvWins)?;
         let host = Host::resolve(&layers)?;
         let prune_days = match args.prune_after.as_deref().filter(|v| !v.is_empty()) {
-            Some(v) => input::positive("prune-after (from --prune-after)", v)?,
+            Some(v) => input::bounded("prune-after (from --prune-after)", v, limits::MAX_PRUNE_DAYS, false)?,
             None => 14,
         };
         let deadline = match args.deadline.as_deref().filter(|v| !v.is_empty()) {
-            Some(v) => input::positive("deadline (from --deadline)", v)?,
+            Some(v) => input::bounded("deadline (from --deadline)", v, limits::MAX_JANITOR_DEADLINE_SECS, false)?,
             None => 1800,
         };
         Ok(Janitor {
             host,
             dry_run: args.dry_run,
             json: args.json,
-            prune_after: Duration::from_secs(prune_days * 86_400),
+            prune_after: Duration::from_secs(prune_days.saturating_mul(86_400)),
             deadline: Duration::from_secs(deadline),
         })
     }
 }
 
-/// Host settings alone (for `ccci locks`).
+/// Host settings alone (for `ccci locks` and other operator commands).
 pub fn host_only(env: Env) -> Result<Host, ConfigError> {
-    Host::resolve(&Layers::load(env)?)
+    Host::resolve(&Layers::load(env, Guard::EnvWins)?)
 }
 
 #[cfg(test)]
@@ -453,23 +586,17 @@ mod tests {
         assert!(e.to_string().contains("from RECIPE"), "{e}");
         let args = RunArgs { recipe: Some("a".into()), deadline: Some("0".into()), ..RunArgs::default() };
         let e = Run::resolve(&args, env(&[])).unwrap_err();
-        assert!(e.to_string().contains("--deadline") && e.to_string().contains("positive"), "{e}");
-    }
-
-    #[test]
-    fn the_domain_suffix_fits_abras_stack_names() {
-        let args = RunArgs { recipe: Some("a".into()), ..RunArgs::default() };
-        let ok = "x".repeat(crate::names::MAX_SUFFIX);
-        assert!(Run::resolve(&args, env(&[("CCCI_DOMAIN_SUFFIX", &ok)])).is_ok());
-        let long = format!("{ok}x");
-        let e = Run::resolve(&args, env(&[("CCCI_DOMAIN_SUFFIX", &long)])).unwrap_err();
-        assert!(e.to_string().contains("at most 33"), "{e}");
+        assert!(e.to_string().contains("--deadline") && e.to_string().contains("from 1 to"), "{e}");
     }
 
     #[test]
     fn skip_fetch_conflicts_with_src() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        std::fs::write(&file, "CCCI_SKIP_FETCH=1\n").unwrap();
         let args = RunArgs { recipe: Some("a".into()), src: Some("o/r".into()), ..RunArgs::default() };
-        assert!(matches!(Run::resolve(&args, env(&[("CCCI_SKIP_FETCH", "1")])), Err(ConfigError::Conflict(_))));
+        let r = Run::resolve(&args, env(&[("CCCI_CONFIG", file.to_str().unwrap())]));
+        assert!(matches!(r, Err(ConfigError::Conflict(_))), "{r:?}");
     }
 
     #[test]
@@ -482,5 +609,79 @@ mod tests {
         );
         assert!(Run::resolve(&args, env(&[("CCCI_RUN_ID", "../x")])).is_err());
         assert!(Run::resolve(&args, env(&[])).unwrap().run_id.starts_with("manual-"));
+    }
+
+    fn host_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        std::fs::write(&file, text).unwrap();
+        let f = file.to_str().unwrap().to_string();
+        (dir, f)
+    }
+
+    #[test]
+    fn host_settings_come_from_the_host() {
+        let args = RunArgs { recipe: Some("a".into()), ..RunArgs::default() };
+        let (_d, f) = host_file("CCCI_APP_LOCK_DIR=/run/lock\n");
+        // Agreeing with the host file (or the default) is fine; disagreeing is refused.
+        let ok = Run::resolve(&args, env(&[("CCCI_CONFIG", &f), ("CCCI_APP_LOCK_DIR", "/run/lock/")])).unwrap();
+        assert_eq!(ok.host.lock_dir, std::path::PathBuf::from("/run/lock"));
+        assert!(Run::resolve(&args, env(&[("CCCI_CONFIG", &f), ("CCCI_SERVER", "default")])).is_ok());
+        for (k, v) in [("CCCI_APP_LOCK_DIR", "/tmp/elsewhere"), ("CCCI_ABRA", "/tmp/evil"), ("CCCI_GIT_TOKEN", "t0k3n")]
+        {
+            let e = Run::resolve(&args, env(&[("CCCI_CONFIG", &f), (k, v)])).unwrap_err();
+            assert!(matches!(e, ConfigError::HostSettingFromEnv { .. }), "{k}: {e}");
+            assert!(e.to_string().contains("CCCI_TRUST_ENV=1"), "{e}");
+        }
+        // The operator may opt in, in the host file only.
+        let (_d2, trusted) = host_file("CCCI_TRUST_ENV=1\n");
+        let r = Run::resolve(&args, env(&[("CCCI_CONFIG", &trusted), ("CCCI_ABRA", "/opt/abra")])).unwrap();
+        assert_eq!(r.host.abra, "/opt/abra");
+        assert!(
+            Run::resolve(&args, env(&[("CCCI_CONFIG", &f), ("CCCI_TRUST_ENV", "1"), ("CCCI_ABRA", "/x")])).is_err()
+        );
+        // Run parameters still come from the environment; the janitor lets the env override.
+        let r =
+            Run::resolve(&RunArgs::default(), env(&[("CCCI_CONFIG", &f), ("RECIPE", "b"), ("CCCI_DEADLINE", "60")]));
+        assert_eq!(r.unwrap().deadline.as_secs(), 60);
+        let j = Janitor::resolve(&JanitorArgs::default(), env(&[("CCCI_CONFIG", &f), ("CCCI_APP_LOCK_DIR", "/tmp/x")]));
+        assert_eq!(j.unwrap().host.lock_dir, std::fs::canonicalize("/tmp").unwrap().join("x"));
+    }
+
+    #[test]
+    fn under_drone_the_host_file_is_not_chosen_by_the_environment() {
+        let args = RunArgs { recipe: Some("a".into()), ..RunArgs::default() };
+        let (_d, f) = host_file("CCCI_TRUST_ENV=1\n");
+        let mut e = env(&[("DRONE", "true"), ("CCCI_ABRA", "/tmp/evil")]);
+        e.insert("CCCI_CONFIG".into(), f);
+        // CCCI_CONFIG is ignored: the default host file (absent here) trusts nothing.
+        assert!(Run::resolve(&args, e).is_err());
+    }
+
+    #[test]
+    fn numbers_have_ceilings_and_paths_are_absolute() {
+        let base = RunArgs { recipe: Some("a".into()), ..RunArgs::default() };
+        for (deadline, ok) in [("86400", true), ("86401", false), ("18446744073709551615", false)] {
+            let args = RunArgs { deadline: Some(deadline.into()), recipe: Some("a".into()), ..RunArgs::default() };
+            assert_eq!(Run::resolve(&args, env(&[])).is_ok(), ok, "{deadline}");
+        }
+        let (_d, f) = host_file("CCCI_MAX_DEADLINE=604800\nCCCI_KILL_GRACE=18446744073709551615\n");
+        assert!(Run::resolve(&base, env(&[("CCCI_CONFIG", &f)])).is_err(), "grace above its ceiling");
+        let (_d, f) = host_file("CCCI_APP_LOCK_DIR=run/lock\n");
+        let e = Run::resolve(&base, env(&[("CCCI_CONFIG", &f)])).unwrap_err();
+        assert!(e.to_string().contains("absolute"), "{e}");
+        let j = JanitorArgs { prune_after: Some("18446744073709551615".into()), ..JanitorArgs::default() };
+        assert!(Janitor::resolve(&j, env(&[])).is_err());
+    }
+
+    #[test]
+    fn drone_run_ids_name_the_repository() {
+        assert_eq!(drone_run_id(Some("coop-cloud/hello"), "279"), "coop-cloud-hello-279");
+        assert_eq!(drone_run_id(None, "279"), "279");
+        let long = drone_run_id(Some(&"x".repeat(100)), "12345");
+        assert!(long.len() <= 64 && long.ends_with("-12345") && crate::names::valid_run_id(&long), "{long}");
+        let args = RunArgs { recipe: Some("a".into()), ..RunArgs::default() };
+        let r = Run::resolve(&args, env(&[("DRONE_BUILD_NUMBER", "7"), ("DRONE_REPO", "o/r")])).unwrap();
+        assert_eq!(r.run_id, "o-r-7");
     }
 }

@@ -5,12 +5,11 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::plan::{Action, Candidate, LockState, long_held};
-use super::probe::{self, Peek, Probe, ProbeLock, Stale};
 use super::report::{AppEntry, LockfileEntry, describe_holder};
 use crate::adapters::{Abra, Docker};
 use crate::app::reap;
 use crate::lifetime;
-use crate::lock::HolderInfo;
+use crate::lock::{self, HolderInfo, LockGuard, Look, TryLock};
 use crate::names;
 
 /// What the apply steps need.
@@ -26,9 +25,13 @@ fn mins(d: Duration) -> u64 {
     d.as_secs().div_ceil(60)
 }
 
-/// Logs the long-held flag of a held lock. Never steals it.
-fn flag_long_held(domain: &str, threshold: Duration) {
-    tracing::warn!("lock for {domain} held >{}m — possible leaked run; inspect with ccci locks", mins(threshold));
+/// Logs the long-held flag of a held lock, naming a holder that is not ccci. Never steals it.
+fn flag_long_held(domain: &str, path: &Path, threshold: Duration) {
+    let foreign = lock::proc_locks::foreign_holder(path).map(|f| format!(" ({f})")).unwrap_or_default();
+    tracing::warn!(
+        "lock for {domain} held >{}m{foreign} — possible leaked run; inspect with ccci locks",
+        mins(threshold)
+    );
 }
 
 impl Sweeper<'_> {
@@ -52,9 +55,9 @@ impl Sweeper<'_> {
     pub fn reap(&self, c: &Candidate) -> AppEntry {
         let t = Instant::now();
         let mut e = app_entry(c, "unprobed", "skipped");
-        match probe::probe(&self.lock_path(&c.app.domain), true) {
-            Probe::Unsafe(why) => self.unsafe_lock(&mut e, why),
-            Probe::Gone => {
+        match lock::try_lock(&self.lock_path(&c.app.domain), true) {
+            TryLock::Unsafe(why) => self.unsafe_lock(&mut e, why),
+            TryLock::Gone => {
                 tracing::info!(
                     "janitor: {}: its lockfile was unlinked meanwhile (reaped by another janitor); skipping",
                     c.app.domain
@@ -62,9 +65,9 @@ impl Sweeper<'_> {
                 e.lock = "gone";
                 e.reason = Some("the lockfile was unlinked meanwhile: another janitor reaped it".into());
             }
-            Probe::Held { age, info } => left(&mut e, age, info.as_ref()),
-            Probe::Acquired(lock) => {
-                e.lock = if lock.created { "absent" } else { "free" };
+            TryLock::Held { age, info } => left(&mut e, &self.lock_path(&c.app.domain), age, info.as_ref()),
+            TryLock::Acquired(lock) => {
+                e.lock = if lock.created() { "absent" } else { "free" };
                 self.reap_held(c, &lock, &mut e);
             }
         }
@@ -74,9 +77,9 @@ impl Sweeper<'_> {
 
     /// The reap proper, while holding the probe lock: a run of this domain that starts now waits
     /// on the lock until the reap is done (and the lockfile unlinked).
-    fn reap_held(&self, c: &Candidate, lock: &ProbeLock, e: &mut AppEntry) {
+    fn reap_held(&self, c: &Candidate, lock: &LockGuard, e: &mut AppEntry) {
         let left = self.deadline_at.saturating_duration_since(Instant::now());
-        lock.write_holder(&HolderInfo {
+        let _ = lock.write_holder(&HolderInfo {
             pid: std::process::id(),
             run_id: "janitor".into(),
             recipe: String::new(),
@@ -85,7 +88,7 @@ impl Sweeper<'_> {
             budget_secs: 0,
             build_link: None,
         });
-        let why = if lock.created { "no lockfile (the lock dir was emptied, e.g. by a reboot)" } else { "lock free" };
+        let why = if lock.created() { "no lockfile (the lock dir was emptied, e.g. by a reboot)" } else { "lock free" };
         let items = match reap::leftovers(self.docker, &c.app) {
             Ok(items) => items,
             Err(err) => {
@@ -122,9 +125,9 @@ impl Sweeper<'_> {
         }
     }
 
-    fn unlink(&self, lock: &ProbeLock, e: &mut AppEntry) {
+    fn unlink(&self, lock: &LockGuard, e: &mut AppEntry) {
         if let Err(err) = lock.unlink() {
-            tracing::warn!("janitor: cannot unlink {}: {err}", lock.path.display());
+            tracing::warn!("janitor: cannot unlink {}: {err}", lock.path().display());
             e.reason = Some(format!("cannot unlink the lockfile: {err}"));
         }
     }
@@ -141,42 +144,42 @@ impl Sweeper<'_> {
 
     /// The entry of a candidate whose quick look is final (held, or unsafe); `None` when it
     /// needs the full probe (free: it may be an orphan; gone: it may be absent now).
-    pub fn from_peek(&self, c: &Candidate, peek: Peek) -> Option<AppEntry> {
+    pub fn from_peek(&self, c: &Candidate, peek: Look) -> Option<AppEntry> {
         let mut e = app_entry(c, "unprobed", "skipped");
         match peek {
-            Peek::Held { age, info } => left(&mut e, age, info.as_ref()),
-            Peek::Unsafe(why) => self.unsafe_lock(&mut e, why),
-            Peek::Free | Peek::Gone => return None,
+            Look::Held { age, info } => left(&mut e, &self.lock_path(&c.app.domain), age, info.as_ref()),
+            Look::Unsafe(why) | Look::Failed(why) => self.unsafe_lock(&mut e, why),
+            Look::Free | Look::Gone | Look::Unlinked => return None,
         }
         Some(e)
     }
 
-    /// The entry of a lockfile with no app behind it, after [`probe::LockDir::unlink_if_free`].
-    pub fn stale_entry(&self, domain: &str, outcome: Stale) -> LockfileEntry {
+    /// The entry of a lockfile with no app behind it, after [`lock::LockDir::unlink_if_free`].
+    pub fn stale_entry(&self, domain: &str, outcome: Look) -> LockfileEntry {
         let mut e = lockfile_entry(domain, "skipped");
         match outcome {
-            Stale::Unlinked => {
+            Look::Unlinked => {
                 tracing::trace!("janitor: unlinked stale lockfile of {domain}");
                 e.action = "unlinked";
             }
-            Stale::Gone => e.action = "gone",
-            Stale::Held { age, info } => {
+            Look::Gone | Look::Free => e.action = "gone",
+            Look::Held { age, info } => {
                 e.action = "left";
                 fill_holder(&mut e.age_secs, &mut e.holder_pid, &mut e.holder_run_id, age, info.as_ref());
                 e.reason = Some(format!("held ({}): a live run that has no app yet", describe_holder(info.as_ref())));
                 if let Some(threshold) = long_held(age, info.as_ref()) {
-                    flag_long_held(domain, threshold);
+                    flag_long_held(domain, &self.lock_path(domain), threshold);
                     e.long_held = true;
                 }
             }
-            Stale::Unsafe(why) => {
+            Look::Unsafe(why) => {
                 tracing::warn!(
                     "janitor: app lock {}: {why}; skipping {domain} (never followed, opened or stolen)",
                     self.lock_path(domain).display()
                 );
                 e.reason = Some(why);
             }
-            Stale::Failed(why) => {
+            Look::Failed(why) => {
                 tracing::warn!("janitor: stale lockfile {}: {why}", self.lock_path(domain).display());
                 e.action = "failed";
                 e.reason = Some(why);
@@ -187,13 +190,13 @@ impl Sweeper<'_> {
 }
 
 /// A live run holds the lock: leave it, and flag it when it is held for too long.
-fn left(e: &mut AppEntry, age: Option<Duration>, info: Option<&HolderInfo>) {
+fn left(e: &mut AppEntry, path: &Path, age: Option<Duration>, info: Option<&HolderInfo>) {
     e.lock = "held";
     e.action = "left";
     fill_holder(&mut e.age_secs, &mut e.holder_pid, &mut e.holder_run_id, age, info);
     tracing::info!("janitor: {}: lock held ({}) — a live run; leaving it", e.domain, describe_holder(info));
     if let Some(threshold) = long_held(age, info) {
-        flag_long_held(&e.domain, threshold);
+        flag_long_held(&e.domain, path, threshold);
         e.long_held = true;
     }
 }

@@ -31,7 +31,6 @@
 pub mod apply;
 pub mod inventory;
 pub mod plan;
-pub mod probe;
 pub mod prune;
 pub mod report;
 pub mod stragglers;

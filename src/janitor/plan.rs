@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::lock::HolderInfo;
+pub use crate::lock::LockState;
 
 /// When a holder recorded no deadline, a lock older than twice this is flagged.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);
@@ -25,33 +26,6 @@ pub struct Candidate {
     pub app: App,
     /// `abra` and/or `docker`.
     pub sources: BTreeSet<&'static str>,
-}
-
-/// What is known about an app lockfile before the probe.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LockState {
-    /// A regular file whose lock state was not read: the probe decides.
-    Unprobed,
-    /// No lockfile (after a reboot `/run/lock` is empty).
-    Absent,
-    /// Nobody holds it (read from `/proc/locks`).
-    Free,
-    /// Someone holds it.
-    Held { pids: Vec<i32>, age: Option<Duration>, info: Option<HolderInfo> },
-    /// Not a regular file, not ours, or not openable: never followed, opened or touched.
-    Unsafe(String),
-}
-
-impl LockState {
-    pub fn name(&self) -> &'static str {
-        match self {
-            LockState::Unprobed => "unprobed",
-            LockState::Absent => "absent",
-            LockState::Free => "free",
-            LockState::Held { .. } => "held",
-            LockState::Unsafe(_) => "unsafe",
-        }
-    }
 }
 
 /// A run dir under the runs dir.
@@ -131,7 +105,8 @@ fn for_lock(domain: &str, lock: &LockState, candidate: Option<&Candidate>) -> Op
             lock: lock.clone(),
             flag: long_held(*age, info.as_ref()),
         },
-        LockState::Free | LockState::Unprobed | LockState::Absent => match candidate {
+        // What the listing could not tell (unknown, unprobed) the probe decides at apply time.
+        LockState::Free | LockState::Unprobed | LockState::Unknown | LockState::Absent => match candidate {
             Some(c) => Action::Reap { candidate: c.clone(), lock: lock.clone() },
             // No app and no lockfile: nothing to do.
             None if *lock == LockState::Absent => return None,

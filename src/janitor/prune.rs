@@ -1,10 +1,10 @@
 //! Prune: the bulky parts of finished run dirs go, the dashboard's history stays.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::Serialize;
+
+use crate::lock::{self, LockGuard, TryLock};
 
 /// What happened to one run dir.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -18,21 +18,14 @@ pub struct PruneEntry {
     pub reason: Option<String>,
 }
 
-/// Opens `run.lock` without following a symlink and takes it without blocking. `None` when a
-/// live run holds it (or it cannot be opened).
-fn take_run_lock(path: &Path) -> Result<Option<File>, String> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    match f.try_lock() {
-        Ok(()) => Ok(Some(f)),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+/// Takes a run dir's `run.lock` without blocking, under the lockfile rules (no link followed,
+/// nothing created). `None` when a live run holds it.
+fn take_run_lock(path: &Path) -> Result<Option<LockGuard>, String> {
+    match lock::try_lock(path, false) {
+        TryLock::Acquired(g) => Ok(Some(g)),
+        TryLock::Held { .. } => Ok(None),
+        TryLock::Gone => Err(format!("{} disappeared", path.display())),
+        TryLock::Unsafe(why) => Err(format!("{}: {why}", path.display())),
     }
 }
 
@@ -108,7 +101,7 @@ mod tests {
 
         // Held by another open file description: live, nothing removed.
         std::fs::create_dir(dir.join("tests")).unwrap();
-        let holder = File::open(dir.join("run.lock")).unwrap();
+        let holder = std::fs::File::open(dir.join("run.lock")).unwrap();
         holder.lock().unwrap();
         let e = prune("r1", &dir, &["tests"]);
         assert_eq!(e.action, "live");

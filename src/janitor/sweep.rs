@@ -6,14 +6,15 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::apply::{self, Sweeper};
-use super::inventory::{self, HeldLocks};
-use super::plan::{self, Action, Candidate, Inventory, LockState};
-use super::probe::{LockDir, Peek};
+use super::inventory;
+use super::plan::{self, Action, Candidate, Inventory};
 use super::prune;
 use super::report::{DiscoveryOut, Report, SettingsOut};
 use super::stragglers;
 use crate::adapters::{Abra, Docker};
 use crate::config::Host;
+use crate::lock::proc_locks::HeldLocks;
+use crate::lock::{LockDir, LockState, Look};
 use crate::names::RunAppPattern;
 
 /// The run-start janitor's own budget (§6); what it leaves is the timer's job.
@@ -98,7 +99,7 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
     let held = if s.dry_run { Some(HeldLocks::read()) } else { None };
     let mut inv = Inventory { candidates: disc.candidates, ..Inventory::default() };
     if host.lock_dir.is_dir() {
-        match inventory::lockfiles(&host.lock_dir, &pattern, held.as_ref(), false) {
+        match crate::lock::dir::list(&host.lock_dir, &|d| pattern.is_run_domain(d), false, held.as_ref()) {
             Ok(list) => inv.lockfiles = list.into_iter().map(|l| (l.domain, l.state)).collect(),
             Err(e) => report.errors.push(format!("cannot list the lock dir {}: {e}", host.lock_dir.display())),
         }
@@ -252,7 +253,7 @@ fn apply_apps_and_lockfiles(sweeper: &Sweeper, lock_dir: &Path, actions: &[Actio
             _ => None,
         })
         .collect();
-    let mut peeked: HashMap<String, Peek> = HashMap::new();
+    let mut peeked: HashMap<String, Look> = HashMap::new();
     if let Some(dir) = &dir {
         let peeks = par_map(&to_peek, |c| dir.peek(&name_of(&c.app.domain)));
         peeked = to_peek.iter().map(|c| c.app.domain.clone()).zip(peeks).collect();

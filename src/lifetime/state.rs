@@ -24,6 +24,8 @@ pub enum Event {
     Exited,
     /// The app-lock thread finished its blocking acquire.
     LockDone,
+    /// dockerd's event stream: an event of the watched stack, or the stream lost.
+    Engine(crate::adapters::engine::Notice),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -72,7 +72,7 @@ impl Customization {
         json!({
             "files": files,
             "recipe_local_tests": self.recipe_local,
-            "ccci_yml": serde_json::to_value(&self.yml).unwrap_or(Value::Null),
+            "ccci_yml": serde_json::to_value(self.yml.redacted()).unwrap_or(Value::Null),
         })
     }
 

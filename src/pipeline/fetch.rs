@@ -108,7 +108,9 @@ pub fn fetch(req: &FetchRequest<'_>, git: &Git, abra: &Abra) -> Result<Fetched, 
             }
         };
         if let Some(r) = req.git_ref {
-            checkout_ref(git, dest, r, &location)?;
+            // A clone made by `abra recipe fetch` points at the catalogue's forge: the token
+            // never goes there, whatever its origin (M3).
+            checkout_ref(git, dest, r, &location, req.src.is_some())?;
         }
     }
     let head = Git::output(git.at(dest).args(["rev-parse", "HEAD"]))
@@ -124,13 +126,14 @@ pub fn fetch(req: &FetchRequest<'_>, git: &Git, abra: &Abra) -> Result<Fetched, 
 
 /// `git checkout -f <ref>`; a ref the clone does not have (e.g. `refs/pull/7/head`) is fetched
 /// from the origin first.
-fn checkout_ref(git: &Git, dir: &Path, git_ref: &str, location: &str) -> Result<(), FetchError> {
+fn checkout_ref(git: &Git, dir: &Path, git_ref: &str, location: &str, authed: bool) -> Result<(), FetchError> {
     let err = |err| FetchError::Checkout { git_ref: git_ref.to_string(), location: location.to_string(), err };
     let local = Git::run(git.at(dir).args(["checkout", "--quiet", "-f", git_ref, "--"]).level(tracing::Level::DEBUG));
     if local.is_ok() {
         return Ok(());
     }
-    let fetch = git.authed(git.at(dir).args(["fetch", "--quiet", "origin", git_ref]), location);
+    let fetch = git.at(dir).args(["fetch", "--quiet", "origin", git_ref]);
+    let fetch = if authed { git.authed(fetch, location) } else { fetch };
     Git::run(fetch).map_err(err)?;
     Git::run(git.at(dir).args(["checkout", "--quiet", "-f", "FETCH_HEAD"])).map_err(err)?;
     Ok(())

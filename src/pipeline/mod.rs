@@ -24,7 +24,7 @@ use crate::app::App;
 use crate::config;
 use crate::exit::Cause;
 use crate::lifetime;
-use crate::lock::{self, AppLock, HolderInfo, LockError};
+use crate::lock::{self, HolderInfo, LockError, LockGuard};
 use crate::report::{StageResult, Teardown};
 use crate::stage::Stage;
 use crate::workspace::Workspace;
@@ -50,6 +50,8 @@ pub struct RunState {
     pub results: BTreeMap<Stage, StageResult>,
     pub teardown: Teardown,
     pub lock_timeout: bool,
+    /// CI could not test the recipe (docker, the network, the disk, abra): the infra verdict.
+    pub infra: Option<String>,
     pub internal_error: Option<String>,
     pub failed: Option<String>,
     pub fetched: Option<Fetched>,
@@ -218,9 +220,9 @@ fn skipped_teardown() -> Teardown {
     }
 }
 
-fn acquire_lock(ctx: &Ctx) -> Result<AppLock, LockError> {
+fn acquire_lock(ctx: &Ctx) -> Result<LockGuard, LockError> {
     let t = Instant::now();
-    let mut lock = lock::acquire(&ctx.lock_path, &ctx.cfg.domain, ctx.cfg.lock_timeout)?;
+    let lock = lock::acquire(&ctx.lock_path, &ctx.cfg.domain, ctx.cfg.lock_timeout)?;
     let info = HolderInfo {
         pid: std::process::id(),
         run_id: ctx.cfg.run_id.clone(),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::Ctx;
 use crate::app::reap;
 use crate::lifetime;
-use crate::lock::AppLock;
+use crate::lock::LockGuard;
 use crate::report::Teardown;
 
 const VERIFY_FOR: Duration = Duration::from_secs(30);
@@ -28,7 +28,7 @@ fn abandoned(ctx: &Ctx, started: Instant) -> Option<Teardown> {
 
 /// `abra app undeploy` → `abra app remove` → verify nothing of the stack and no `.env` remains;
 /// residue is reported and the janitor's docker routine tried once on it.
-pub(super) fn teardown(ctx: &Ctx, lock: AppLock) -> Teardown {
+pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
     lifetime::begin_teardown();
     crate::process::env::set_stage("teardown");
     let started = Instant::now();
@@ -70,7 +70,7 @@ pub(super) fn teardown(ctx: &Ctx, lock: AppLock) -> Teardown {
     }
     if left.is_empty() {
         if let Err(e) = lock.unlink() {
-            tracing::warn!("cannot unlink the app lock {}: {e}", lock.path.display());
+            tracing::warn!("cannot unlink the app lock {}: {e}", lock.path().display());
         }
         tracing::info!("teardown clean in {}", crate::clock::human(started.elapsed()));
         Teardown { result: "clean".into(), residue: Vec::new(), reason: None, ms }

@@ -532,7 +532,7 @@ impl Sink<'_> {
                 }
             }
             Event::Eof(_) => self.eofs += 1,
-            Event::Wake | Event::Exited | Event::LockDone => {}
+            Event::Wake | Event::Exited | Event::LockDone | Event::Engine(_) => {}
         }
     }
 

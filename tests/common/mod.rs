@@ -12,6 +12,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use ccci::env_vars::Role;
+
 pub const CCCI: &str = env!("CARGO_BIN_EXE_ccci");
 
 pub fn repo_root() -> PathBuf {
@@ -42,7 +44,11 @@ pub struct World {
     pub secrets: PathBuf,
     pub abra_log: PathBuf,
     pub suffix: String,
+    /// Variables set in ccci's environment.
     pub env: BTreeMap<String, String>,
+    /// Host settings, written into the world's host config file (`<world>/ccci.env`): in `ccci
+    /// run` host settings from the environment are refused unless they agree with the host.
+    pub host: BTreeMap<String, String>,
     abra_mode: String,
 }
 
@@ -61,6 +67,7 @@ impl World {
             abra_log: p.join("abra.log"),
             suffix: format!("w{}.test", unique()),
             env: BTreeMap::new(),
+            host: BTreeMap::new(),
             abra_mode: String::new(),
             root,
         };
@@ -163,9 +170,39 @@ impl World {
         gate
     }
 
+    /// Sets a variable: host settings go into the world's host file, anything else into ccci's
+    /// environment.
     pub fn set(&mut self, k: &str, v: &str) -> &mut World {
-        self.env.insert(k.to_string(), v.to_string());
+        if ccci::env_vars::lookup(k).is_some_and(|e| matches!(e.role, Role::Host | Role::HostFile)) {
+            self.host.insert(k.to_string(), v.to_string());
+        } else {
+            self.env.insert(k.to_string(), v.to_string());
+        }
         self
+    }
+
+    /// The host config file every ccci of this world reads.
+    pub fn host_file(&self) -> PathBuf {
+        self.path().join("ccci.env")
+    }
+
+    fn write_host_file(&self) {
+        let mut settings: BTreeMap<&str, String> = BTreeMap::from([
+            ("CCCI_ABRA", self.bin.join("abra").display().to_string()),
+            ("CCCI_ABRA_HOME", self.abra_home.display().to_string()),
+            ("CCCI_RUNS_DIR", self.runs_dir.display().to_string()),
+            ("CCCI_APP_LOCK_DIR", self.lock_dir.display().to_string()),
+            ("CCCI_TESTS_DIR", self.tests_dir.display().to_string()),
+            ("CCCI_SECRETS_DIR", self.secrets.display().to_string()),
+            ("CCCI_DOMAIN_SUFFIX", self.suffix.clone()),
+            ("CCCI_HEALTH_URL", "off".to_string()),
+            ("CCCI_KILL_GRACE", "1".to_string()),
+        ]);
+        for (k, v) in &self.host {
+            settings.insert(k, v.clone());
+        }
+        let text: String = settings.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        fs::write(self.host_file(), text).unwrap();
     }
 
     pub fn domain(&self, recipe: &str, pr: &str, git_ref: &str) -> String {
@@ -179,21 +216,13 @@ impl World {
     /// The ccci command with a clean environment: PATH and the world's settings only
     /// (`INVOCATION_ID` and every other inherited variable that changes behaviour are gone).
     pub fn ccci(&self) -> Command {
+        self.write_host_file();
         let mut c = Command::new(CCCI);
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.path())
             .env("LANG", "C.UTF-8")
-            .env("CCCI_CONFIG", "/dev/null")
-            .env("CCCI_ABRA", self.bin.join("abra"))
-            .env("CCCI_ABRA_HOME", &self.abra_home)
-            .env("CCCI_RUNS_DIR", &self.runs_dir)
-            .env("CCCI_APP_LOCK_DIR", &self.lock_dir)
-            .env("CCCI_TESTS_DIR", &self.tests_dir)
-            .env("CCCI_SECRETS_DIR", &self.secrets)
-            .env("CCCI_DOMAIN_SUFFIX", &self.suffix)
-            .env("CCCI_HEALTH_URL", "off")
-            .env("CCCI_KILL_GRACE", "1")
+            .env("CCCI_CONFIG", self.host_file())
             .env("CCCI_RUN_ID", format!("r{}", unique()))
             .stdin(Stdio::null());
         for (k, v) in &self.env {
