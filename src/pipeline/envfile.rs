@@ -30,12 +30,29 @@ pub fn set_in(text: &str, key: &str, value: &str) -> Result<String, String> {
         return Err(format!("env value of {key} must not contain a newline"));
     }
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let new = format!("{key}={value}");
+    let new = format!("{key}={}", quote(value).ok_or_else(|| format!("env value of {key} cannot be quoted safely"))?);
     match lines.iter().rposition(|l| line_key(l) == Some(key)) {
         Some(i) => lines[i] = new,
         None => lines.push(new),
     }
     Ok(join(lines))
+}
+
+/// A value as abra's dotenv reader and a shell both read it back: bare when plain, else in
+/// single quotes (literal), else in double quotes with `"` and `$` escaped. `None` for what
+/// no quoting carries safely (a backslash next to a single quote).
+fn quote(value: &str) -> Option<String> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"_.,:/+@%=-".contains(&b);
+    if value.bytes().all(plain) {
+        return Some(value.to_string());
+    }
+    if !value.contains('\'') {
+        return Some(format!("'{value}'"));
+    }
+    if value.contains('\\') || value.contains('`') {
+        return None;
+    }
+    Some(format!("\"{}\"", value.replace('"', "\\\"").replace('$', "\\$")))
 }
 
 fn join(lines: Vec<String>) -> String {
@@ -44,9 +61,10 @@ fn join(lines: Vec<String>) -> String {
     out
 }
 
-/// Every key's value as abra would read it (in order, expanded, the last assignment winning).
+/// Every key's value as abra would read it (in order, expanded, the last assignment winning;
+/// [`crate::dotenv`] refuses lines abra and a shell would read differently).
 pub fn effective_in(text: &str) -> Result<BTreeMap<String, String>, String> {
-    interim_dotenv::parse(text).map(|a| interim_dotenv::effective(&a))
+    crate::dotenv::parse(text).map(|a| crate::dotenv::effective(&a)).map_err(|e| format!("the app's .env, {e}"))
 }
 
 pub fn get_in(text: &str, key: &str) -> Option<String> {
@@ -80,7 +98,7 @@ pub const DEFAULT_COMPOSE: &str = "compose.yml";
 /// effective, expanded value>:<file>`, so every earlier assignment (and every `$COMPOSE_FILE`
 /// built on it) keeps its meaning and `compose.yml` is never lost. Returns the new value.
 pub fn add_compose_file_in(text: &str, file: &str) -> Result<(String, String), String> {
-    let current = effective_in(text)?.remove("COMPOSE_FILE").filter(|v| !v.is_empty());
+    let current = effective_in(text)?.remove("COMPOSE_FILE").filter(|v| !v.trim().is_empty());
     let current = current.unwrap_or_else(|| DEFAULT_COMPOSE.to_string());
     if current.split(':').any(|f| f == file) {
         return Ok((text.to_string(), current));
@@ -107,116 +125,6 @@ pub fn recipe_in(text: &str) -> Option<String> {
     let v = vars.get("RECIPE").filter(|v| !v.is_empty()).or_else(|| vars.get("TYPE"))?;
     let name = v.split(':').next().unwrap_or("").trim();
     (!name.is_empty()).then(|| name.to_string())
-}
-
-/// A minimal dotenv reader standing in for `crate::dotenv` (being written on `main`: `parse`
-/// keeping every assignment with its expanded value, `effective` giving the last of each),
-/// with the same shape so the swap is mechanical. It reads `KEY=value` and `export KEY=value`
-/// lines; single-quoted values are literal; double-quoted and bare values expand `$VAR`,
-/// `${VAR}`, `${VAR:-default}` and `${VAR-default}` from earlier assignments (unset: empty);
-/// a bare value ends at ` #`.
-mod interim_dotenv {
-    use std::collections::BTreeMap;
-
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Assignment {
-        pub key: String,
-        pub value: String,
-        /// 1-based line number.
-        pub line: usize,
-    }
-
-    pub fn parse(text: &str) -> Result<Vec<Assignment>, String> {
-        let mut out: Vec<Assignment> = Vec::new();
-        let mut vars: BTreeMap<String, String> = BTreeMap::new();
-        for (i, raw) in text.lines().enumerate() {
-            let Some(key) = super::line_key(raw) else { continue };
-            let rest = raw.split_once('=').map_or("", |x| x.1).trim_start();
-            let value = value_of(rest, &vars).map_err(|e| format!("line {}: {key}: {e}", i + 1))?;
-            vars.insert(key.to_string(), value.clone());
-            out.push(Assignment { key: key.to_string(), value, line: i + 1 });
-        }
-        Ok(out)
-    }
-
-    pub fn effective(assignments: &[Assignment]) -> BTreeMap<String, String> {
-        assignments.iter().map(|a| (a.key.clone(), a.value.clone())).collect()
-    }
-
-    fn value_of(rest: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-        if let Some(inner) = rest.strip_prefix('\'') {
-            let end = inner.find('\'').ok_or("unterminated single quote")?;
-            return Ok(inner[..end].to_string());
-        }
-        if let Some(inner) = rest.strip_prefix('"') {
-            let mut body = String::new();
-            let mut chars = inner.chars();
-            loop {
-                match chars.next() {
-                    None => return Err("unterminated double quote".into()),
-                    Some('"') => break,
-                    Some('\\') => match chars.next() {
-                        Some('n') => body.push('\n'),
-                        Some(c) => {
-                            if c != '"' && c != '\\' && c != '$' {
-                                body.push('\\');
-                            }
-                            body.push(c);
-                        }
-                        None => return Err("unterminated double quote".into()),
-                    },
-                    Some(c) => body.push(c),
-                }
-            }
-            return Ok(expand(&body, vars));
-        }
-        let bare = match rest.find(" #") {
-            Some(i) => &rest[..i],
-            None => rest,
-        };
-        Ok(expand(bare.trim(), vars))
-    }
-
-    fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
-        let get = |k: &str| vars.get(k).cloned().unwrap_or_default();
-        let mut out = String::new();
-        let mut rest = s;
-        while let Some(at) = rest.find('$') {
-            out.push_str(&rest[..at]);
-            let after = &rest[at + 1..];
-            if let Some(body) = after.strip_prefix('{')
-                && let Some(end) = body.find('}')
-            {
-                let expr = &body[..end];
-                let (name, default, if_empty) = match (expr.find(":-"), expr.find('-')) {
-                    (Some(i), _) => (&expr[..i], Some(&expr[i + 2..]), true),
-                    (None, Some(i)) => (&expr[..i], Some(&expr[i + 1..]), false),
-                    (None, None) => (expr, None, false),
-                };
-                let v = vars.get(name);
-                let use_default = match v {
-                    None => true,
-                    Some(v) => if_empty && v.is_empty(),
-                };
-                match (use_default, default) {
-                    (true, Some(d)) => out.push_str(&expand(d, vars)),
-                    _ => out.push_str(&get(name)),
-                }
-                rest = &body[end + 1..];
-                continue;
-            }
-            let name_len = after.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
-            if name_len == 0 {
-                out.push('$');
-                rest = after;
-            } else {
-                out.push_str(&get(&after[..name_len]));
-                rest = &after[name_len..];
-            }
-        }
-        out.push_str(rest);
-        out
-    }
 }
 
 #[cfg(test)]
@@ -250,7 +158,18 @@ mod tests {
         assert_eq!(get_in("#A=1\n", "A"), None);
         assert_eq!(get_in("A=x # comment\n", "A").as_deref(), Some("x"));
         assert_eq!(get_in("A='$B'\n", "A").as_deref(), Some("$B"));
-        assert_eq!(get_in("B=1\nA=\"${B}-${C:-d}-${B-e}-$NONE\"\n", "A").as_deref(), Some("1-d-1-"));
+        assert_eq!(get_in("B=1\nA=\"${B}-$B-$NONE\"\n", "A").as_deref(), Some("1-1-"));
+        // What a shell and abra would read differently is refused, not guessed.
+        assert!(effective_in("A=${B:-d}\n").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn values_are_written_so_that_they_read_back() {
+        for v in ["", "plain-1.2:x/y", "two words", "it's", "a $HOME # b", "say \"it's\""] {
+            let text = set_in("X=1\n", "V", v).unwrap();
+            assert_eq!(get_in(&text, "V").as_deref(), Some(v), "{text}");
+        }
+        assert!(set_in("", "V", "a\\'b").is_err());
     }
 
     #[test]
