@@ -154,8 +154,7 @@ fn two_different_recipes_in_parallel_both_pass() {
     if !swarm_available() {
         return;
     }
-    let _a = swarm_slot();
-    let _b = swarm_slot();
+    let _slots = swarm_slots_both();
     let w = World::new();
     w.recipe("hello");
     // A second recipe: the same tree under another name.

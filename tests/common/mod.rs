@@ -431,6 +431,16 @@ pub fn swarm_slot() -> File {
     }
 }
 
+/// Both swarm slots, for a test that deploys two apps at once. Takers of two slots queue on a
+/// lock of their own first: two of them each holding one slot and waiting for the other (two
+/// suites running side by side) would wait forever.
+pub fn swarm_slots_both() -> [File; 3] {
+    let pair =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open("/tmp/ccci-test-swarm-slot-pair").unwrap();
+    pair.lock().unwrap();
+    [pair, swarm_slot(), swarm_slot()]
+}
+
 /// Fails with a clear message when dockerd is unreachable, unless `CCCI_SKIP_SWARM_TESTS=1`
 /// (then the caller skips). Returns false when skipping.
 pub fn swarm_available() -> bool {
