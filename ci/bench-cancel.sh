@@ -57,6 +57,7 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$work"/{abra/servers/default,runs,lock,tests,recipes,bin,secrets}
+"$root/fixtures/make-catalogue.sh" "$work/abra/catalogue"
 "$root/fixtures/recipes/make-repo.sh" hello "$work/recipes/hello" >/dev/null
 cat >"$work/bin/abra" <<EOF
 #!/bin/sh

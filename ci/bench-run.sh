@@ -20,6 +20,7 @@ fi
 work=$(mktemp -d /tmp/ccci-bench-run.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work"/{abra/servers/default,runs,lock,recipes,tests/hello,bin}
+"$root/fixtures/make-catalogue.sh" "$work/abra/catalogue"
 "$root/fixtures/recipes/make-repo.sh" hello "$work/recipes/hello"
 cat >"$work/bin/abra" <<EOT
 #!/bin/sh

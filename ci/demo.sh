@@ -20,6 +20,7 @@ trap 'ci/swarm.sh down || true' EXIT
 
 world=${CCCI_DEMO_DIR:-$(mktemp -d /tmp/ccci-demo.XXXXXX)}
 mkdir -p "$world"/{abra/servers/default,runs,lock,recipes,tests/hello,bin}
+[ -d "$world/abra/catalogue" ] || "$root/fixtures/make-catalogue.sh" "$world/abra/catalogue"
 [ -d "$world/recipes/hello" ] || fixtures/recipes/make-repo.sh hello "$world/recipes/hello"
 cat >"$world/bin/abra" <<EOT
 #!/bin/sh

@@ -90,6 +90,7 @@ suffix=$tag.soak.test
 ns=${suffix//./_}
 work=$(mktemp -d "${TMPDIR:-/tmp}/ccci-soak.XXXXXX")
 mkdir -p "$work"/{abra/servers/default,runs,lock,tests,recipes,bin,secrets,modes,logs,res,err,steps,jan}
+"$root/fixtures/make-catalogue.sh" "$work/abra/catalogue"
 
 driver_pids=() jan_pids=()
 cleaned=
@@ -175,7 +176,8 @@ for ((k = 0; k < nkeys; k++)); do
 	if [ "$k" -lt "$keys_hello" ]; then kind=hello; else kind=sick; fi
 	j=$((k < keys_hello ? k : k - keys_hello))
 	if [ "$j" -eq 0 ]; then recipe=$kind; else recipe=$kind$j; fi
-	[ -d "$work/recipes/$recipe" ] || cp -a "$work/recipes/$kind" "$work/recipes/$recipe"
+	# A copy under another name declares that name (TYPE), as a real recipe does.
+	[ -d "$work/recipes/$recipe" ] || "$root/fixtures/recipes/make-repo.sh" "$kind" "$work/recipes/$recipe" "$recipe" >/dev/null || exit 1
 	pr=$((j % 3 == 1 ? 10 + j : 0))
 	ref=
 	[ $((j % 2)) -eq 1 ] && ref=main

@@ -84,6 +84,9 @@ pub struct ExecStepArgs {
     /// Stop the command after SECS
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
+    /// Run the command under a pseudo-terminal
+    #[arg(long)]
+    pub pty: bool,
     /// The program and its arguments
     #[arg(last = true, required = true)]
     pub command: Vec<String>,

@@ -29,6 +29,7 @@ pub fn domain_of_stack(stack: &str) -> String {
 pub struct RunAppPattern {
     domain: Regex,
     stack: Regex,
+    object: Regex,
 }
 
 impl RunAppPattern {
@@ -38,6 +39,7 @@ impl RunAppPattern {
         RunAppPattern {
             domain: Regex::new(&format!(r"^[a-z0-9]{{1,4}}-[0-9a-f]{{6}}\.{esc}$")).expect("valid regex"),
             stack: Regex::new(&format!(r"^[a-z0-9]{{1,4}}-[0-9a-f]{{6}}_{stack_suffix}$")).expect("valid regex"),
+            object: Regex::new(&format!(r"^([a-z0-9]{{1,4}}-[0-9a-f]{{6}}_{stack_suffix})_.")).expect("valid regex"),
         }
     }
 
@@ -48,6 +50,12 @@ impl RunAppPattern {
     /// Maps a stack namespace back to its run-app domain, or `None` when it is not a run app.
     pub fn domain_for_stack(&self, stack: &str) -> Option<String> {
         self.stack.is_match(stack).then(|| domain_of_stack(stack))
+    }
+
+    /// The run-app stack an object named `<stack>_<name>…` belongs to (abra creates secrets
+    /// without the stack label; their name is all that ties them to the app).
+    pub fn stack_of_object(&self, name: &str) -> Option<String> {
+        self.object.captures(name).map(|c| c[1].to_string())
     }
 }
 
@@ -158,6 +166,13 @@ mod tests {
             Some("hell-620c9a.ci.commoninternet.net")
         );
         assert_eq!(p.domain_for_stack("warm-keycloak_ci_commoninternet_net"), None);
+        assert_eq!(
+            p.stack_of_object("hell-620c9a_ci_commoninternet_net_api_key_v1").as_deref(),
+            Some("hell-620c9a_ci_commoninternet_net")
+        );
+        assert_eq!(p.stack_of_object("hell-620c9a_ci_commoninternet_net"), None);
+        assert_eq!(p.stack_of_object("warm-keycloak_ci_commoninternet_net_db_v1"), None);
+        assert_eq!(p.stack_of_object("hell-620c9a_ci_commoninternet_netX_a"), None);
     }
 
     #[test]

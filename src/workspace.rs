@@ -58,12 +58,19 @@ pub enum WorkspaceError {
     )]
     NoServerDir(PathBuf),
     #[error(
+        "abra's recipe catalogue {0} is not a git clone: abra clones it only when the dir is absent, and `app new` and `recipe fetch` read it. Fix it as the CI user with `git clone {CATALOGUE_URL} {0}` (remove an empty {0} first)"
+    )]
+    NoCatalogue(PathBuf),
+    #[error(
         "run id {run_id} is held by a live run (pid {holder}): its run dir is {dir}; use another run id (CCCI_RUN_ID)"
     )]
     RunIdHeld { run_id: String, holder: String, dir: PathBuf },
     #[error("cannot {action} {path}: {source}")]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
 }
+
+/// abra's recipe catalogue (a git repository holding `recipes.json`).
+pub const CATALOGUE_URL: &str = "https://git.coopcloud.tech/toolshed/recipes-catalogue-json.git";
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WorkspaceError {
     let path = path.to_path_buf();
@@ -85,11 +92,17 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// Checks what must exist before anything is created.
+    /// Checks what must exist before anything is created: the server dir and a catalogue
+    /// clone in the canonical abra home. ccci creates neither (an empty catalogue dir would
+    /// stop abra from ever cloning it).
     pub fn preflight(abra_home: &Path, server: &str) -> Result<(), WorkspaceError> {
         let server_dir = abra_home.join("servers").join(server);
         if !server_dir.is_dir() {
             return Err(WorkspaceError::NoServerDir(server_dir));
+        }
+        let catalogue = abra_home.join("catalogue");
+        if !catalogue.join(".git").exists() {
+            return Err(WorkspaceError::NoCatalogue(catalogue));
         }
         Ok(())
     }
@@ -138,9 +151,6 @@ impl Workspace {
         fs::create_dir_all(&abra_dir).map_err(io("create", &abra_dir))?;
         let servers = abra_home.join("servers");
         let catalogue = abra_home.join("catalogue");
-        if !catalogue.exists() {
-            fs::create_dir_all(&catalogue).map_err(io("create the catalogue dir", &catalogue))?;
-        }
         link(&servers, &abra_dir.join("servers"))?;
         link(&catalogue, &abra_dir.join("catalogue"))?;
         fs::create_dir(abra_dir.join("recipes")).map_err(io("create", &abra_dir.join("recipes")))?;
@@ -173,6 +183,14 @@ impl Workspace {
 
     pub fn status_path(&self) -> PathBuf {
         self.run_dir.join("status.json")
+    }
+
+    /// Empties the run's `recipes/`: nothing but this run's fetch may put a tree there (abra
+    /// calls of the run-start janitor can clone recipes into it).
+    pub fn clear_recipes(&self) -> Result<(), WorkspaceError> {
+        let recipes = self.abra_dir.join("recipes");
+        remove_dir_all_if_exists(&recipes)?;
+        fs::create_dir(&recipes).map_err(io("create", &recipes))
     }
 
     pub fn recipe_dir(&self, recipe: &str) -> PathBuf {

@@ -6,8 +6,17 @@ use std::time::Duration;
 use crate::common::*;
 
 fn exec_step(w: &World, args: &[&str]) -> (std::process::Child, LineWatch) {
+    exec_step_with(w, &[], args)
+}
+
+fn exec_step_with(w: &World, flags: &[&str], args: &[&str]) -> (std::process::Child, LineWatch) {
     let mut c = w.ccci();
-    c.arg("exec-step").arg("--").args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    c.arg("exec-step")
+        .args(flags)
+        .arg("--")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     let watch = LineWatch::stderr_of(&mut child);
     (child, watch)
@@ -130,4 +139,25 @@ fn a_timed_out_child_is_stopped_and_reported() {
     let o = output_within(c, Duration::from_secs(30));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["stopped"].as_str().unwrap().contains("timed out after 1.0s"), "{r}");
+}
+
+#[test]
+fn a_pty_child_is_stopped_on_sigterm_and_dies_with_a_sigkilled_ccci() {
+    let w = World::new();
+    // SIGTERM: the funnel stops the child's group (its own session) and ccci exits 143.
+    let (mut child, watch) =
+        exec_step_with(&w, &["--pty"], &["sh", "-c", "echo pid=$$; sleep 100 & echo sleeper=$!; wait"]);
+    watch.wait_for("| sleeper=", Duration::from_secs(20));
+    let (sh, sleeper) = (printed_pid(&watch, "pid"), printed_pid(&watch, "sleeper"));
+    signal(child.id(), libc::SIGTERM);
+    let st = wait_within(&mut child, Duration::from_secs(20));
+    assert_eq!(st.code(), Some(143), "{}", watch.text());
+    assert!(!alive(sh) && !alive(sleeper), "the whole group is gone");
+    // SIGKILL: the parent-death signal, armed in the terminal child too, takes it down.
+    let (mut child, watch) = exec_step_with(&w, &["--pty"], &["sh", "-c", "echo pid=$$; exec sleep 100"]);
+    watch.wait_for("| pid=", Duration::from_secs(20));
+    let sh = printed_pid(&watch, "pid");
+    signal(child.id(), libc::SIGKILL);
+    let _ = wait_within(&mut child, Duration::from_secs(20));
+    wait_until("the terminal child to die with its parent", Duration::from_secs(10), || !alive(sh));
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod contract;
 mod engine;
 mod fetch;
 mod input;
@@ -11,6 +12,7 @@ mod layering;
 mod operate;
 mod ops;
 mod policy;
+mod real_abra;
 mod run_dir;
 mod stages;
 mod swarm;

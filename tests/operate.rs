@@ -56,6 +56,7 @@ fn doctor_passes_what_is_set_up_and_fails_each_broken_item() {
     fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
     broken.set("CCCI_DOCKER", stub.to_str().unwrap());
     fs::remove_dir_all(broken.abra_home.join("servers/default")).unwrap();
+    fs::remove_dir_all(broken.abra_home.join("catalogue")).unwrap();
     fs::create_dir_all(&broken.lock_dir).unwrap();
     fs::set_permissions(&broken.lock_dir, fs::Permissions::from_mode(0o777)).unwrap();
     fs::create_dir_all(&broken.runs_dir).unwrap();

@@ -111,7 +111,12 @@ fn hello_passes_all_five_stages_and_reports_everything() {
     assert_eq!(fs::read_to_string(out.join("restored")).unwrap().trim(), "original", "restore brought the backup back");
     assert_eq!(fs::read_to_string(out.join("verifies")).unwrap().trim(), "3", "verify_backup ran three times");
     assert_eq!(w.abra_log().matches("app backup create").count(), 3, "three backup attempts");
-    assert!(w.abra_log().contains("app deploy -n -o -C -f"), "the upgrade is a redeploy");
+    assert!(w.abra_log().contains("app deploy -n -o -C -c --no-domain-checks -f"), "the upgrade is a redeploy");
+    // abra reported the snapshot id (not on the last line); restore named it.
+    let backup = fs::read_to_string(w.run_dir(r["run_id"].as_str().unwrap()).join("backup-3.txt")).unwrap();
+    assert!(!backup.trim_end().lines().last().unwrap().contains("snapshot_id"), "{backup}");
+    let id = backup.lines().find_map(|l| l.split("\"snapshot_id\": \"").nth(1)).unwrap()[..8].to_string();
+    assert!(w.abra_log().contains(&format!("app restore -n -o -C --snapshot={id} ")), "{}", w.abra_log());
     let tests = stage(&r, "custom")["tests"].as_array().unwrap();
     assert_eq!(tests.len(), 2);
     // Every field of §7.8.
@@ -149,14 +154,15 @@ fn hello_passes_all_five_stages_and_reports_everything() {
     }
     assert_eq!(r["schema"], 2);
     assert_eq!(r["mode"], "cold");
-    assert_eq!(r["level"], 4);
+    assert_eq!(r["level"], 5);
     assert_eq!(
         r["rungs"],
-        serde_json::json!({"install": "pass", "upgrade": "pass", "backup_restore": "pass", "functional": "pass", "lint": "unver"})
+        serde_json::json!({"install": "pass", "upgrade": "pass", "backup_restore": "pass", "functional": "pass", "lint": "pass"})
     );
     assert_eq!(r["base"], "1.1.0+1");
     assert_eq!(r["version"], "1.1.0+1", "the version label of the last deploy");
-    assert_eq!(r["lint"]["status"], "unver");
+    assert_eq!(r["lint"]["status"], "pass", "{}", r["lint"]);
+    assert_eq!(r["lint"]["rules_failed"], serde_json::json!([]));
     assert_eq!(r["flags"]["no_secret_leak"], true);
     assert_eq!(r["customization"]["files"]["hooks/verify_backup"], "trusted");
     assert_eq!(r["teardown"]["result"], "clean");
@@ -202,9 +208,7 @@ fn an_upgrade_that_redeploys_the_old_tree_fails_the_chaos_version_check() {
 /// A recipe whose own `tests/` would create a marker file from `install_steps.sh` and from a
 /// `test_*`.
 fn recipe_with_local_tests(w: &World, name: &str, marker_dir: &std::path::Path) {
-    let hello = w.recipe("hello");
-    let dest = w.recipes.join(name);
-    git(&w.recipes, &["clone", "-q", hello.to_str().unwrap(), dest.to_str().unwrap()]);
+    let dest = w.recipe_as("hello", name);
     let tests = dest.join("tests");
     fs::create_dir_all(&tests).unwrap();
     let m = marker_dir.display();
@@ -329,10 +333,21 @@ fn single_release_no_backupbot_and_expected_na_are_intentional_skips() {
     fs::create_dir_all(&solo).unwrap();
     git(&solo, &["init", "-q", "-b", "main"]);
     for f in ["compose.yml", ".env.sample", "abra.sh", "index.html"] {
-        let text = git(&hello, &["show", &format!("1.0.0+1:{f}")]);
-        let text = text.lines().filter(|l| !l.contains("backupbot")).collect::<Vec<_>>().join("\n");
+        let text = git(&hello, &["show", &format!("1.0.0+1:{f}")]).replace("TYPE=hello", "TYPE=solo");
+        // The backupbot label only in a comment, and in a compose file the app does not use:
+        // backup capability is read from what is deployed.
+        let text = text
+            .lines()
+            .map(|l| if l.contains("backupbot") { format!("        # {}", l.trim()) } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n");
         fs::write(solo.join(f), format!("{text}\n")).unwrap();
     }
+    fs::write(
+        solo.join("compose.unused.yml"),
+        "---\nversion: \"3.8\"\nservices:\n  app:\n    deploy:\n      labels:\n        - \"backupbot.backup=true\"\n",
+    )
+    .unwrap();
     git(&solo, &["add", "."]);
     git(&solo, &["commit", "-q", "-m", "first release"]);
     git(&solo, &["tag", "-a", "-m", "1.0.0+1", "1.0.0+1"]);
@@ -350,7 +365,7 @@ fn single_release_no_backupbot_and_expected_na_are_intentional_skips() {
     assert_eq!((status(&r, "restore"), reason(&r, "restore")), ("skip".into(), "not backup-capable".into()));
     assert_eq!(status(&r, "custom"), "skip");
     assert!(reason(&r, "custom").contains("nothing to test yet"));
-    assert_eq!(r["level"], 4, "intentional skips are climbed past");
+    assert_eq!(r["level"], 5, "intentional skips are climbed past, and lint passes: {}", r["lint"]);
     assert_eq!(r["skips"]["intentional"]["upgrade"], "no earlier release");
     assert_eq!(r["skips"]["intentional"]["backup_restore"], "not backup-capable");
     assert_eq!(r["skips"]["unintentional"], serde_json::json!([]));

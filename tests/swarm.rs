@@ -154,16 +154,11 @@ fn two_different_recipes_in_parallel_both_pass() {
     if !swarm_available() {
         return;
     }
-    let _a = swarm_slot();
-    let _b = swarm_slot();
+    let _slots = swarm_slots_both();
     let w = World::new();
-    let hello = w.recipe("hello");
-    // A second recipe: the same tree under another name (the fixture abra takes TYPE from
-    // `app new`).
-    let howdy = w.recipes.join("howdy");
-    assert!(
-        std::process::Command::new("git").arg("clone").arg("-q").arg(&hello).arg(&howdy).status().unwrap().success()
-    );
+    w.recipe("hello");
+    // A second recipe: the same tree under another name.
+    w.recipe_as("hello", "howdy");
     port_config(&w, "hello", 90);
     port_config(&w, "howdy", 90);
     let spawn = |recipe: &str, run_id: &str| {

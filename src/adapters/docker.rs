@@ -105,7 +105,9 @@ impl Docker {
         Ok(self.query(&["version", "--format", "{{.Server.Version}}"])?.trim().to_string())
     }
 
-    /// Everything carrying the stack's namespace label.
+    /// Everything of the stack: objects carrying its namespace label, and secrets and configs
+    /// named `<stack>_…` without any namespace label (abra creates the app's secrets itself,
+    /// unlabelled: `docker stack deploy` only references them as external).
     pub fn residue(&self, stack: &str) -> Result<Residue, DockerError> {
         let filter = format!("label={NS_LABEL}={stack}");
         let f = filter.as_str();
@@ -113,22 +115,52 @@ impl Docker {
             services: self.lines(&["service", "ls", "--filter", f, "--format", "{{.Name}}"])?,
             containers: self.lines(&["ps", "-a", "--filter", f, "--format", "{{.Names}}"])?,
             volumes: self.lines(&["volume", "ls", "--filter", f, "--format", "{{.Name}}"])?,
-            secrets: self.lines(&["secret", "ls", "--filter", f, "--format", "{{.Name}}"])?,
-            configs: self.lines(&["config", "ls", "--filter", f, "--format", "{{.Name}}"])?,
+            secrets: self.named_objects("secret", stack)?,
+            configs: self.named_objects("config", stack)?,
             networks: self.lines(&["network", "ls", "--filter", f, "--format", "{{.Name}}"])?,
         })
     }
 
-    /// Every stack namespace found on any object kind (a SIGKILL between `undeploy` and
-    /// `remove` leaves volumes and secrets with no service).
-    pub fn namespaces(&self) -> Result<BTreeSet<String>, DockerError> {
-        Ok(self.namespaces_with_stamps()?.into_keys().collect())
+    /// `(name, namespace label)` of every secret or config (`kind`); the label is empty when
+    /// the object has none.
+    fn labelled_names(&self, kind: &str) -> Result<Vec<(String, String)>, DockerError> {
+        let fmt = format!("{{{{.Name}}}}\t{{{{.Label \"{NS_LABEL}\"}}}}");
+        Ok(self
+            .lines(&[kind, "ls", "--format", &fmt])?
+            .into_iter()
+            .map(|l| match l.split_once('\t') {
+                Some((name, ns)) => (name.trim().to_string(), ns.trim().to_string()),
+                None => (l.trim().to_string(), String::new()),
+            })
+            .collect())
     }
 
-    /// Every stack namespace found on any object kind, with the lock-dir stamps
-    /// ([`STAMP_LABEL`]) its objects carry: ccci's proof that it made the app, and in which lock
-    /// dir (the janitor reaps an app without a lockfile only on that proof).
-    pub fn namespaces_with_stamps(&self) -> Result<BTreeMap<String, BTreeSet<String>>, DockerError> {
+    /// Secrets or configs of the stack: labelled with it, or unlabelled and named `<stack>_…`
+    /// (an object labelled for another stack is never taken for this one's).
+    fn named_objects(&self, kind: &str, stack: &str) -> Result<Vec<String>, DockerError> {
+        let prefix = format!("{stack}_");
+        Ok(self
+            .labelled_names(kind)?
+            .into_iter()
+            .filter(|(name, ns)| ns == stack || (ns.is_empty() && name.starts_with(&prefix)))
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// Every stack namespace found on any object kind (a SIGKILL between `undeploy` and
+    /// `remove` leaves volumes and secrets with no service), and the stacks of unlabelled
+    /// secrets and configs as `stack_of_name` reads them from their names.
+    pub fn namespaces(&self, stack_of_name: impl Fn(&str) -> Option<String>) -> Result<BTreeSet<String>, DockerError> {
+        Ok(self.namespaces_with_stamps(stack_of_name)?.into_keys().collect())
+    }
+
+    /// [`Docker::namespaces`], with the lock-dir stamps ([`STAMP_LABEL`]) each stack's objects
+    /// carry: ccci's proof that it made the app, and in which lock dir (the janitor reaps an app
+    /// without a lockfile only on that proof).
+    pub fn namespaces_with_stamps(
+        &self,
+        stack_of_name: impl Fn(&str) -> Option<String>,
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, DockerError> {
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut add = |lines: Vec<String>| {
             for line in lines {
@@ -144,8 +176,18 @@ impl Docker {
         };
         let label_fmt = format!("{{{{.Label \"{NS_LABEL}\"}}}}\t{{{{.Label \"{STAMP_LABEL}\"}}}}");
         let filter = format!("label={NS_LABEL}");
-        for kind in ["volume", "secret", "config", "network"] {
+        for kind in ["volume", "network"] {
             add(self.lines(&[kind, "ls", "--filter", &filter, "--format", &label_fmt])?);
+        }
+        // abra creates secrets without the stack label: those count by their `<stack>_` name.
+        for kind in ["secret", "config"] {
+            for (name, ns) in self.labelled_names(kind)? {
+                if !ns.is_empty() {
+                    add(vec![ns]);
+                } else if let Some(stack) = stack_of_name(&name) {
+                    add(vec![stack]);
+                }
+            }
         }
         add(self.lines(&["ps", "-a", "--filter", &filter, "--format", &label_fmt])?);
         let ids = self.lines(&["service", "ls", "-q", "--filter", &filter])?;

@@ -37,6 +37,9 @@ pub fn main(cli: &Cli, args: &ExecStepArgs) -> u8 {
     if let Some(t) = args.timeout {
         cmd = cmd.timeout(Duration::from_secs(t));
     }
+    if args.pty {
+        cmd = cmd.pty();
+    }
     tracing::info!("exec-step: starting {}", cmd.cmdline());
     let result = cmd.run();
     let adopted = group::sweep_adopted(host.kill_grace);

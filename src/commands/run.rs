@@ -225,6 +225,16 @@ fn run(cfg: config::Run) -> u8 {
     // so it can never see this run's app; a live run of the same domain holds its lock and is
     // left alone.
     janitor::run_start(&ctx.cfg.host, &ctx.abra, &ctx.docker, janitor::RUN_START_BUDGET);
+    if let Err(e) = ctx.ws.clear_recipes() {
+        tracing::error!("{e}");
+        return finish(
+            &ctx,
+            pipeline::RunState { internal_error: Some(e.to_string()), ..Default::default() },
+            started,
+            t0,
+            provenance,
+        );
+    }
     let st = pipeline::run(&ctx);
     let code = finish(&ctx, st, started, t0, provenance);
     drop(host_lock);
@@ -255,7 +265,8 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
         teardown_unclean: st.teardown.unclean(),
     };
     let (outcome, code) = exit::verdict(facts);
-    let (rungs, level, skips) = report::rungs_and_level(&stages);
+    let lint = st.lint.clone().unwrap_or_else(|| Lint::unver("lint did not run (the run ended before it)"));
+    let (rungs, level, skips) = report::rungs_and_level(&stages, &lint);
     let head = st.fetched.as_ref().map(|f| f.head.clone()).unwrap_or_default();
     let mut results = Results {
         schema: 2,
@@ -271,7 +282,7 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
         level,
         rungs,
         skips,
-        lint: Lint { status: "unver", detail: None, rules_failed: Vec::new() },
+        lint,
         screenshot: None,
         summary_card: None,
         flags: Flags { clean_teardown: st.teardown.result == "clean", no_secret_leak: true },

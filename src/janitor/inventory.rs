@@ -81,7 +81,7 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
         }
     }
     let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    match docker.namespaces_with_stamps() {
+    match docker.namespaces_with_stamps(|name| pattern.stack_of_object(name)) {
         Ok(stacks) => {
             d.docker = SourceStatus { ok: true, listed: stacks.len(), error: None };
             for (stack, stamps) in stacks {

@@ -46,17 +46,10 @@ impl Running<'_> {
             }
         }
         self.stopped()?;
-        ctx.abra.app_new(&ctx.cfg.recipe, domain).map_err(|e| self.abra_err("abra app new", e))?;
 
-        // The stamp first after the ACME switch: from here on the janitor can prove this app is
-        // ccci's and which lock dir guards it, even if the lockfile is gone (a reboot).
-        let mut overrides = vec![
-            ("LETS_ENCRYPT_ENV".to_string(), String::new()),
-            (ev::CCCI_LOCK_DIR_STAMP.to_string(), ctx.cfg.host.lock_dir.display().to_string()),
-        ];
-        overrides.extend(self.custom.yml.extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())));
-        envfile::set(env_path, &overrides)?;
-
+        // The base first (SPEC §7.1 steps 3 and 5, swapped by issue 13): `app new` copies the
+        // checked-out `.env.sample`, so the `.env` and the secrets come from the version that
+        // is deployed first, not from the head.
         if self.requested(crate::stage::Stage::Upgrade) {
             let b = base::choose(
                 &ctx.git,
@@ -85,7 +78,27 @@ impl Running<'_> {
                 self.st.base = Some(self.fetched.head.clone());
             }
         }
+
+        ctx.abra.app_new(&ctx.cfg.recipe, domain).map_err(|e| self.abra_err("abra app new", e))?;
+        self.check_recipe_of_env()?;
+        // LETS_ENCRYPT_ENV first: no ACME request is ever made for a test app. Then the stamp:
+        // from here on the janitor can prove this app is ccci's and which lock dir guards it,
+        // even if the lockfile is gone (a reboot). DOMAIN and STACK_NAME: abra templates only
+        // `<recipe>.example.com` into a new `.env`, and a PR's `.env.sample` must not point
+        // abra at another domain or stack.
+        let mut overrides = vec![
+            ("LETS_ENCRYPT_ENV".to_string(), String::new()),
+            (ev::CCCI_LOCK_DIR_STAMP.to_string(), ctx.cfg.host.lock_dir.display().to_string()),
+            ("DOMAIN".to_string(), domain.clone()),
+            ("STACK_NAME".to_string(), stack.clone()),
+        ];
+        overrides.extend(self.custom.yml.extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())));
+        envfile::set(env_path, &overrides)?;
+
         self.prepare_tree("install")?;
+        // After the overrides and the overlay, which may enable compose files that declare
+        // more secrets than the `.env.sample` did.
+        self.generate_secrets()?;
         self.count_deploy()?;
         let baseline = ready::baseline(&ctx.docker, stack);
         self.deployed = true;
@@ -93,6 +106,38 @@ impl Running<'_> {
         let timeout = Duration::from_secs(self.custom.yml.timeouts.deploy);
         self.wait_ready(baseline, false, timeout)?;
         Ok(started.elapsed())
+    }
+
+    /// `abra app new` copied the recipe's `.env.sample`; abra deploys the recipe its `TYPE`
+    /// (or `RECIPE`) names, so a sample naming another recipe would deploy another tree.
+    fn check_recipe_of_env(&self) -> Result<(), StepError> {
+        let env_path = &self.ctx.app.env_path;
+        let text = std::fs::read_to_string(env_path)
+            .map_err(|e| format!("`abra app new` left no readable .env at {}: {e}", env_path.display()))?;
+        let recipe = &self.ctx.cfg.recipe;
+        match envfile::recipe_in(&text) {
+            Some(r) if &r == recipe => Ok(()),
+            found => Err(StepError::Failed(format!(
+                "the recipe's .env.sample names {} in TYPE/RECIPE, not {recipe}: abra would deploy that recipe's tree \
+                 (set TYPE={recipe} in .env.sample, or run ccci with --recipe set to the name it gives)",
+                found.map_or_else(|| "no recipe".to_string(), |r| format!("recipe {r:?}"))
+            ))),
+        }
+    }
+
+    /// `abra app secret generate` for every secret the app's compose files declare that does
+    /// not exist yet (values never printed). abra warns and carries on about secrets that
+    /// already exist; a failure that only says so is not fatal either: the deploy itself
+    /// checks that every declared secret exists.
+    pub(super) fn generate_secrets(&self) -> Result<(), StepError> {
+        match self.ctx.abra.secret_generate(&self.ctx.app.domain) {
+            Ok(()) => Ok(()),
+            Err(crate::adapters::AbraError::Failed(msg)) if msg.contains("already exists") => {
+                tracing::warn!("abra app secret generate: {msg}; carrying on (the deploy checks the secrets)");
+                Ok(())
+            }
+            Err(e) => Err(self.abra_err("abra app secret generate", e)),
+        }
     }
 
     pub(super) fn stopped(&self) -> Result<(), StepError> {
@@ -125,15 +170,8 @@ impl Running<'_> {
             let dest = self.fetched.dir.join("compose.ccci.yml");
             std::fs::copy(self.custom.path("compose.ccci.yml"), &dest)
                 .map_err(|e| format!("cannot copy compose.ccci.yml into {}: {e}", dest.display()))?;
-            let current = envfile::get(&ctx.app.env_path, "COMPOSE_FILE").unwrap_or_else(|| "compose.yml".to_string());
-            if !current.split(':').any(|f| f == "compose.ccci.yml") {
-                let joined = if current.is_empty() {
-                    "compose.ccci.yml".to_string()
-                } else {
-                    format!("{current}:compose.ccci.yml")
-                };
-                envfile::set(&ctx.app.env_path, &[("COMPOSE_FILE".to_string(), joined)])?;
-            }
+            let value = envfile::add_compose_file(&ctx.app.env_path, "compose.ccci.yml")?;
+            tracing::info!("COMPOSE_FILE={value}");
         }
         if self.custom.has("install_steps.sh") {
             let out = Cmd::new("sh")
@@ -220,7 +258,8 @@ impl Running<'_> {
         let key = format!("coop-cloud.{}.version", self.ctx.app.stack);
         if let Ok(services) = self.ctx.docker.services(&self.ctx.app.stack) {
             for s in services {
-                if let Some(v) = s["Spec"]["Labels"][&key].as_str() {
+                // An app service with no declared version gets an empty label on a chaos deploy.
+                if let Some(v) = s["Spec"]["Labels"][&key].as_str().map(str::trim).filter(|v| !v.is_empty()) {
                     return Some(v.to_string());
                 }
             }

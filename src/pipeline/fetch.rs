@@ -22,6 +22,8 @@ pub enum FetchError {
     NotStaged(PathBuf),
     #[error("cannot copy the staged recipe {from} to {to}: {err}")]
     Copy { from: PathBuf, to: PathBuf, err: std::io::Error },
+    #[error("cannot clear the run's recipe dir: {0}")]
+    Clear(String),
     #[error("cannot read the head commit of {dir}: {err}")]
     Head { dir: PathBuf, err: GitError },
 }
@@ -61,6 +63,10 @@ pub struct FetchRequest<'a> {
 
 pub fn fetch(req: &FetchRequest<'_>, git: &Git, abra: &Abra) -> Result<Fetched, FetchError> {
     let dest = req.dest;
+    // The run's own tree only: whatever is there (an abra call that cloned the recipe, a
+    // retried run id) is not the code under test. abra's `recipe fetch` would leave an existing
+    // tree as it is, and `git clone` refuses one.
+    crate::workspace::remove_dir_all_if_exists(dest).map_err(|err| FetchError::Clear(err.to_string()))?;
     let how;
     if req.skip_fetch {
         let staged = req.abra_home.join("recipes").join(req.recipe);

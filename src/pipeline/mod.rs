@@ -7,6 +7,7 @@ pub mod customization;
 mod deploy;
 pub mod envfile;
 pub mod fetch;
+pub mod lint;
 pub mod ready;
 mod stages;
 mod teardown;
@@ -57,6 +58,8 @@ pub struct RunState {
     pub base: Option<String>,
     pub customization: Value,
     pub version: Option<String>,
+    /// The lint rung, when lint ran.
+    pub lint: Option<crate::report::Lint>,
 }
 
 impl RunState {
@@ -155,6 +158,14 @@ pub fn run(ctx: &Ctx) -> RunState {
         st.rest(&requested, unver, &cancel_reason(c));
         return st;
     }
+    // Before the app lock: lint needs only the tree, and a run waiting for the lock should
+    // not hold it longer for lint.
+    banner("lint");
+    st.lint = Some(lint::lint(ctx, &fetched));
+    if let Some(c) = lifetime::cause() {
+        st.rest(&requested, unver, &cancel_reason(c));
+        return st;
+    }
 
     banner("deploy");
     let lock = match acquire_lock(ctx) {
@@ -190,7 +201,7 @@ pub fn run(ctx: &Ctx) -> RunState {
         fetched,
         deployed: false,
         base_ref: None,
-        snapshot: None,
+        backup: None,
         backup_capable: None,
         base_error: None,
     };
@@ -243,7 +254,8 @@ pub(crate) struct Running<'a> {
     fetched: Fetched,
     deployed: bool,
     base_ref: Option<base::Base>,
-    snapshot: Option<String>,
+    /// This run's verified backup, with its snapshot id when abra reported one.
+    backup: Option<Option<String>>,
     backup_capable: Option<bool>,
     base_error: Option<String>,
 }

@@ -8,6 +8,8 @@ use super::Running;
 use super::base::Base;
 use super::deploy::StepError;
 use super::ready;
+use crate::adapters::Abra;
+use crate::adapters::abra::{Call, parse};
 use crate::lifetime;
 use crate::process::{Cmd, Stopped, env as child_env};
 use crate::report::{StageResult, Status, TestResult};
@@ -142,6 +144,8 @@ impl Running<'_> {
                 super::envfile::set(&self.ctx.app.env_path, &extra)?;
             }
             self.prepare_tree("upgrade")?;
+            // Secrets the head adds (existing ones are left alone).
+            self.generate_secrets()?;
             let baseline = ready::baseline(&self.ctx.docker, &self.ctx.app.stack);
             self.ctx.abra.app_deploy(&self.ctx.cfg.domain, true).map_err(|e| self.abra_err("abra app deploy -f", e))?;
             self.wait_ready(baseline, true, Duration::from_secs(self.custom.yml.timeouts.deploy))?;
@@ -181,23 +185,41 @@ impl Running<'_> {
         Ok(())
     }
 
+    /// `backup.capable` from `ccci.yml`, else whether a deployed service of the app carries
+    /// `backupbot.backup=true` — the label backupbot itself selects services by, read from what
+    /// docker deployed, i.e. the rendered compose set of the app's `COMPOSE_FILE` (never a file
+    /// the set does not include, never a comment).
     fn is_backup_capable(&mut self) -> bool {
         if let Some(c) = self.backup_capable {
             return c;
         }
-        let capable = self.custom.yml.backup.capable.unwrap_or_else(|| {
-            std::fs::read_dir(&self.fetched.dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    n.starts_with("compose") && (n.ends_with(".yml") || n.ends_with(".yaml"))
-                })
-                .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("backupbot.backup")))
-        });
+        let capable =
+            self.custom.yml.backup.capable.unwrap_or_else(|| match self.ctx.docker.services(&self.ctx.app.stack) {
+                Ok(services) => services.iter().any(|s| {
+                    s["Spec"]["Labels"]["backupbot.backup"]
+                        .as_str()
+                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+                }),
+                Err(e) => {
+                    tracing::warn!("cannot read the app's service labels: {e}; taking it as not backup-capable");
+                    false
+                }
+            });
         self.backup_capable = Some(capable);
         capable
+    }
+
+    /// Runs a backup or restore call (under a pseudo-terminal: backupbot runs through a TTY
+    /// exec), logging its output and keeping it, masked, at `<run dir>/<file>`.
+    fn backupbot_call(&self, call: &Call, file: &str) -> Result<crate::process::Output, StepError> {
+        let abra = &self.ctx.abra;
+        let what = format!("abra {}", call.what());
+        let out = abra.execute(abra.command(call).tee()).map_err(|e| self.abra_err(&what, e))?;
+        let path = self.ctx.ws.run_dir.join(file);
+        if let Err(e) = std::fs::write(&path, crate::mask::mask(&out.stdout)) {
+            tracing::warn!("cannot keep the output of {what} in {}: {e}", path.display());
+        }
+        Abra::check(call, out).map_err(|e| self.abra_err(&what, e))
     }
 
     fn backup(&mut self) -> Out {
@@ -208,16 +230,29 @@ impl Running<'_> {
             return e.into();
         }
         let attempts = self.custom.yml.backup.attempts;
+        let call = Call::BackupCreate { domain: self.ctx.cfg.domain.clone() };
         for attempt in 1..=attempts {
-            let id = match self.ctx.abra.backup_create(&self.ctx.cfg.domain) {
-                Ok(id) => id,
-                Err(e) => return self.abra_err("abra app backup create", e).into(),
+            let file = format!("backup-{attempt}.txt");
+            let out = match self.backupbot_call(&call, &file) {
+                Ok(out) => out,
+                Err(e) => return e.into(),
             };
-            self.record_op_state("snapshot", &id);
+            // Only a line that clearly carries an id counts; without one, restore takes the
+            // latest snapshot (this backup's) rather than a guess.
+            let id = parse::snapshot_id(&out.stdout);
+            if id.is_none() {
+                tracing::warn!(
+                    "no snapshot id in the output of abra app backup create (kept in {file}); restore will restore the latest snapshot"
+                );
+            }
+            self.record_op_state("snapshot", id.as_deref());
             match self.hook("verify_backup") {
                 Ok(()) => {
-                    tracing::info!("backup snapshot {id} (attempt {attempt}/{attempts})");
-                    self.snapshot = Some(id);
+                    tracing::info!(
+                        "backup snapshot {} (attempt {attempt}/{attempts})",
+                        id.as_deref().unwrap_or("of unknown id")
+                    );
+                    self.backup = Some(id);
                     return Out::Pass;
                 }
                 Err(StepError::Stopped) => return Out::Stopped,
@@ -232,7 +267,7 @@ impl Running<'_> {
         Out::Fail("no backup attempt was made".into())
     }
 
-    fn record_op_state(&self, key: &str, value: &str) {
+    fn record_op_state(&self, key: &str, value: Option<&str>) {
         let path = &self.ctx.ws.op_state_file;
         let mut v: serde_json::Value =
             std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| json!({}));
@@ -249,13 +284,18 @@ impl Running<'_> {
         if !self.is_backup_capable() {
             return Out::Skip { intentional: true, reason: "not backup-capable".into() };
         }
-        // Restoring "the latest" could restore another run's snapshot: only this run's counts.
-        let Some(id) = self.snapshot.clone() else {
-            return Out::Skip { intentional: false, reason: "no snapshot id from this run's backup".into() };
+        // Only a backup made by this run may be restored: its snapshot id when abra reported
+        // one, otherwise the latest snapshot, which under this run's app lock is that backup.
+        let Some(snapshot) = self.backup.clone() else {
+            return Out::Skip { intentional: false, reason: "no backup from this run".into() };
         };
+        if snapshot.is_none() {
+            tracing::info!("restoring the latest snapshot (the backup reported no snapshot id)");
+        }
+        let call = Call::Restore { domain: self.ctx.cfg.domain.clone(), snapshot };
         let step = || -> Result<(), StepError> {
             self.hook("pre_restore")?;
-            self.ctx.abra.restore(&self.ctx.cfg.domain, &id).map_err(|e| self.abra_err("abra app restore", e))?;
+            self.backupbot_call(&call, "restore.txt")?;
             self.wait_ready(Default::default(), false, Duration::from_secs(self.custom.yml.timeouts.deploy))?;
             self.hook("post_restore")
         };

@@ -1,14 +1,19 @@
 //! The one spawn path (§4). Every child — abra, docker, git, curl, hooks, tests — starts here:
 //! its own process group, stdin from /dev/null, an explicit environment, a SIGKILL parent-death
 //! signal, output drained line by line, a cancellable wait, and a leak check after it exits.
+//! A child that needs a terminal gets a pseudo-terminal instead of the pipes ([`Cmd::pty`]),
+//! with the same guarantees.
 
 pub mod env;
 pub mod group;
+mod pty;
 pub mod shim;
+pub mod text;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,6 +29,7 @@ use crate::exit::Cause;
 use crate::lifetime::{self, Event, Stop, Stream};
 
 const TAIL_LINES: usize = 40;
+/// A logged line is cut here; captured output never is.
 const MAX_LINE: usize = 64 * 1024;
 
 #[derive(Debug, Error)]
@@ -109,7 +115,8 @@ pub struct Output {
     pub cmdline: String,
     pub code: Option<i32>,
     pub signal: Option<i32>,
-    /// Captured stdout (only when asked for; unmasked, for parsing).
+    /// Captured stdout (only when asked for; unmasked and byte-exact, for parsing). Under a
+    /// pseudo-terminal: everything the child wrote.
     pub stdout: String,
     /// The last lines of both streams, masked.
     pub tail: Vec<String>,
@@ -124,14 +131,9 @@ impl Output {
         self.code == Some(0) && self.stopped.is_none()
     }
 
-    /// The last `FATA …` line (abra's failure line), else the last non-empty line.
+    /// The line that says why the child failed (see [`error_line`]).
     pub fn last_error_line(&self) -> Option<&str> {
-        self.tail
-            .iter()
-            .rev()
-            .find(|l| l.trim_start().starts_with("FATA"))
-            .or_else(|| self.tail.iter().rev().find(|l| !l.trim().is_empty()))
-            .map(|s| s.trim())
+        error_line(&self.tail)
     }
 
     /// One line for reports: what ran, how it ended, and its last error line.
@@ -149,6 +151,14 @@ impl Output {
     }
 }
 
+/// The line that says why a child failed: the last `FATA …` line (abra's failure line), else
+/// the last `Error…` line (cobra's usage errors, docker's daemon errors, each followed by a
+/// hint), else the last non-empty line.
+pub fn error_line(lines: &[String]) -> Option<&str> {
+    let last = |p: &dyn Fn(&str) -> bool| lines.iter().rev().map(|l| l.trim()).find(|l| p(l));
+    last(&|l| l.starts_with("FATA")).or_else(|| last(&|l| l.starts_with("Error"))).or_else(|| last(&|l| !l.is_empty()))
+}
+
 /// A child to run. Build it, then [`Cmd::run`].
 #[derive(Debug, Clone)]
 pub struct Cmd {
@@ -161,6 +171,9 @@ pub struct Cmd {
     secret_env: Vec<(String, String)>,
     level: Level,
     capture: bool,
+    /// Captured stdout is logged too.
+    tee: bool,
+    pty: bool,
     timeout: Option<Duration>,
     hint: String,
 }
@@ -179,6 +192,8 @@ impl Cmd {
             secret_env: Vec::new(),
             level: Level::INFO,
             capture: false,
+            tee: false,
+            pty: false,
             timeout: None,
             hint: String::new(),
         }
@@ -232,6 +247,20 @@ impl Cmd {
         self
     }
 
+    /// Keep stdout for the caller and log it as well (masked, like any output).
+    pub fn tee(mut self) -> Cmd {
+        self.capture = true;
+        self.tee = true;
+        self
+    }
+
+    /// Run under a pseudo-terminal: the child's stdin, stdout and stderr are the terminal, which
+    /// is also its controlling terminal. Its output arrives as one stream (stdout).
+    pub fn pty(mut self) -> Cmd {
+        self.pty = true;
+        self
+    }
+
     pub fn timeout(mut self, t: Duration) -> Cmd {
         self.timeout = Some(t);
         self
@@ -248,8 +277,12 @@ impl Cmd {
         std::iter::once(&self.program).chain(self.args.iter()).map(|a| quote(a)).collect::<Vec<_>>().join(" ")
     }
 
-    fn command(&self) -> Command {
+    /// The std command, and for a pseudo-terminal child the master side ccci reads.
+    fn command(&self) -> std::io::Result<(Command, Option<OwnedFd>)> {
         let parent = nix::unistd::getpid().as_raw();
+        if self.pty {
+            return self.pty_command(parent);
+        }
         let mut c = if shim::enabled() {
             // Through the shim (see `shim`): ccci re-executes itself to arm the parent-death
             // signal, then becomes the program. An absolute program path and no pre-exec hook
@@ -276,19 +309,59 @@ impl Cmd {
             }
             c
         };
+        self.common(&mut c);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        Ok((c, None))
+    }
+
+    /// A child on a pseudo-terminal. It needs a session of its own to have a controlling
+    /// terminal, and `setsid()` fails in a process that already leads a group, so such a child
+    /// cannot use `process_group(0)`: it calls `setsid()` itself, which makes it the leader of a
+    /// new session *and* of a new process group with its own pid — the same group every other
+    /// child gets, so stopping, reaping and the leak check work unchanged. This goes through a
+    /// pre-exec hook rather than the exec shim: the hook runs before `spawn()` returns, so the
+    /// group exists the moment ccci knows the pid (in the shim a stop arriving before its
+    /// `setsid()` would signal a group that does not exist yet and miss the child). The fork
+    /// this costs is paid only by the few terminal children of a run (backup, restore, lint,
+    /// deploys).
+    fn pty_command(&self, parent: i32) -> std::io::Result<(Command, Option<OwnedFd>)> {
+        let (master, slave) = pty::open()?;
+        let mut c = Command::new(&self.program);
+        // SAFETY: runs in the forked child before exec; only async-signal-safe calls (setsid,
+        // ioctl, prctl, getppid, _exit), no allocation.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // stdin is the slave by now: make it the controlling terminal.
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::_exit(127);
+                }
+                Ok(())
+            });
+        }
+        self.common(&mut c);
+        c.stdin(Stdio::from(slave.try_clone()?)).stdout(Stdio::from(slave.try_clone()?)).stderr(Stdio::from(slave));
+        Ok((c, Some(master)))
+    }
+
+    /// Arguments, the explicit environment and the working directory.
+    fn common(&self, c: &mut Command) {
         c.args(&self.args)
             .env_clear()
             .envs(env::base())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .envs(self.secret_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .envs(self.secret_env.iter().map(|(k, v)| (k, v)));
         if let Some(d) = &self.cwd {
             c.current_dir(d);
         }
-        c
     }
 
     /// The shim reports a missing program only after the spawn; find it here first, with the
@@ -345,24 +418,32 @@ impl Cmd {
             source,
             hint: self.hint.clone(),
         })?;
-        let mut child = self.command().spawn().map_err(|source| ProcessError::Spawn {
-            cmdline: cmdline.clone(),
-            source,
-            hint: self.hint.clone(),
-        })?;
+        let spawn_error = |source| ProcessError::Spawn { cmdline: cmdline.clone(), source, hint: self.hint.clone() };
+        let (mut command, master) = self.command().map_err(spawn_error)?;
+        let spawned = command.spawn();
+        // The command holds the terminal's slave side: drop it, or the master never sees the
+        // end of the child's output.
+        drop(command);
+        let mut child = spawned.map_err(spawn_error)?;
         let pid = child.id() as i32;
         group::register(pid);
         let tx = watch.sender();
-        if let Some(s) = child.stdout.take() {
-            spawn_reader(s, Stream::Stdout, tx.clone());
-        }
-        if let Some(s) = child.stderr.take() {
-            spawn_reader(s, Stream::Stderr, tx.clone());
-        }
+        let streams = if let Some(master) = master {
+            spawn_reader(std::fs::File::from(master), Stream::Stdout, tx.clone());
+            1
+        } else {
+            if let Some(s) = child.stdout.take() {
+                spawn_reader(s, Stream::Stdout, tx.clone());
+            }
+            if let Some(s) = child.stderr.take() {
+                spawn_reader(s, Stream::Stderr, tx.clone());
+            }
+            2
+        };
         spawn_exit_watcher(pid, tx);
         drop(child);
 
-        let mut sink = Sink { cmd: self, tail: VecDeque::new(), stdout: String::new(), eofs: 0 };
+        let mut sink = Sink { cmd: self, tail: VecDeque::new(), stdout: Vec::new(), eofs: 0 };
         let own = self.timeout.map(|t| started.checked_add(t).unwrap_or_else(|| crate::lifetime::instant_after(t)));
         // A bound set by the caller's caller (the janitor's --deadline, the run-start janitor's
         // budget) caps every child started meanwhile, whatever the child's own timeout.
@@ -419,7 +500,7 @@ impl Cmd {
             status = status.or_else(|| group::reap_leader(pid, true));
             // Leak check: the pipes should close and the group empty within the leak timeout.
             let end = crate::lifetime::instant_after(t.leak_timeout);
-            while sink.eofs < 2 {
+            while sink.eofs < streams {
                 let left = end.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -437,7 +518,7 @@ impl Cmd {
                 );
                 out.leaky = members;
                 group::terminate_group(pid, t.kill_grace, &|| false);
-            } else if sink.eofs < 2 {
+            } else if sink.eofs < streams {
                 tracing::warn!(
                     "{}: leaky step: its output pipe is still held open by a process outside its group after it exited",
                     self.name
@@ -453,7 +534,8 @@ impl Cmd {
             Some(WaitStatus::Signaled(_, sig, _)) => out.signal = Some(sig as i32),
             _ => {}
         }
-        out.stdout = sink.stdout;
+        out.stdout =
+            String::from_utf8(sink.stdout).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         out.tail = sink.tail.into_iter().collect();
         out.duration = started.elapsed();
         let level = if out.success() { Level::DEBUG } else { self.level };
@@ -478,7 +560,8 @@ fn stopped_of(s: Stop, timeout: Option<Duration>) -> Stopped {
 struct Sink<'a> {
     cmd: &'a Cmd,
     tail: VecDeque<String>,
-    stdout: String,
+    /// Captured stdout, byte for byte as the child wrote it.
+    stdout: Vec<u8>,
     eofs: u8,
 }
 
@@ -495,15 +578,18 @@ impl Sink<'_> {
         }
     }
 
+    /// `bytes` is a line with its newline, or a piece of a line longer than the logging cap
+    /// (pieces arrive in order, so captured output is their concatenation).
     fn line(&mut self, stream: Stream, bytes: &[u8]) {
-        let text = String::from_utf8_lossy(bytes);
-        let text = text.trim_end_matches(['\n', '\r']);
         if self.cmd.capture && stream == Stream::Stdout {
-            self.stdout.push_str(text);
-            self.stdout.push('\n');
-            return;
+            self.stdout.extend_from_slice(bytes);
+            if !self.cmd.tee {
+                return;
+            }
         }
-        let masked = crate::mask::mask(text);
+        let text = String::from_utf8_lossy(bytes);
+        let text = text::for_log(text.trim_end_matches(['\n', '\r']));
+        let masked = crate::mask::mask(&text);
         match self.cmd.level {
             Level::TRACE => tracing::trace!("{}| {masked}", self.cmd.name),
             Level::DEBUG => tracing::debug!("{}| {masked}", self.cmd.name),
@@ -592,4 +678,52 @@ fn quote(s: &str) -> String {
 /// Exit status helper for places that only have a std status.
 pub fn code_of(status: std::process::ExitStatus) -> Option<i32> {
     status.code().or_else(|| status.signal().map(|s| 128 + s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Cmd {
+        Cmd::new("sh").arg("-c").arg(script).level(Level::DEBUG)
+    }
+
+    #[test]
+    fn captured_output_is_byte_exact_past_the_logging_cap() {
+        // One 200 KB line (a compact `abra app ls -m` of a big host), then a line without a
+        // newline: nothing is cut, nothing is added.
+        let out = sh("head -c 200000 /dev/zero | tr '\\0' a; echo; printf tail").capture().run().unwrap();
+        assert!(out.success(), "{}", out.describe());
+        assert_eq!(out.stdout.len(), 200_000 + 1 + 4);
+        assert_eq!(out.stdout, format!("{}\ntail", "a".repeat(200_000)));
+    }
+
+    #[test]
+    fn a_pty_child_has_a_terminal_and_a_session_and_group_of_its_own() {
+        let script = "test -t 0 && test -t 1 && test -t 2 && echo tty=yes; \
+                      echo pid=$$; echo ids=$(cut -d' ' -f5,6 /proc/$$/stat); echo to-stderr >&2";
+        let out = sh(script).pty().tee().run().unwrap();
+        assert!(out.success(), "{}", out.describe());
+        let text = &out.stdout;
+        assert!(text.contains("tty=yes\n"), "{text:?}");
+        assert!(!text.contains('\r'), "no output processing: {text:?}");
+        assert!(text.contains("to-stderr\n"), "both streams arrive merged: {text:?}");
+        let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).unwrap().to_string();
+        let pid = field("pid=");
+        assert_eq!(field("ids="), format!("{pid} {pid}"), "process group and session are the child's own");
+        assert!(out.leaky.is_empty());
+    }
+
+    #[test]
+    fn a_pty_child_is_stopped_by_its_timeout() {
+        let out = sh("sleep 100").pty().timeout(Duration::from_millis(300)).run().unwrap();
+        assert!(matches!(out.stopped, Some(Stopped::TimedOut(_))), "{}", out.describe());
+    }
+
+    #[test]
+    fn terminal_escapes_are_stripped_for_logs_and_the_error_line() {
+        let out = sh("printf 'starting\\n\\033[1;91mFATA\\033[0m deploy failed\\n'; exit 1").pty().run().unwrap();
+        assert!(!out.success());
+        assert_eq!(out.last_error_line(), Some("FATA deploy failed"));
+    }
 }

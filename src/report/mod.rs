@@ -119,11 +119,40 @@ pub struct Skips {
     pub unintentional: Vec<String>,
 }
 
+/// The lint rung's verdict (verdict-neutral: it never changes the exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LintStatus {
+    /// abra's lint exited 0 (rules of level `warn` may still be listed as failed).
+    Pass,
+    /// abra's lint failed on its rules (a critical rule was not satisfied).
+    Fail,
+    /// Nothing could be said: lint did not run, timed out, or failed before linting.
+    Unver,
+}
+
+impl LintStatus {
+    pub fn rung_status(self) -> Status {
+        match self {
+            LintStatus::Pass => Status::Pass,
+            LintStatus::Fail => Status::Fail,
+            LintStatus::Unver => Status::Unver,
+        }
+    }
+}
+
+/// `results.json` `lint`: `{status, detail, rules_failed}` (e.g. `rules_failed: ["R014"]`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Lint {
-    pub status: &'static str,
+    pub status: LintStatus,
     pub detail: Option<String>,
     pub rules_failed: Vec<String>,
+}
+
+impl Lint {
+    pub fn unver(detail: &str) -> Lint {
+        Lint { status: LintStatus::Unver, detail: Some(detail.to_string()), rules_failed: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

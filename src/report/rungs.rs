@@ -1,13 +1,13 @@
 //! Rungs and the level (§7.8): install → `install`; upgrade → `upgrade`; backup + restore →
-//! `backup_restore`; custom → `functional`; `lint` is `unver`. The level counts rungs in that
-//! order that passed or were intentionally skipped, stopping at the first fail, unver or
-//! unintentional skip. Level and lint never change the verdict.
+//! `backup_restore`; custom → `functional`; `abra recipe lint` → `lint` (level 5). The level
+//! counts rungs in that order that passed or were intentionally skipped, stopping at the first
+//! fail, unver or unintentional skip. Level and lint never change the verdict.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Skips, StageResult, Status};
+use super::{Lint, Skips, StageResult, Status};
 use crate::stage::{Rung, Stage};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -54,18 +54,15 @@ fn backup_restore(backup: RungState, restore: RungState) -> RungState {
     if severity(&backup) >= severity(&restore) { backup } else { restore }
 }
 
-/// Computes the rungs, the level and the skips block from the stage results.
-pub fn rungs_and_level(stages: &[StageResult]) -> (Rungs, u32, Skips) {
+/// Computes the rungs, the level and the skips block from the stage results and the lint.
+pub fn rungs_and_level(stages: &[StageResult], lint: &Lint) -> (Rungs, u32, Skips) {
     let find = |stage: Stage| stages.iter().find(|s| s.stage == stage);
     let ordered = [
         (Rung::Install, state_of(find(Stage::Install))),
         (Rung::Upgrade, state_of(find(Stage::Upgrade))),
         (Rung::BackupRestore, backup_restore(state_of(find(Stage::Backup)), state_of(find(Stage::Restore)))),
         (Rung::Functional, state_of(find(Stage::Custom))),
-        (
-            Rung::Lint,
-            RungState { status: Status::Unver, intentional: false, reason: Some("ccci does not lint yet".into()) },
-        ),
+        (Rung::Lint, RungState { status: lint.status.rung_status(), intentional: false, reason: lint.detail.clone() }),
     ];
     let mut level = 0;
     for (_, r) in &ordered {
@@ -94,18 +91,32 @@ pub fn rungs_and_level(stages: &[StageResult]) -> (Rungs, u32, Skips) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::LintStatus;
+
+    fn lint(status: LintStatus) -> Lint {
+        Lint { status, detail: None, rules_failed: Vec::new() }
+    }
+
+    fn unver() -> Lint {
+        lint(LintStatus::Unver)
+    }
 
     fn st(stage: Stage, status: Status) -> StageResult {
         StageResult::new(stage, status, 1, None)
     }
 
     #[test]
-    fn all_pass_is_level_four() {
+    fn all_pass_is_level_four_and_lint_makes_it_five() {
         let stages: Vec<_> = Stage::ALL.into_iter().map(|s| st(s, Status::Pass)).collect();
-        let (r, level, skips) = rungs_and_level(&stages);
+        let (r, level, skips) = rungs_and_level(&stages, &unver());
         assert_eq!(level, 4);
         assert_eq!(r.lint, Status::Unver);
         assert!(skips.intentional.is_empty() && skips.unintentional.is_empty());
+        let (r, level, _) = rungs_and_level(&stages, &lint(LintStatus::Pass));
+        assert_eq!((r.lint, level), (Status::Pass, 5));
+        let (r, level, skips) = rungs_and_level(&stages, &lint(LintStatus::Fail));
+        assert_eq!((r.lint, level), (Status::Fail, 4));
+        assert!(skips.unintentional.is_empty(), "a failed lint is no skip");
     }
 
     #[test]
@@ -117,7 +128,7 @@ mod tests {
             StageResult::skip(Stage::Restore, true, "not backup-capable"),
             st(Stage::Custom, Status::Pass),
         ];
-        let (r, level, skips) = rungs_and_level(&stages);
+        let (r, level, skips) = rungs_and_level(&stages, &unver());
         assert_eq!((r.upgrade, r.backup_restore, level), (Status::Skip, Status::Skip, 4));
         assert_eq!(skips.intentional["upgrade"], "no earlier release");
         assert_eq!(skips.intentional["backup_restore"], "not backup-capable");
@@ -132,18 +143,18 @@ mod tests {
             StageResult::skip(Stage::Restore, false, "no snapshot id from this run's backup"),
             st(Stage::Custom, Status::Pass),
         ];
-        let (r, level, skips) = rungs_and_level(&stages);
+        let (r, level, skips) = rungs_and_level(&stages, &unver());
         assert_eq!((r.backup_restore, level), (Status::Skip, 2));
         assert_eq!(skips.unintentional, vec!["backup_restore".to_string()]);
         let stages =
             vec![st(Stage::Install, Status::Pass), st(Stage::Backup, Status::Fail), st(Stage::Restore, Status::Pass)];
-        assert_eq!(rungs_and_level(&stages).0.backup_restore, Status::Fail);
+        assert_eq!(rungs_and_level(&stages, &unver()).0.backup_restore, Status::Fail);
     }
 
     #[test]
     fn unrequested_stops_the_climb() {
         let stages = vec![st(Stage::Install, Status::Pass), st(Stage::Custom, Status::Pass)];
-        let (r, level, _) = rungs_and_level(&stages);
+        let (r, level, _) = rungs_and_level(&stages, &unver());
         assert_eq!((r.upgrade, r.functional, level), (Status::Unver, Status::Pass, 1));
     }
 
@@ -153,6 +164,6 @@ mod tests {
             .into_iter()
             .map(|s| st(s, if s == Stage::Install { Status::Fail } else { Status::Pass }))
             .collect();
-        assert_eq!(rungs_and_level(&stages).1, 0);
+        assert_eq!(rungs_and_level(&stages, &unver()).1, 0);
     }
 }

@@ -29,6 +29,14 @@ pub fn summary_table(r: &Results) -> String {
             ));
         }
     }
+    out.push_str(&format!(
+        "  {:<10} {:<6} {:>9}  {}{}\n",
+        "lint",
+        r.lint.status.rung_status().as_str(),
+        "",
+        r.lint.detail.as_deref().unwrap_or(""),
+        if r.lint.rules_failed.is_empty() { String::new() } else { format!(" ({})", r.lint.rules_failed.join(", ")) }
+    ));
     let residue =
         if r.teardown.residue.is_empty() { String::new() } else { format!(" ({})", r.teardown.residue.join(", ")) };
     out.push_str(&format!(

@@ -72,6 +72,12 @@ impl World {
             root,
         };
         fs::create_dir_all(w.abra_home.join("servers/default")).unwrap();
+        // The preflight wants a catalogue clone in the abra home, as a real host has one.
+        let st = Command::new(repo_root().join("fixtures/make-catalogue.sh"))
+            .arg(w.abra_home.join("catalogue"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "make-catalogue.sh failed");
         for d in [&w.tests_dir, &w.recipes, &w.bin, &w.secrets] {
             fs::create_dir_all(d).unwrap();
         }
@@ -111,6 +117,20 @@ impl World {
                 Command::new(repo_root().join("fixtures/recipes/make-repo.sh")).arg(name).arg(&dest).status().unwrap();
             assert!(st.success(), "make-repo.sh {name} failed");
         }
+        dest
+    }
+
+    /// The fixture recipe `from` built under another recipe name (`TYPE=<name>` in every
+    /// commit's `.env.sample`: abra deploys the recipe `TYPE` names).
+    pub fn recipe_as(&self, from: &str, name: &str) -> PathBuf {
+        let dest = self.recipes.join(name);
+        let st = Command::new(repo_root().join("fixtures/recipes/make-repo.sh"))
+            .arg(from)
+            .arg(&dest)
+            .arg(name)
+            .status()
+            .unwrap();
+        assert!(st.success(), "make-repo.sh {from} as {name} failed");
         dest
     }
 
@@ -260,27 +280,23 @@ impl Drop for World {
     }
 }
 
-/// `kind:name` of every docker object whose stack namespace ends with `suffix_ns`.
+/// `kind:name` of every docker object whose stack namespace ends with `suffix_ns`, and of
+/// every unlabelled secret or config named `<stack>_…` of such a stack (abra's secrets carry
+/// no stack label).
 pub fn docker_objects_matching(suffix_ns: &str) -> Vec<String> {
     let mut out = Vec::new();
     let label = "{{.Label \"com.docker.stack.namespace\"}}";
     for kind in ["volume", "secret", "config", "network"] {
-        let o = Command::new("docker")
-            .args([
-                kind,
-                "ls",
-                "--filter",
-                "label=com.docker.stack.namespace",
-                "--format",
-                &format!("{{{{.Name}}}} {label}"),
-            ])
-            .output();
+        let o = Command::new("docker").args([kind, "ls", "--format", &format!("{{{{.Name}}}} {label}")]).output();
         if let Ok(o) = o {
             for line in String::from_utf8_lossy(&o.stdout).lines() {
                 let mut f = line.split_whitespace();
-                if let (Some(name), Some(ns)) = (f.next(), f.next())
-                    && ns.ends_with(suffix_ns)
-                {
+                let (Some(name), ns) = (f.next(), f.next()) else { continue };
+                let ours = match ns {
+                    Some(ns) => ns.ends_with(suffix_ns),
+                    None => name.contains(&format!("_{suffix_ns}_")),
+                };
+                if ours {
                     out.push(format!("{kind}:{name}"));
                 }
             }
@@ -413,6 +429,16 @@ pub fn swarm_slot() -> File {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Both swarm slots, for a test that deploys two apps at once. Takers of two slots queue on a
+/// lock of their own first: two of them each holding one slot and waiting for the other (two
+/// suites running side by side) would wait forever.
+pub fn swarm_slots_both() -> [File; 3] {
+    let pair =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open("/tmp/ccci-test-swarm-slot-pair").unwrap();
+    pair.lock().unwrap();
+    [pair, swarm_slot(), swarm_slot()]
 }
 
 /// Fails with a clear message when dockerd is unreachable, unless `CCCI_SKIP_SWARM_TESTS=1`
