@@ -204,6 +204,11 @@ pub fn read_to_string(root: &Path, rel: &Path) -> Result<String, UntrustedError>
 
 /// [`read`] with its own cap.
 pub fn read_capped(root: &Path, rel: &Path, cap: u64) -> Result<Vec<u8>, UntrustedError> {
+    read_with_mode(root, rel, cap).map(|(bytes, _)| bytes)
+}
+
+/// [`read_capped`], with the file's permission bits (a hook or test must be executable).
+pub fn read_with_mode(root: &Path, rel: &Path, cap: u64) -> Result<(Vec<u8>, u32), UntrustedError> {
     let (dir, last, shown) = open_parent(root, rel)?;
     // Look first, open second: a FIFO, socket or device is refused without ever being opened.
     let st = match fstatat(&dir, last, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -229,7 +234,59 @@ pub fn read_capped(root: &Path, rel: &Path, cap: u64) -> Result<Vec<u8>, Untrust
     if buf.len() as u64 > cap {
         return Err(UntrustedError::TooLarge { path: shown, size: buf.len() as u64, cap });
     }
-    Ok(buf)
+    Ok((buf, st.st_mode & 0o7777))
+}
+
+/// The entries of the directory `rel` below `root` (`.` for the root itself) and what each is,
+/// sorted by name; nothing is followed, opened or read. Names that are not UTF-8 are left out
+/// (no honoured file has one).
+pub fn list(root: &Path, rel: &Path) -> Result<Vec<(String, FileKind)>, UntrustedError> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let (fd, shown) = if rel == Path::new(".") {
+        let fd = nix::fcntl::open(root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| match e {
+                Errno::ENOENT => UntrustedError::NotFound { path: root.to_path_buf() },
+                e => UntrustedError::io(root, e),
+            })?;
+        (fd, root.to_path_buf())
+    } else {
+        let (dir, last, shown) = open_parent(root, rel)?;
+        let fd = match openat(&dir, last, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Err(UntrustedError::NotFound { path: shown }),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                let kind = fstatat(&dir, last, AtFlags::AT_SYMLINK_NOFOLLOW).map(|st| FileKind::of_stat(&st));
+                return Err(match kind {
+                    Ok(FileKind::Symlink) => UntrustedError::Symlink { path: shown },
+                    Ok(kind) => UntrustedError::NotDirectory { path: shown, kind },
+                    Err(e) => UntrustedError::io(&shown, e),
+                });
+            }
+            Err(e) => return Err(UntrustedError::io(&shown, e)),
+        };
+        (fd, shown)
+    };
+    let mut d = nix::dir::Dir::from_fd(fd).map_err(|e| UntrustedError::io(&shown, e))?;
+    let mut out = Vec::new();
+    let dirfd = std::os::fd::AsRawFd::as_raw_fd(&d);
+    for entry in d.iter() {
+        let entry = entry.map_err(|e| UntrustedError::io(&shown, e))?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        let Ok(name) = name.to_str() else { continue };
+        // SAFETY: `dirfd` stays open for the whole loop (`d` owns it).
+        let at = unsafe { std::os::fd::BorrowedFd::borrow_raw(dirfd) };
+        let kind = match fstatat(at, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => FileKind::of_stat(&st),
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(UntrustedError::io(&shown.join(name), e)),
+        };
+        out.push((name.to_string(), kind));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 fn check_regular(st: &FileStat, path: &Path, cap: u64) -> Result<(), UntrustedError> {

@@ -283,6 +283,7 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
         rungs,
         skips,
         lint,
+        policy: st.policy.clone(),
         screenshot: None,
         summary_card: None,
         flags: Flags { clean_teardown: st.teardown.result == "clean", no_secret_leak: true },

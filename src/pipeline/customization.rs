@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::config::CcciYml;
+use crate::untrusted::{self, FileKind, UntrustedError};
 
 pub const HOOKS: [&str; 6] =
     ["pre_upgrade", "post_upgrade", "pre_backup", "verify_backup", "pre_restore", "post_restore"];
@@ -28,6 +29,9 @@ pub enum CustomizationError {
     NotExecutable { path: PathBuf, what: &'static str },
     #[error("cannot snapshot {path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
+    /// A customisation file that is a link, a FIFO, too large…: never followed or read.
+    #[error("customisation: {0}")]
+    Untrusted(UntrustedError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,39 +100,42 @@ pub fn approved(tests_dir: Option<&Path>, recipe: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Honoured files found in one source dir, as relative paths.
-fn honoured(src: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for f in FILES {
-        if src.join(f).is_file() {
-            out.push(f.to_string());
-        }
+/// A test or hook may be any program; the cap only guards ccci's memory against a hostile tree.
+const MAX_CUSTOM_FILE: u64 = 16 * 1024 * 1024;
+
+/// Honoured files found in one source (`root`/`rel`: the trusted `<tests dir>/<recipe>`, or an
+/// approved recipe's `tests/`), as paths relative to it. Only regular files count; nothing is
+/// followed: a link to `/root/.docker/config.json` in a PR's `tests/` is not a `ccci.yml`.
+fn honoured(root: &Path, rel: &Path) -> Result<Vec<String>, CustomizationError> {
+    let list = |sub: &Path| match untrusted::list(root, sub) {
+        Ok(entries) => Ok(entries),
+        Err(UntrustedError::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(CustomizationError::Untrusted(e)),
+    };
+    let regular =
+        |entries: &[(String, FileKind)], name: &str| entries.iter().any(|(n, k)| n == name && *k == FileKind::Regular);
+    let top = list(rel)?;
+    let mut out: Vec<String> = FILES.iter().filter(|f| regular(&top, f)).map(|f| f.to_string()).collect();
+    if top.iter().any(|(n, k)| n == "hooks" && *k == FileKind::Directory) {
+        let hooks = list(&rel.join("hooks"))?;
+        out.extend(HOOKS.iter().filter(|h| regular(&hooks, h)).map(|h| format!("hooks/{h}")));
     }
-    for h in HOOKS {
-        if src.join("hooks").join(h).is_file() {
-            out.push(format!("hooks/{h}"));
-        }
-    }
-    if let Ok(rd) = std::fs::read_dir(src) {
-        let mut tests: Vec<String> = rd
-            .flatten()
-            .filter(|e| e.path().is_file())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.starts_with("test_"))
-            .collect();
-        tests.sort();
-        out.extend(tests);
-    }
-    out
+    out.extend(top.iter().filter(|(n, k)| n.starts_with("test_") && *k == FileKind::Regular).map(|(n, _)| n.clone()));
+    Ok(out)
 }
 
-fn copy_into(src: &Path, rel: &str, dest: &Path) -> Result<(), CustomizationError> {
-    let from = src.join(rel);
-    let to = dest.join(rel);
+/// Copies one honoured file into the snapshot (ccci's own dir), keeping its mode; the source is
+/// read through [`untrusted`] (no link, no FIFO, capped).
+fn copy_into(root: &Path, rel: &Path, file: &str, dest: &Path) -> Result<(), CustomizationError> {
+    let (bytes, mode) =
+        untrusted::read_with_mode(root, &rel.join(file), MAX_CUSTOM_FILE).map_err(CustomizationError::Untrusted)?;
+    let to = dest.join(file);
     if let Some(p) = to.parent() {
         std::fs::create_dir_all(p).map_err(|err| CustomizationError::Io { path: p.to_path_buf(), err })?;
     }
-    std::fs::copy(&from, &to).map_err(|err| CustomizationError::Io { path: from.clone(), err })?;
+    std::fs::write(&to, bytes).map_err(|err| CustomizationError::Io { path: to.clone(), err })?;
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode & 0o755))
+        .map_err(|err| CustomizationError::Io { path: to.clone(), err })?;
     Ok(())
 }
 
@@ -143,13 +150,17 @@ pub struct SnapshotRequest<'a> {
 pub fn snapshot(req: &SnapshotRequest<'_>) -> Result<Customization, CustomizationError> {
     std::fs::create_dir_all(req.dest).map_err(|err| CustomizationError::Io { path: req.dest.to_path_buf(), err })?;
     let mut files = BTreeMap::new();
-    let local_src = req.recipe_tree.join("tests");
-    let recipe_local = if !local_src.is_dir() {
+    let local = Path::new("tests");
+    let has_local = untrusted::list(req.recipe_tree, Path::new("."))
+        .map_err(CustomizationError::Untrusted)?
+        .iter()
+        .any(|(n, _)| n == "tests");
+    let recipe_local = if !has_local {
         "absent"
     } else if approved(req.tests_dir, req.recipe) {
-        for rel in honoured(&local_src) {
-            copy_into(&local_src, &rel, req.dest)?;
-            files.insert(rel, Origin::RecipeLocal);
+        for file in honoured(req.recipe_tree, local)? {
+            copy_into(req.recipe_tree, local, &file, req.dest)?;
+            files.insert(file, Origin::RecipeLocal);
         }
         "approved"
     } else {
@@ -163,13 +174,11 @@ pub fn snapshot(req: &SnapshotRequest<'_>) -> Result<Customization, Customizatio
         "not approved"
     };
     if let Some(dir) = req.tests_dir {
-        let trusted_src = dir.join(req.recipe);
-        if trusted_src.is_dir() {
-            // Precedence is by whole file: a trusted file replaces a recipe-local one.
-            for rel in honoured(&trusted_src) {
-                copy_into(&trusted_src, &rel, req.dest)?;
-                files.insert(rel, Origin::Trusted);
-            }
+        // Precedence is by whole file: a trusted file replaces a recipe-local one.
+        let own = Path::new(req.recipe);
+        for file in honoured(dir, own)? {
+            copy_into(dir, own, &file, req.dest)?;
+            files.insert(file, Origin::Trusted);
         }
     }
     for (rel, _) in files.iter().filter(|(r, _)| r.starts_with("test_") || r.starts_with("hooks/")) {
@@ -185,7 +194,18 @@ pub fn snapshot(req: &SnapshotRequest<'_>) -> Result<Customization, Customizatio
             Some(y) => y.clone(),
             None => CcciYml::load(&req.dest.join("ccci.yml")).map_err(CustomizationError::TrustedYml)?,
         },
-        Some(Origin::RecipeLocal) => CcciYml::load(&req.dest.join("ccci.yml")).map_err(CustomizationError::LocalYml)?,
+        Some(Origin::RecipeLocal) => {
+            let y = CcciYml::load(&req.dest.join("ccci.yml")).map_err(CustomizationError::LocalYml)?;
+            // The gate's allow-list is the operator's alone: a PR that could loosen the gate
+            // would not be gated.
+            if y.policy.is_some() {
+                return Err(CustomizationError::LocalYml(
+                    "policy: is honoured only in the trusted ccci.yml (<CCCI_TESTS_DIR>/<recipe>/ccci.yml), never in a recipe's own"
+                        .into(),
+                ));
+            }
+            y
+        }
         None => CcciYml::default(),
     };
     Ok(Customization { dir: req.dest.to_path_buf(), files, yml, recipe_local })

@@ -60,9 +60,23 @@ pub struct RunState {
     pub version: Option<String>,
     /// The lint rung, when lint ran.
     pub lint: Option<crate::report::Lint>,
+    /// What the policy gate checked and refused (results.json `policy`).
+    pub policy: crate::report::PolicyOut,
 }
 
 impl RunState {
+    /// A refusal before any stage ran (the policy gate, the tree check): the first requested
+    /// stage fails with the reason, the rest are `unver`.
+    fn fail_first(&mut self, requested: &[Stage], reason: &str) {
+        if let Some(first) = requested.first() {
+            self.results
+                .entry(*first)
+                .or_insert_with(|| StageResult::new(*first, crate::report::Status::Fail, 0, Some(reason.to_string())));
+        }
+        self.failed = Some(reason.to_string());
+        self.rest(requested, crate::report::Status::Unver, reason);
+    }
+
     /// Marks every requested stage without a result yet.
     fn rest(&mut self, requested: &[Stage], status: crate::report::Status, reason: &str) {
         for s in requested {
@@ -130,6 +144,14 @@ pub fn run(ctx: &Ctx) -> RunState {
         crate::clock::human(t0.elapsed())
     );
     st.fetched = Some(fetched.clone());
+
+    // The PR's tree, before ccci reads anything of it (the customisation snapshot reads its
+    // tests/, the gate its compose files): no link may leave it or name a FIFO or a device.
+    if let Err(e) = crate::policy::check_tree(&ctx.git, &fetched.dir) {
+        tracing::error!("{e}");
+        st.fail_first(&requested, &e.to_string());
+        return st;
+    }
 
     let custom = match customization::snapshot(&SnapshotRequest {
         tests_dir: ctx.cfg.host.tests_dir.as_deref(),
@@ -204,6 +226,7 @@ pub fn run(ctx: &Ctx) -> RunState {
         backup: None,
         backup_capable: None,
         base_error: None,
+        rendered: None,
     };
     running.run_stages(&requested);
     let mut st = running.finish_stages(&requested);
@@ -258,6 +281,8 @@ pub(crate) struct Running<'a> {
     backup: Option<Option<String>>,
     backup_capable: Option<bool>,
     base_error: Option<String>,
+    /// The configuration the last gated deploy rendered (for backup capability).
+    rendered: Option<String>,
 }
 
 impl Running<'_> {

@@ -232,7 +232,7 @@ impl Rule {
                 "a bind mount of a host path outside the recipe tree (the container would read or write the CI host)"
             }
             Rule::WritableTreeBind => {
-                "a writable bind mount of the recipe tree: the running container could change files or plant links that the next deploy reads after ccci checked them; mount it read-only (`:ro`)"
+                "a writable bind mount of the recipe tree that another bind of the tree lies inside (or that lies inside another writable one): the container could replace that inner path with a link to a host path, which dockerd follows when it mounts it again (a restart); mount the outer one read-only (`:ro`) or bind disjoint paths"
             }
             Rule::MountType => "a mount type other than bind, volume, tmpfs or npipe",
             Rule::VolumeDriver => "a volume driver other than `local` (a plugin mounts what it likes on the host)",
@@ -616,6 +616,8 @@ struct Checker<'a> {
     allow: &'a AllowList,
     tree: String,
     out: Vec<Violation>,
+    /// Binds of paths inside the tree: `(service, normalised path, read-only, as written)`.
+    tree_binds: Vec<(String, String, bool, String)>,
 }
 
 impl Checker<'_> {
@@ -652,12 +654,32 @@ impl Checker<'_> {
         if always_denied(&path) || source.starts_with('~') {
             self.push(service, "volumes", shown, Rule::DeniedHostPath, detail);
         } else if self.inside_tree(&path) {
-            if !read_only {
-                self.push(service, "volumes", shown, Rule::WritableTreeBind, None);
-            }
+            // Judged once every bind is known (`tree_binds`): a writable bind of the tree is
+            // fine alone, dangerous with another bind inside it.
+            self.tree_binds.push((service.to_string(), path, read_only, shown));
         } else if !self.allow.binds.iter().any(|b| b.len() > 1 && b.ends_with('/') && path.starts_with(b.as_str())) {
             let d = detail.unwrap_or_else(|| format!("{path} is outside the recipe tree {}", self.tree));
             self.push(service, "volumes", shown, Rule::BindOutsideTree, Some(d));
+        }
+    }
+
+    /// A writable bind of the tree lets its container change the tree under it. What it writes
+    /// there is its own business — except a path another bind of the tree mounts: the container
+    /// can swap that path for a link to `/`, and dockerd follows it when it mounts the inner one
+    /// again (a restart, another service's task). Compose files and the upgrade's tree are not
+    /// at risk: the head is deployed from a fresh copy of the tree, re-checked.
+    fn nested_tree_binds(&mut self) {
+        let binds = std::mem::take(&mut self.tree_binds);
+        for (service, path, ro, shown) in &binds {
+            if *ro {
+                continue;
+            }
+            let inner = binds.iter().find(|(_, p, _, _)| p != path && under(p, path));
+            let outer = binds.iter().find(|(_, p, r, _)| !*r && p != path && under(path, p));
+            if let Some((s, _, _, other)) = inner.or(outer) {
+                let detail = format!("{other} (service {s}) is inside or around this writable bind");
+                self.push(service, "volumes", shown.clone(), Rule::WritableTreeBind, Some(detail));
+            }
         }
     }
 
@@ -1266,7 +1288,7 @@ pub fn check(
         return Err(GateError::Parse(format!("it has the unknown top-level key {k:?}")));
     }
     let tree = normalize(&ctx.tree.to_string_lossy(), "/");
-    let mut c = Checker { ctx, allow, tree, out: Vec::new() };
+    let mut c = Checker { ctx, allow, tree, out: Vec::new(), tree_binds: Vec::new() };
     let users = Users::of_doc(&doc);
     let externals: BTreeSet<String> = doc
         .networks
@@ -1283,6 +1305,7 @@ pub fn check(
     c.files("configs", &doc.configs, &users);
     c.traefik(&doc);
     c.env(env);
+    c.nested_tree_binds();
     Ok(Report { services: doc.services().count(), violations: c.out })
 }
 
@@ -1419,6 +1442,10 @@ configs:
             "services:\n  web:\n    image: nginx\n    volumes:\n      - type: bind\n        source: {tree}/nginx.conf\n        target: /etc/nginx/nginx.conf\n        read_only: true\n      - type: bind\n        source: {tree}/conf.d\n        target: /etc/nginx/conf.d\n        read_only: true\n",
         ),
         (
+            "relative writable binds inside the tree, disjoint",
+            "services:\n  app:\n    image: x\n    volumes:\n      - type: bind\n        source: {tree}/data\n        target: /data\n      - type: bind\n        source: {tree}/uploads\n        target: /uploads\n  worker:\n    image: x\n    volumes:\n      - type: bind\n        source: {tree}/data\n        target: /data\n",
+        ),
+        (
             "configs from files in the tree, a golang template",
             "services:\n  app:\n    image: x\n    configs:\n      - source: entrypoint\n        target: /docker-entrypoint.sh\n        mode: 365\nconfigs:\n  entrypoint:\n    name: {stack}_entrypoint_v2\n    file: {tree}/entrypoint.sh.tmpl\n    template_driver: golang\n  nested:\n    name: {stack}_tune_v1\n    file: {tree}/postgres/postgres.conf.tmpl\n",
         ),
@@ -1507,8 +1534,16 @@ configs:
             ("../.. out of the tree", bind("{tree}/../../other-run", true), vec![BindOutsideTree]),
             ("a sibling with the tree's name as prefix", bind("{tree}-evil/x", true), vec![BindOutsideTree]),
             ("a home directory", bind("/home/alice", true), vec![BindOutsideTree]),
-            ("a writable bind of the tree", bind("{tree}/data", false), vec![WritableTreeBind]),
-            ("the tree itself, writable", bind("{tree}", false), vec![WritableTreeBind]),
+            (
+                "a writable bind of the tree with another bind inside it",
+                svc("    volumes:\n      - ./data:/data\n      - ./data/sub:/sub:ro\n"),
+                vec![WritableTreeBind],
+            ),
+            (
+                "the tree itself writable, and a bind inside it",
+                svc("    volumes:\n      - .:/src\n      - ./conf:/conf:ro\n"),
+                vec![WritableTreeBind],
+            ),
             (
                 "short syntax from the home dir",
                 svc("    volumes:\n      - ~/.ssh:/root/.ssh:ro\n"),

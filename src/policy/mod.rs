@@ -76,6 +76,8 @@ pub struct Checked {
     pub compose_files: Vec<String>,
     /// The interpolation environment the render used (the app's `.env`, then abra.sh's exports).
     pub env: BTreeMap<String, String>,
+    /// What docker's loader rendered: the configuration that is (or would have been) deployed.
+    pub rendered: String,
 }
 
 /// Reads a dotenv file of a tree ccci does not trust (`.env.sample`, the app's `.env`): no link,
@@ -118,5 +120,5 @@ pub fn check_deploy(
     let rendered = render::render(docker, &ctx.tree, &files, &pairs, timeout)?;
     let mut report = gate::check(&rendered, &env, ctx, allow)?;
     report.violations.extend(gate::check_assignments(app_env));
-    Ok(Checked { report, compose_files: files, env })
+    Ok(Checked { report, compose_files: files, env, rendered })
 }

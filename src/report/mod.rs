@@ -161,6 +161,14 @@ pub struct Flags {
     pub no_secret_leak: bool,
 }
 
+/// What the policy gate checked and refused in a run (results.json `policy`): `checked` counts
+/// the deploys it judged (the base, the head of an upgrade), `violations` are the refusals.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PolicyOut {
+    pub checked: u32,
+    pub violations: Vec<crate::policy::Violation>,
+}
+
 /// `results.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
@@ -180,6 +188,8 @@ pub struct Results {
     pub rungs: Rungs,
     pub skips: Skips,
     pub lint: Lint,
+    /// What the policy gate checked and refused.
+    pub policy: PolicyOut,
     pub screenshot: Option<String>,
     pub summary_card: Option<String>,
     pub flags: Flags,
