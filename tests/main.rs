@@ -10,6 +10,7 @@ mod janitor_swarm;
 mod layering;
 mod ops;
 mod policy;
+mod report;
 mod run_dir;
 mod stages;
 mod swarm;

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::adapters::git::Git;
 use crate::cli::{Cli, PolicyArgs};
 use crate::config::{self, CcciYml, Host, input};
 use crate::dotenv::Assignment;
-use crate::adapters::git::Git;
 use crate::policy::tree::SpecialFile;
 use crate::policy::{self, AllowList, Context, LinkViolation, PolicyError, TreeError, Violation};
 use crate::process::{self, env as child_env};

@@ -13,9 +13,9 @@ use crate::lock::{self, fs_check};
 use crate::mask::{self, Masker};
 use crate::pipeline::{self, Ctx, RunState};
 use crate::process::{self, env as child_env, group};
-use crate::report::{self, Flags, Lint, Provenance, Results};
+use crate::report::{self, Provenance, Results};
 use crate::workspace::{Workspace, WorkspaceError};
-use crate::{clock, env_vars as ev, lifetime, logging, names};
+use crate::{env_vars as ev, lifetime, logging, names};
 use std::os::unix::fs::DirBuilderExt;
 
 pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
@@ -188,41 +188,8 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
         failed,
         teardown_unclean: st.teardown.unclean(),
     };
-    let (outcome, code) = exit::verdict(facts);
-    let (rungs, level, skips) = report::rungs_and_level(&stages);
-    let head = st.fetched.as_ref().map(|f| f.head.clone()).unwrap_or_default();
-    let mut results = Results {
-        schema: 2,
-        recipe: cfg.recipe.clone(),
-        version: st.version.clone().unwrap_or_else(|| head.chars().take(8).collect()),
-        pr: cfg.pr.clone(),
-        git_ref: cfg.git_ref.clone().unwrap_or_default(),
-        run_id: cfg.run_id.clone(),
-        finished: clock::rfc3339(SystemTime::now()),
-        mode: if cfg.quick { "quick" } else { "cold" },
-        stages,
-        level,
-        rungs,
-        skips,
-        lint: Lint { status: "unver", detail: None, rules_failed: Vec::new() },
-        screenshot: None,
-        summary_card: None,
-        flags: Flags { clean_teardown: st.teardown.result == "clean", no_secret_leak: true },
-        customization: if st.customization.is_null() { serde_json::json!({}) } else { st.customization.clone() },
-        domain: cfg.domain.clone(),
-        src: cfg.src.as_ref().map(|s| s.clone_location(&cfg.host.git_base)).unwrap_or_default(),
-        head,
-        base: st.base.clone().unwrap_or_default(),
-        started: clock::rfc3339(started),
-        duration_ms: t0.elapsed().as_millis() as u64,
-        self_cpu_ms: 0,
-        provenance,
-        teardown: st.teardown.clone(),
-        outcome: outcome.as_str(),
-        exit_code: code,
-        stderr_dropped_lines: logging::dropped_lines(),
-    };
-    results.self_cpu_ms = report::self_cpu_ms();
+    let mut results = Results::from_run(cfg, &st, facts, started, t0.elapsed(), provenance);
+    let (outcome, code) = (results.outcome, results.exit_code);
     for line in report::summary_table(&results).lines() {
         tracing::info!("{line}");
     }
