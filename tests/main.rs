@@ -9,6 +9,7 @@ mod input;
 mod janitor_swarm;
 mod layering;
 mod ops;
+mod output;
 mod policy;
 mod report;
 mod run_dir;

@@ -3,5 +3,6 @@
 pub mod exec_step;
 pub mod janitor;
 pub mod locks;
+pub mod output;
 pub mod policy;
 pub mod run;

@@ -6,6 +6,7 @@ use crate::adapters::git::Git;
 use crate::adapters::{Abra, Docker};
 use crate::app::App;
 use crate::cli::{Cli, RunArgs, VERSION};
+use crate::commands::output;
 use crate::config::{self, ConfigError};
 use crate::exit::{self, Facts};
 use crate::janitor;
@@ -197,7 +198,7 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
     ctx.ws.finish();
     if cfg.json {
         let text = serde_json::to_string_pretty(&results).unwrap_or_default();
-        println!("{}", mask::mask(&text));
+        output::stdout(&mask::mask(&text));
     }
     tracing::info!("exit {code} ({})", outcome.as_str());
     logging::flush(std::time::Duration::from_millis(300));
