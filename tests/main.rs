@@ -7,6 +7,7 @@ mod engine;
 mod fetch;
 mod input;
 mod janitor_swarm;
+mod junit;
 mod layering;
 mod ops;
 mod output;

@@ -6,7 +6,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use ccci::report::Results;
+use ccci::exit::Outcome;
+use ccci::report::{Evidence, Results, StageResult, Status, TeardownResult, TestResult};
+use ccci::stage::Stage;
 
 use crate::common::*;
 
@@ -90,4 +92,98 @@ fn a_failed_runs_results_json_validates_and_reads_into_the_types() {
     assert_ne!(r.outcome, ccci::exit::Outcome::Pass);
     assert!(r.reason.as_deref().is_some_and(|s| s.contains("no-such-ref")), "{:?}", r.reason);
     assert!(r.finished.ends_with('Z') && r.started.ends_with('Z'), "{} {}", r.started, r.finished);
+    // The reports beside it say the same verdict.
+    let dir = w.run_dir(&run_id);
+    assert_eq!(
+        (r.reports.summary.as_deref(), r.reports.badge.as_deref(), r.reports.junit.as_deref()),
+        (Some("summary.md"), Some("badge.svg"), Some("junit.xml"))
+    );
+    let md = fs::read_to_string(dir.join("summary.md")).unwrap();
+    let verdict = r.outcome.as_str();
+    assert!(md.starts_with("## ") && md.lines().next().unwrap().contains(&format!("hello: {verdict} · L0")), "{md}");
+    assert!(md.contains("no-such-ref") && md.contains("- Reproduce: `RECIPE=hello REF=no-such-ref SRC="), "{md}");
+    assert!(md.contains("| install | ➖ unver | 0ms | not run (see above) |"), "the cause is said once: {md}");
+    let svg = fs::read_to_string(dir.join("badge.svg")).unwrap();
+    assert!(svg.contains(&format!(">L0 {verdict}</text>")), "{svg}");
+}
+
+/// On the real swarm: a passing run's results.json, summary.md, badge.svg and junit.xml all
+/// say `pass`, and each is valid.
+#[test]
+fn a_passing_runs_reports_all_say_pass() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let w = World::new();
+    w.recipe("hello");
+    w.own_port("hello");
+    w.trusted("hello", "test_ok", "#!/bin/sh\necho checked\n", true);
+    let run_id = format!("rp{}", unique());
+    let mut c = w.ccci();
+    c.env("CCCI_RUN_ID", &run_id).env("DRONE_BUILD_LINK", "https://drone.example.org/o/r/7");
+    c.args(["run", "--recipe", "hello", "--stages", "install,custom"]);
+    let o = output_within(c, Duration::from_secs(400));
+    assert_eq!(code(&o), 0, "{}", stderr_of(&o));
+    let dir = w.run_dir(&run_id);
+    let r = checked_results(&dir.join("results.json"));
+    assert_eq!((r.outcome, r.exit_code, r.level, r.reason.as_deref()), (ccci::exit::Outcome::Pass, 0, 1, None));
+    assert_eq!(r.build_link.as_deref(), Some("https://drone.example.org/o/r/7"));
+    let md = fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.starts_with("## ✅ hello") && md.contains(": pass · L1"), "{md}");
+    assert!(
+        md.contains("| ↳ `test_ok` | ✅ pass |") && md.contains("- Build: <https://drone.example.org/o/r/7>"),
+        "{md}"
+    );
+    assert!(md.contains("STAGES=install,custom ccci run"), "{md}");
+    assert!(fs::read_to_string(dir.join("badge.svg")).unwrap().contains(">L1 pass</text>"));
+    let xml = fs::read_to_string(dir.join("junit.xml")).unwrap();
+    crate::junit::assert_valid_junit(&xml, "real-pass");
+    assert!(!xml.contains("<failure") && !xml.contains("<error") && xml.contains("name=\"test_ok\""), "{xml}");
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
+
+/// The sample in docs/results.md is what ccci writes for that run.
+#[test]
+fn the_summary_sample_in_the_docs_is_what_ccci_writes() {
+    let mut r = Results::blank("hello", "279");
+    r.set_stages(vec![
+        StageResult::new(Stage::Install, Status::Pass, 30_000, None),
+        StageResult::skip(Stage::Upgrade, true, "no earlier release"),
+        StageResult::skip(Stage::Backup, true, "not backup-capable"),
+        StageResult::skip(Stage::Restore, true, "not backup-capable"),
+        StageResult {
+            tests: vec![
+                TestResult { name: "test_a_passes".into(), status: Status::Pass, ms: 11, reason: None },
+                TestResult {
+                    name: "test_b_fails".into(),
+                    status: Status::Fail,
+                    ms: 20,
+                    reason: Some("`./test_b_fails` exited 3: expected 200, got 500".into()),
+                },
+            ],
+            ..StageResult::new(Stage::Custom, Status::Fail, 40, Some("failed: test_b_fails".into()))
+        },
+    ]);
+    (r.version, r.pr, r.git_ref, r.head) = ("1.2.0+1".into(), "42".into(), "feat/x".into(), "0123456789abcdef".into());
+    r.src = "https://git.coopcloud.tech/coop-cloud/hello.git".into();
+    (r.outcome, r.exit_code, r.duration_ms) = (Outcome::Fail, 1, 95_000);
+    r.reason = Some("custom failed: failed: test_b_fails".into());
+    r.build_link = Some("https://drone.example.org/coop-cloud/hello/279".into());
+    (r.teardown.result, r.teardown.ms) = (TeardownResult::Clean, 9_000);
+    let ev = Evidence {
+        tails: [("test_b_fails".to_string(), vec!["GET / -> 500".to_string(), "expected 200, got 500".to_string()])]
+            .into(),
+        diagnostics: vec![(
+            "diagnostics/app.log".into(),
+            vec![
+                "2026-11-30T01:35:20Z app: listening on :80".into(),
+                "2026-11-30T01:35:21Z app: panic: no database".into(),
+            ],
+        )],
+    };
+    let md = ccci::report::summary_md(&r, &ev, Path::new("/var/lib/cc-ci-runs/279"));
+    let doc = fs::read_to_string(repo_root().join("docs/results.md")).unwrap();
+    let sample = doc.split("````markdown\n").nth(1).and_then(|s| s.split("````").next()).unwrap_or_default();
+    assert_eq!(sample, md, "docs/results.md's summary.md sample differs from what ccci writes:\n{md}");
 }

@@ -194,7 +194,7 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
     for line in report::summary_table(&results).lines() {
         tracing::info!("{line}");
     }
-    write_reports(ctx, &mut results);
+    report::write_reports(&ctx.ws.run_dir, cfg.junit.as_deref(), &mut results);
     ctx.ws.finish();
     if cfg.json {
         let text = serde_json::to_string_pretty(&results).unwrap_or_default();
@@ -204,40 +204,6 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
     logging::flush(std::time::Duration::from_millis(300));
     logging::detach_run_log();
     code
-}
-
-/// Writes results.json (atomically) and JUnit, then scans what was written for secrets.
-fn write_reports(ctx: &Ctx, results: &mut Results) {
-    let masker = mask::global();
-    let results_path = ctx.ws.results_path();
-    let junit_path = ctx.cfg.junit.clone();
-    let mut written: Vec<std::path::PathBuf> = vec![ctx.ws.run_log()];
-    let write = |results: &Results| -> Vec<std::path::PathBuf> {
-        let mut paths = Vec::new();
-        let json = mask::mask(&serde_json::to_string_pretty(results).unwrap_or_default());
-        match Workspace::write_atomic(&results_path, json.as_bytes()) {
-            Ok(()) => paths.push(results_path.clone()),
-            Err(e) => tracing::error!("cannot write {}: {e}", results_path.display()),
-        }
-        let xml = mask::mask(&report::junit_xml(results));
-        let run_dir_junit = ctx.ws.run_dir.join("junit.xml");
-        for p in junit_path.iter().chain(std::iter::once(&run_dir_junit)).filter(|_| junit_path.is_some()) {
-            match Workspace::write_atomic(p, xml.as_bytes()) {
-                Ok(()) => paths.push(p.clone()),
-                Err(e) => tracing::error!("cannot write JUnit report {}: {e}", p.display()),
-            }
-        }
-        paths
-    };
-    written.extend(write(results));
-    if !masker.is_empty() {
-        let leak = written.iter().any(|p| std::fs::read_to_string(p).is_ok_and(|t| masker.leaks(&t)));
-        if leak {
-            tracing::error!("secret leak scan: a written report still carries a secret value");
-            results.flags.no_secret_leak = false;
-            write(results);
-        }
-    }
 }
 
 impl From<ConfigError> for u8 {

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Flags, Lint, LintStatus, Mode, Provenance, Results, StageResult, Status, TeardownResult, rungs_and_level};
+use super::{
+    Flags, Lint, LintStatus, Mode, Provenance, Reports, Results, StageResult, Status, TeardownResult, rungs_and_level,
+};
 use crate::config;
 use crate::exit::{self, Cause, Facts, Outcome};
 use crate::pipeline::RunState;
@@ -55,6 +57,9 @@ impl Results {
             exit_code,
             reason,
             stderr_dropped_lines: logging::dropped_lines(),
+            build_link: cfg.build_link.clone(),
+            diagnostics: Vec::new(),
+            reports: Reports::default(),
         }
     }
 }

@@ -6,10 +6,14 @@
 //! is generated from them ([`json_schema`]).
 
 mod assemble;
+mod badge;
+mod evidence;
 mod junit;
+mod markdown;
 mod rungs;
 mod schema;
 mod summary;
+mod write;
 
 use std::collections::BTreeMap;
 
@@ -19,10 +23,14 @@ use serde_json::Value;
 
 use crate::exit::Outcome;
 use crate::stage::Stage;
+pub use badge::{badge_svg, badge_text};
+pub use evidence::Evidence;
 pub use junit::junit_xml;
+pub use markdown::{reproduce_command, summary_md};
 pub use rungs::{Rungs, rungs_and_level};
 pub use schema::json_schema;
 pub use summary::summary_table;
+pub use write::write_reports;
 
 /// A stage's, a test's or a rung's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -269,6 +277,28 @@ pub struct Results {
     pub reason: Option<String>,
     /// Lines dropped from stderr because its reader stalled (run.log has them).
     pub stderr_dropped_lines: u64,
+    /// The build that ran this (`DRONE_BUILD_LINK`), null when unknown.
+    #[serde(default)]
+    pub build_link: Option<String>,
+    /// Files the run saved under `diagnostics/` before teardown (service tasks, logs, health),
+    /// relative to the run dir; empty when nothing was saved.
+    #[serde(default)]
+    pub diagnostics: Vec<String>,
+    /// The report files written next to `results.json`, relative to the run dir.
+    #[serde(default)]
+    pub reports: Reports,
+}
+
+/// The report files of a run, relative to its run dir; null when not written.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Reports {
+    /// `summary.md`: the verdict, rungs, stages, failing reason, diagnostics excerpt and links,
+    /// for a PR comment.
+    pub summary: Option<String>,
+    /// `badge.svg`: the level and the verdict.
+    pub badge: Option<String>,
+    /// `junit.xml`: JUnit XML (also written to `--junit`/`CCCI_JUNIT` when set).
+    pub junit: Option<String>,
 }
 
 impl Results {
@@ -308,6 +338,9 @@ impl Results {
             exit_code: 0,
             reason: None,
             stderr_dropped_lines: 0,
+            build_link: None,
+            diagnostics: Vec::new(),
+            reports: Reports::default(),
         }
     }
 
