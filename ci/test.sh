@@ -18,6 +18,7 @@ command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v nix-instantiate >/dev/null 2>&1 || need+=(nix-bin)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -2,7 +2,8 @@
 //!
 //! `docs/exit-codes.md` is checked against [`TABLE`] by a test.
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// Every requested stage passed or was intentionally skipped; teardown clean.
 pub const OK: u8 = 0;
@@ -73,7 +74,7 @@ impl Cause {
 }
 
 /// The `outcome` of `results.json`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     Pass,

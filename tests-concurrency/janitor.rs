@@ -714,22 +714,25 @@ fn dry_run_changes_nothing_and_prints_the_plan() {
         Command::new("sleep").arg("300").env("CCCI_RUN_TOKEN", format!("dead:{gone_pid}:1")).spawn().unwrap(),
     );
 
+    // `-q` silences the logs, not the plan: it is the dry run's output, a table on stdout.
     let mut c = w.ccci();
-    c.args(["janitor", "--dry-run"]);
+    c.args(["-q", "janitor", "--dry-run"]);
     let o = output_within(c, Duration::from_secs(60));
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
-    // The plan is logged (stderr): stdout carries only what --json asks for.
-    assert!(o.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&o.stdout));
-    let plan: String =
-        stderr_of(&o).lines().filter_map(|l| l.split_once("plan: ").map(|(_, p)| format!("{p}\n"))).collect();
-    for line in [
-        format!("reap     app      {orphan}"),
-        format!("reap     app      {reboot}"),
-        format!("unlink   lockfile {stale}"),
-        format!("prune    run dir  {}", old.display()),
-        format!("kill     process  {}", straggler.id()),
+    assert!(!stderr_of(&o).contains(" INFO "), "-q: no info logs: {}", stderr_of(&o));
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    let rows: Vec<Vec<&str>> = plan.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["ACTION", "KIND", "NAME", "DETAIL"], "{plan}");
+    let old_path = old.display().to_string();
+    let straggler_pid = straggler.id().to_string();
+    for want in [
+        ["reap", "app", orphan.as_str()],
+        ["reap", "app", reboot.as_str()],
+        ["unlink", "lockfile", stale.as_str()],
+        ["prune", "run-dir", old_path.as_str()],
+        ["kill", "process", straggler_pid.as_str()],
     ] {
-        assert!(plan.lines().any(|l| l.starts_with(&line)), "{line:?} not in the plan:\n{plan}");
+        assert!(rows.iter().any(|r| r.starts_with(&want)), "{want:?} not in the plan:\n{plan}");
     }
     let (o, v) = janitor(&w, &["--dry-run"]);
     assert_eq!(code(&o), 0);

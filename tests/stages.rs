@@ -171,7 +171,8 @@ fn hello_passes_all_five_stages_and_reports_everything() {
         "five-stage hello: duration_ms={} self_cpu_ms={} stages={}",
         r["duration_ms"], r["self_cpu_ms"], r["stages"]
     );
-    // JUnit parses as XML, one testcase per stage and per custom test.
+    // JUnit parses as XML: the run, install to restore, each custom test (they stand for the
+    // custom stage) and teardown.
     let check = Command::new("python3")
         .args([
             "-c",
@@ -181,7 +182,8 @@ fn hello_passes_all_five_stages_and_reports_everything() {
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "7");
+    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "8");
+    crate::junit::assert_valid_junit(&fs::read_to_string(&junit).unwrap(), "five-stage hello");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 

@@ -6,7 +6,9 @@
 //! checks out recipes, so it leaves the canonical `recipes/` alone.
 //!
 //! Output: logs on stderr; `--json` prints the report (schema in [`crate::janitor::report::Report`])
-//! on stdout; `--dry-run` without `--json` prints the plan, one line per action, on stdout.
+//! on stdout; `--dry-run` without `--json` prints the plan on stdout as a table (`ACTION KIND NAME
+//! DETAIL`, one row per action, or `nothing to do`), so `-q` and a pipe keep it. A closed stdout
+//! does not change the exit code.
 //!
 //! Exit codes: 0 the sweep completed (whatever it reaped), 1 something failed (a reap, a prune,
 //! discovery; every other candidate was still tried), 2 bad usage or settings, 142 stopped at
@@ -16,7 +18,9 @@ use std::time::Duration;
 
 use crate::adapters::{Abra, Docker};
 use crate::cli::{Cli, JanitorArgs};
+use crate::commands::output;
 use crate::config;
+use crate::janitor::report::Report;
 use crate::janitor::{self, Settings};
 use crate::lock::{self, fs_check};
 use crate::mask::{self, Masker};
@@ -83,12 +87,13 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
     }
     tracing::info!("{}", report.summary());
     if cfg.json {
-        println!("{}", mask::mask(&serde_json::to_string_pretty(&report).unwrap_or_default()));
+        output::stdout(&mask::mask(&serde_json::to_string_pretty(&report).unwrap_or_default()));
     } else if cfg.dry_run {
-        // stdout carries only what --json asks for: the plan goes to the log (stderr).
-        for line in report.plan_lines() {
-            tracing::info!("plan: {line}");
-        }
+        // The plan is the dry run's primary output: a table on stdout (logs stay on stderr).
+        let rows = report.plan_rows();
+        let text =
+            if rows.is_empty() { "nothing to do\n".to_string() } else { output::table(&Report::PLAN_COLUMNS, &rows) };
+        output::stdout(&mask::mask(&text));
     }
     logging::flush(Duration::from_millis(300));
     report.exit_code

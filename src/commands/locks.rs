@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crate::adapters::Docker;
 use crate::cli::{Cli, LockWaitArgs, LocksArgs};
+use crate::commands::output;
 use crate::config;
 use crate::lock::proc_locks::{self, HeldLocks};
 
@@ -135,7 +136,7 @@ pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
             docker,
             locks,
         };
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        output::stdout(&serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         print_table(&host.lock_dir, &locks);
     }
@@ -146,17 +147,17 @@ pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
 fn print_table(lock_dir: &std::path::Path, locks: &[LockOut]) {
     if locks.is_empty() {
         if lock_dir.is_dir() {
-            println!("no app lockfiles in {}", lock_dir.display());
+            output::stdout(&format!("no app lockfiles in {}", lock_dir.display()));
         } else {
             // A typo in CCCI_APP_LOCK_DIR must not read as "nothing is locked".
-            println!(
+            output::stdout(&format!(
                 "the lock dir {} does not exist (check CCCI_APP_LOCK_DIR; ccci run creates it)",
                 lock_dir.display()
-            );
+            ));
         }
         return;
     }
-    let rows: Vec<[String; 8]> = locks
+    let rows: Vec<Vec<String>> = locks
         .iter()
         .map(|l| {
             let h = l.holder.as_ref();
@@ -166,7 +167,7 @@ fn print_table(lock_dir: &std::path::Path, locks: &[LockOut]) {
                 Some(false) => "no",
                 None => "?",
             };
-            [
+            vec![
                 l.domain.clone(),
                 l.state.to_string(),
                 pid,
@@ -179,28 +180,7 @@ fn print_table(lock_dir: &std::path::Path, locks: &[LockOut]) {
         })
         .collect();
     let head = ["DOMAIN", "STATE", "PID", "RUN", "STARTED", "AGE", "STACK", "BUILD/PROBLEM"];
-    let mut width = head.map(str::len);
-    for r in &rows {
-        for (w, c) in width.iter_mut().zip(r.iter()) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = width[i]));
-            }
-        }
-        s.trim_end().to_string()
-    };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", line(&head.map(str::to_string)));
-    for r in &rows {
-        let _ = writeln!(out, "{}", line(r));
-    }
+    output::stdout(&output::table(&head, &rows));
 }
 
 /// Takes the lock at `path` with ccci's own acquire (non-blocking try, then the event-driven

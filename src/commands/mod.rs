@@ -6,6 +6,7 @@ pub mod drain;
 pub mod exec_step;
 pub mod janitor;
 pub mod locks;
+pub mod output;
 pub mod policy;
 pub mod ps;
 pub mod run;

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::adapters::git::Git;
 use crate::cli::{Cli, PolicyArgs};
+use crate::commands::output;
 use crate::config::{self, CcciYml, Host, input};
 use crate::dotenv::Assignment;
 use crate::policy::tree::SpecialFile;
@@ -98,7 +99,7 @@ pub fn main(cli: &Cli, args: &PolicyArgs) -> u8 {
     child_env::configure(&host.passwd_home, None);
     let out = evaluate(args, &host);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        output::stdout(&serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         print_human(&out);
     }

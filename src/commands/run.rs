@@ -6,6 +6,7 @@ use crate::adapters::git::Git;
 use crate::adapters::{Abra, Docker};
 use crate::app::App;
 use crate::cli::{Cli, RunArgs, VERSION};
+use crate::commands::output;
 use crate::config::{self, ConfigError};
 use crate::exit::{self, Facts};
 use crate::host::{disk, drain};
@@ -14,9 +15,9 @@ use crate::lock::{self, fs_check};
 use crate::mask::{self, Masker};
 use crate::pipeline::{self, Ctx, RunState};
 use crate::process::{self, env as child_env, group};
-use crate::report::{self, Flags, Lint, Provenance, Results};
+use crate::report::{self, Provenance, Results};
 use crate::workspace::{Workspace, WorkspaceError};
-use crate::{clock, env_vars as ev, lifetime, logging, names};
+use crate::{env_vars as ev, lifetime, logging, names};
 use std::os::unix::fs::DirBuilderExt;
 
 pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
@@ -156,7 +157,7 @@ fn run(cfg: config::Run) -> u8 {
         pid: std::process::id(),
         run_id: cfg.run_id.clone(),
         recipe: cfg.recipe.clone(),
-        started: clock::rfc3339(started),
+        started: crate::clock::rfc3339(started),
         deadline_secs: cfg.deadline.as_secs(),
         budget_secs: cfg.teardown_budget.as_secs(),
         build_link: cfg.build_link.clone(),
@@ -264,92 +265,22 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
         failed,
         teardown_unclean: st.teardown.unclean(),
     };
-    let (outcome, code) = exit::verdict(facts);
-    let lint = st.lint.clone().unwrap_or_else(|| Lint::unver("lint did not run (the run ended before it)"));
-    let (rungs, level, skips) = report::rungs_and_level(&stages, &lint);
-    let head = st.fetched.as_ref().map(|f| f.head.clone()).unwrap_or_default();
-    let mut results = Results {
-        schema: 2,
-        recipe: cfg.recipe.clone(),
-        version: st.version.clone().unwrap_or_else(|| head.chars().take(8).collect()),
-        pr: cfg.pr.clone(),
-        git_ref: cfg.git_ref.clone().unwrap_or_default(),
-        run_id: cfg.run_id.clone(),
-        attempt: ctx.ws.attempt,
-        finished: clock::rfc3339(SystemTime::now()),
-        mode: if cfg.quick { "quick" } else { "cold" },
-        stages,
-        level,
-        rungs,
-        skips,
-        lint,
-        policy: st.policy.clone(),
-        screenshot: None,
-        summary_card: None,
-        flags: Flags { clean_teardown: st.teardown.result == "clean", no_secret_leak: true },
-        customization: if st.customization.is_null() { serde_json::json!({}) } else { st.customization.clone() },
-        domain: cfg.domain.clone(),
-        src: cfg.src.as_ref().map(|s| s.clone_location(&cfg.host.git_base)).unwrap_or_default(),
-        head,
-        base: st.base.clone().unwrap_or_default(),
-        started: clock::rfc3339(started),
-        duration_ms: t0.elapsed().as_millis() as u64,
-        self_cpu_ms: 0,
-        provenance,
-        teardown: st.teardown.clone(),
-        outcome: outcome.as_str(),
-        exit_code: code,
-        stderr_dropped_lines: logging::dropped_lines(),
-    };
-    results.self_cpu_ms = report::self_cpu_ms();
+    let mut results = Results::from_run(cfg, &st, facts, ctx.ws.attempt, started, t0.elapsed(), provenance);
+    let (outcome, code) = (results.outcome, results.exit_code);
     for line in report::summary_table(&results).lines() {
         tracing::info!("{line}");
     }
-    write_reports(ctx, &mut results);
+    report::write_reports(&ctx.ws.run_dir, cfg.junit.as_deref(), &mut results);
     report::status::finish(outcome.as_str(), code);
     ctx.ws.finish();
     if cfg.json {
         let text = serde_json::to_string_pretty(&results).unwrap_or_default();
-        println!("{}", mask::mask(&text));
+        output::stdout(&mask::mask(&text));
     }
     tracing::info!("exit {code} ({})", outcome.as_str());
     logging::flush(std::time::Duration::from_millis(300));
     logging::detach_run_log();
     code
-}
-
-/// Writes results.json (atomically) and JUnit, then scans what was written for secrets.
-fn write_reports(ctx: &Ctx, results: &mut Results) {
-    let masker = mask::global();
-    let results_path = ctx.ws.results_path();
-    let junit_path = ctx.cfg.junit.clone();
-    let mut written: Vec<std::path::PathBuf> = vec![ctx.ws.run_log()];
-    let write = |results: &Results| -> Vec<std::path::PathBuf> {
-        let mut paths = Vec::new();
-        let json = mask::mask(&serde_json::to_string_pretty(results).unwrap_or_default());
-        match Workspace::write_atomic(&results_path, json.as_bytes()) {
-            Ok(()) => paths.push(results_path.clone()),
-            Err(e) => tracing::error!("cannot write {}: {e}", results_path.display()),
-        }
-        let xml = mask::mask(&report::junit_xml(results));
-        let run_dir_junit = ctx.ws.run_dir.join("junit.xml");
-        for p in junit_path.iter().chain(std::iter::once(&run_dir_junit)).filter(|_| junit_path.is_some()) {
-            match Workspace::write_atomic(p, xml.as_bytes()) {
-                Ok(()) => paths.push(p.clone()),
-                Err(e) => tracing::error!("cannot write JUnit report {}: {e}", p.display()),
-            }
-        }
-        paths
-    };
-    written.extend(write(results));
-    if !masker.is_empty() {
-        let leak = written.iter().any(|p| std::fs::read_to_string(p).is_ok_and(|t| masker.leaks(&t)));
-        if leak {
-            tracing::error!("secret leak scan: a written report still carries a secret value");
-            results.flags.no_secret_leak = false;
-            write(results);
-        }
-    }
 }
 
 impl From<ConfigError> for u8 {

@@ -39,24 +39,57 @@ pub struct CcciYml {
     pub policy: Option<AllowList>,
 }
 
-/// A YAML scalar written into the app's `.env` (`TIMEOUT: 900` and `TIMEOUT: "900"` both work).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum Scalar {
-    Text(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-}
+/// A YAML scalar written into the app's `.env`, exactly as the YAML text shows it: `TIMEOUT: 900`
+/// and `TIMEOUT: "900"` both give `900`, and `PG_VERSION: 15.10` gives `15.10` (a float would
+/// give `15.1`), `VERSION: 1.0` gives `1.0`, `PORT: 0x1F` gives `0x1F`. A plain `null` or `~`
+/// is the text itself; a sequence or a mapping is an error.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(transparent)]
+pub struct Scalar(String);
 
 impl Scalar {
+    pub fn new(text: impl Into<String>) -> Scalar {
+        Scalar(text.into())
+    }
+
     pub fn as_env_value(&self) -> String {
-        match self {
-            Scalar::Text(s) => s.clone(),
-            Scalar::Int(n) => n.to_string(),
-            Scalar::Float(x) => x.to_string(),
-            Scalar::Bool(b) => b.to_string(),
+        self.0.clone()
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Scalar;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a scalar (text, number or boolean)")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            // Formats that hand over typed values (JSON) keep their usual text.
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
         }
+        // YAML's deserialize_str hands over a plain scalar's own text, never a parsed number.
+        d.deserialize_str(Text)
     }
 }
 
@@ -190,7 +223,7 @@ impl CcciYml {
     /// The document with `extra_env` values hidden, for `results.json` (operators may put
     /// credentials there; the dashboard is public).
     pub fn redacted(&self) -> CcciYml {
-        let hide = |m: &BTreeMap<String, Scalar>| m.keys().map(|k| (k.clone(), Scalar::Text("***".into()))).collect();
+        let hide = |m: &BTreeMap<String, Scalar>| m.keys().map(|k| (k.clone(), Scalar::new("***"))).collect();
         CcciYml { extra_env: hide(&self.extra_env), upgrade_extra_env: hide(&self.upgrade_extra_env), ..self.clone() }
     }
 
@@ -288,6 +321,21 @@ expected_na: { backup_restore: "no persistent state" }
         assert_eq!(y.ready_probes[0].stable, 3);
         assert_eq!(y.extra_env["TIMEOUT"].as_env_value(), "900");
         assert_eq!(y.upgrade.base.as_deref(), Some("1.2.0+3.4.5"));
+    }
+
+    #[test]
+    fn extra_env_values_keep_their_yaml_text() {
+        let text = "extra_env:\n  PG_VERSION: 15.10\n  V: 1.0\n  T: 900\n  Q: \"900\"\n  B: true\n  H: 0x1F\n  E: 1e3\n  S: 'a: b'\nupgrade_extra_env: { PG_VERSION: 16.10 }\n";
+        let y = CcciYml::parse(Path::new("c"), text).unwrap();
+        let env = |k: &str| y.extra_env[k].as_env_value();
+        assert_eq!(
+            [env("PG_VERSION"), env("V"), env("T"), env("Q"), env("B"), env("H"), env("E"), env("S")],
+            ["15.10", "1.0", "900", "900", "true", "0x1F", "1e3", "a: b"]
+        );
+        assert_eq!(y.upgrade_extra_env["PG_VERSION"].as_env_value(), "16.10");
+        for bad in ["extra_env: { A: [1, 2] }", "extra_env: { A: { b: 1 } }"] {
+            assert!(CcciYml::parse(Path::new("c"), bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -172,9 +172,13 @@ impl Report {
         )
     }
 
-    /// The plan of a dry run, one line per action, for people.
-    pub fn plan_lines(&self) -> Vec<String> {
+    /// The plan of a dry run for people: one row per action, `[ACTION, KIND, NAME, DETAIL]`
+    /// ([`Report::PLAN_COLUMNS`]); `ccci janitor --dry-run` prints it as a table on stdout.
+    pub fn plan_rows(&self) -> Vec<Vec<String>> {
         let mut out = Vec::new();
+        let mut row = |verb: &str, kind: &str, name: &str, detail: String| {
+            out.push(vec![verb.to_string(), kind.to_string(), name.to_string(), detail]);
+        };
         for a in &self.apps {
             let verb = match a.action {
                 "would-reap" => "reap",
@@ -194,7 +198,7 @@ impl Report {
             if a.long_held {
                 why.push_str("; LONG-HELD: possible leaked run");
             }
-            out.push(format!("{verb:<8} app      {}  ({why}; found by {})", a.domain, a.sources.join("+")));
+            row(verb, "app", &a.domain, format!("{why}; found by {}", a.sources.join("+")));
         }
         for l in &self.lockfiles {
             let verb = match l.action {
@@ -206,20 +210,20 @@ impl Report {
             if l.long_held {
                 why.push_str("; LONG-HELD: possible leaked run");
             }
-            out.push(format!("{verb:<8} lockfile {}  ({why})", l.domain));
+            row(verb, "lockfile", &l.domain, why);
         }
         for d in &self.run_dirs {
             let verb = if d.action == "would-prune" { "prune" } else { d.action };
             let what = if d.removed.is_empty() { d.reason.clone().unwrap_or_default() } else { d.removed.join(", ") };
-            out.push(format!("{verb:<8} run dir  {}  ({what})", d.path));
+            row(verb, "run-dir", &d.path, what);
         }
         for s in &self.stragglers {
             let verb = if s.action == "would-kill" { "kill" } else { s.action };
-            out.push(format!("{verb:<8} process  {}  (run {} is dead)", s.pid, s.run_id));
-        }
-        if out.is_empty() {
-            out.push("nothing to do".to_string());
+            row(verb, "process", &s.pid.to_string(), format!("run {} is dead", s.run_id));
         }
         out
     }
+
+    /// The header of [`Report::plan_rows`].
+    pub const PLAN_COLUMNS: [&'static str; 4] = ["ACTION", "KIND", "NAME", "DETAIL"];
 }

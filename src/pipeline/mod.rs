@@ -25,7 +25,7 @@ use crate::config;
 use crate::exit::Cause;
 use crate::lifetime;
 use crate::lock::{self, HolderInfo, LockError, LockGuard};
-use crate::report::{StageResult, Teardown};
+use crate::report::{StageResult, Teardown, TeardownResult};
 use crate::stage::Stage;
 use crate::workspace::Workspace;
 use customization::{Customization, CustomizationError, SnapshotRequest};
@@ -237,7 +237,7 @@ pub fn run(ctx: &Ctx) -> RunState {
 
 fn skipped_teardown() -> Teardown {
     Teardown {
-        result: "skipped".into(),
+        result: TeardownResult::Skipped,
         reason: Some("this run never held the app lock: the app, if any, belongs to its holder".into()),
         ..Teardown::default()
     }

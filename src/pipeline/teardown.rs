@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::app::reap;
 use crate::lifetime;
 use crate::lock::LockGuard;
-use crate::report::Teardown;
+use crate::report::{Teardown, TeardownResult};
 
 const VERIFY_FOR: Duration = Duration::from_secs(30);
 
@@ -19,7 +19,7 @@ fn abandoned(ctx: &Ctx, started: Instant) -> Option<Teardown> {
         ctx.cfg.domain
     );
     Some(Teardown {
-        result: "abandoned".into(),
+        result: TeardownResult::Abandoned,
         residue: Vec::new(),
         reason: Some("teardown budget spent".into()),
         ms: started.elapsed().as_millis() as u64,
@@ -73,10 +73,15 @@ pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
             tracing::warn!("cannot unlink the app lock {}: {e}", lock.path().display());
         }
         tracing::info!("teardown clean in {}", crate::clock::human(started.elapsed()));
-        Teardown { result: "clean".into(), residue: Vec::new(), reason: None, ms }
+        Teardown { result: TeardownResult::Clean, residue: Vec::new(), reason: None, ms }
     } else {
         tracing::error!("teardown left residue of {domain}: {}", left.join(", "));
-        Teardown { result: "residue".into(), residue: left, reason: Some("objects remained after teardown".into()), ms }
+        Teardown {
+            result: TeardownResult::Residue,
+            residue: left,
+            reason: Some("objects remained after teardown".into()),
+            ms,
+        }
     }
 }
 

@@ -117,7 +117,7 @@ impl AllowList {
 }
 
 /// One rule of the gate. Its serde name is what `results.json` and `--json` carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
     DeniedHostPath,
@@ -302,7 +302,7 @@ impl fmt::Display for Rule {
 }
 
 /// One refused setting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Violation {
     /// The compose service, `(top level)` for an unused top-level object, `(.env)` for the
     /// app's environment.

@@ -5,12 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{Lint, Skips, StageResult, Status};
 use crate::stage::{Rung, Stage};
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// The status of each rung (`lint` is always `unver`: ccci does not lint yet).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 pub struct Rungs {
     pub install: Status,
     pub upgrade: Status,

@@ -4,7 +4,7 @@ use super::Results;
 
 pub fn summary_table(r: &Results) -> String {
     let mut out = String::new();
-    out.push_str(&format!("== summary: {} {} ({}) ==\n", r.recipe, r.domain, r.mode));
+    out.push_str(&format!("== summary: {} {} ({}) ==\n", r.recipe, r.domain, r.mode.as_str()));
     out.push_str(&format!("  {:<10} {:<6} {:>9}  {}\n", "stage", "status", "duration", "reason"));
     for s in &r.stages {
         let status = match (s.status.as_str(), s.intentional) {
@@ -41,14 +41,14 @@ pub fn summary_table(r: &Results) -> String {
         if r.teardown.residue.is_empty() { String::new() } else { format!(" ({})", r.teardown.residue.join(", ")) };
     out.push_str(&format!(
         "  teardown   {:<6} {:>9}  {}{residue}\n",
-        r.teardown.result,
+        r.teardown.result.as_str(),
         crate::clock::human(std::time::Duration::from_millis(r.teardown.ms)),
         r.teardown.reason.as_deref().unwrap_or("")
     ));
     out.push_str(&format!(
         "  level {}  outcome {}  exit {}  in {}  (ccci cpu {} ms)\n",
         r.level,
-        r.outcome,
+        r.outcome.as_str(),
         r.exit_code,
         crate::clock::human(std::time::Duration::from_millis(r.duration_ms)),
         r.self_cpu_ms
