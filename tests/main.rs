@@ -14,6 +14,7 @@ mod operate;
 mod ops;
 mod output;
 mod policy;
+mod policy_swarm;
 mod real_abra;
 mod report;
 mod run_dir;

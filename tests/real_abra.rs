@@ -101,9 +101,9 @@ for s in app worker sidecar; do
   docker service ls --filter "label=com.docker.stack.namespace=$CCCI_STACK" --format '{{.Name}} {{.Replicas}}' |
     grep -qx "${CCCI_STACK}_$s 1/1" || fail "$s is not running"
 done
-# One final COMPOSE_FILE line holds the expanded list and the overlay.
+# One final COMPOSE_FILE line holds the expanded list, the overlay and ccci's stamp overlay.
 cf=$(grep '^COMPOSE_FILE=' "$env" | tail -n 1)
-[ "$cf" = "COMPOSE_FILE='compose.yml:compose.worker.yml:compose.ccci.yml'" ] || fail "last line $cf"
+[ "$cf" = "COMPOSE_FILE='compose.yml:compose.worker.yml:compose.ccci.yml:compose.ccci-stamp.yml'" ] || fail "last line $cf"
 # DOMAIN and STACK_NAME are the run's, whatever the sample said.
 [ "$(grep '^DOMAIN=' "$env" | tail -n 1)" = "DOMAIN=$CCCI_APP_DOMAIN" ] || fail "DOMAIN"
 [ "$(grep '^STACK_NAME=' "$env" | tail -n 1)" = "STACK_NAME=$CCCI_STACK" ] || fail "STACK_NAME"

@@ -42,6 +42,8 @@ pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
             return exit::ORPHANED;
         }
     };
+    // Before the preflight's children: every child of this run stops with the host's grace.
+    process::configure_timing(process::Timing { kill_grace: cfg.host.kill_grace, leak_timeout: cfg.host.leak_timeout });
     if let Err(e) = preflight(&cfg) {
         eprintln!("ccci: {e}");
         return exit::USAGE;
@@ -95,6 +97,9 @@ fn preflight(cfg: &config::Run) -> Result<(), String> {
     fs_check::check(&cfg.host.lock_dir, "the app lock dir (CCCI_APP_LOCK_DIR)")?;
     lock::dir::check_dir(&cfg.host.lock_dir, "the app lock dir (CCCI_APP_LOCK_DIR)").map_err(|e| e.to_string())?;
     fs_check::check(&cfg.host.runs_dir, "the runs dir (CCCI_RUNS_DIR)")?;
+    // The policy gate renders every deploy with `docker stack config`: a docker CLI without it
+    // is a host to fix, never a gate to skip.
+    crate::policy::check_stack_config(&cfg.host.docker).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -150,7 +155,6 @@ fn run(cfg: config::Run) -> u8 {
     if let Err(e) = logging::attach_run_log(&ws.run_log()) {
         tracing::warn!("cannot write {}: {e}", ws.run_log().display());
     }
-    process::configure_timing(process::Timing { kill_grace: cfg.host.kill_grace, leak_timeout: cfg.host.leak_timeout });
     let token = child_env::mint_run_token(&cfg.run_id);
     child_env::configure(&cfg.host.passwd_home, Some(token.clone()));
     ws.record_holder(&lock::HolderInfo {

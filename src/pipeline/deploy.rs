@@ -1,6 +1,7 @@
 //! Deploy exactly once (§7.1 step 3), under the app lock. The upgrade redeploy is not a new
 //! deploy; a second deploy in one run is a bug the deploy counter catches.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::ready::{self, HttpFloor, NotReady, Readiness};
@@ -9,7 +10,9 @@ use crate::adapters::git::Git;
 use crate::app::reap;
 use crate::env_vars as ev;
 use crate::lifetime::{self, Stop};
+use crate::policy;
 use crate::process::{Cmd, env as child_env};
+use crate::untrusted;
 
 /// A step that did not work out: a failure to report, or a stop to obey.
 #[derive(Debug)]
@@ -99,6 +102,8 @@ impl Running<'_> {
         // After the overrides and the overlay, which may enable compose files that declare
         // more secrets than the `.env.sample` did.
         self.generate_secrets()?;
+        // The policy gate: exactly what is deployed next, judged before anything of the PR runs.
+        self.gate()?;
         self.count_deploy()?;
         let baseline = ready::baseline(&ctx.docker, stack);
         self.deployed = true;
@@ -152,14 +157,101 @@ impl Running<'_> {
         }
     }
 
+    /// `git checkout -f`, then the tree check: every checkout of PR code is a new tree.
     pub(super) fn checkout(&self, rev: &str) -> Result<(), StepError> {
-        Git::run(self.ctx.git.at(&self.fetched.dir).args(["checkout", "--quiet", "-f", rev])).map(|_| ()).map_err(|e| {
-            if lifetime::cause().is_some() {
-                StepError::Stopped
-            } else {
-                StepError::Failed(format!("git checkout {rev} failed: {e}"))
+        Git::run(self.ctx.git.at(&self.fetched.dir).args(["checkout", "--quiet", "-f", rev])).map(|_| ()).map_err(
+            |e| {
+                if lifetime::cause().is_some() {
+                    StepError::Stopped
+                } else {
+                    StepError::Failed(format!("git checkout {rev} failed: {e}"))
+                }
+            },
+        )?;
+        policy::check_tree(&self.ctx.git, &self.fetched.dir).map_err(|e| StepError::Failed(e.to_string()))
+    }
+
+    /// The head of an upgrade gets a fresh copy of the tree: the base's containers may have
+    /// written into the tree through a bind mount (a link where a bind source should be, a
+    /// changed compose file), and what they wrote must not reach the head's deploy. The old
+    /// tree is renamed aside (the running containers keep their mounts of it) and copied back
+    /// without following links; `checkout -f` and `clean -ffdx` then leave exactly the head's
+    /// tracked files, which the tree check judges again.
+    pub(super) fn fresh_tree(&self, rev: &str) -> Result<(), StepError> {
+        let dir = &self.fetched.dir;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let aside = dir.with_file_name(format!(".{name}.base"));
+        crate::workspace::remove_dir_all_if_exists(&aside).map_err(|e| e.to_string())?;
+        std::fs::rename(dir, &aside).map_err(|e| format!("cannot set the base tree aside: {e}"))?;
+        crate::workspace::copy_tree(&aside, dir).map_err(|e| format!("cannot copy the tree for the head: {e}"))?;
+        Git::run(self.ctx.git.at(dir).args(["clean", "-q", "-ffdx"]))
+            .map_err(|e| StepError::Failed(format!("git clean of the head's tree failed: {e}")))?;
+        self.checkout(rev)?;
+        // ccci's own stamp overlay stays listed in COMPOSE_FILE: keep it until the gate
+        // rewrites it for the head.
+        if let Ok(stamp) = untrusted::read(&aside, Path::new(STAMP_OVERLAY)) {
+            untrusted::replace_file(dir, Path::new(STAMP_OVERLAY), &stamp, 0o644)
+                .map_err(|e| format!("cannot write {STAMP_OVERLAY} into the head's tree: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The policy gate (docs/security.md) before every deploy: the app's `.env` and the
+    /// compose files rendered by docker's own loader, judged; then ccci's stamp overlay (the
+    /// lock dir on every service and volume, so the janitor can prove ownership from docker
+    /// alone) added to `COMPOSE_FILE` and the exact configuration rendered and judged again.
+    /// A refusal fails the step with a `policy:` reason; nothing is deployed.
+    pub(super) fn gate(&mut self) -> Result<(), StepError> {
+        self.st.policy.checked += 1;
+        self.judge()?;
+        let rendered = self.rendered.clone().unwrap_or_default();
+        // docker's loader refuses files of different `version`s and renders its own newest
+        // version: the overlay copies the first compose file's, whatever the recipe wrote.
+        let version = self
+            .first_compose
+            .as_deref()
+            .and_then(|f| untrusted::read_to_string(&self.fetched.dir, Path::new(f)).ok())
+            .and_then(|text| compose_version(&text));
+        let overlay = stamp_overlay(&rendered, version, &self.ctx.cfg.host.lock_dir)?;
+        untrusted::replace_file(&self.fetched.dir, Path::new(STAMP_OVERLAY), overlay.as_bytes(), 0o644)
+            .map_err(|e| format!("cannot write {STAMP_OVERLAY} into the recipe tree: {e}"))?;
+        envfile::add_compose_file(&self.ctx.app.env_path, STAMP_OVERLAY)?;
+        self.judge()
+    }
+
+    /// One render and judgement of what `COMPOSE_FILE` names now.
+    fn judge(&mut self) -> Result<(), StepError> {
+        let ctx = self.ctx;
+        let pctx = policy::Context {
+            tree: self.fetched.dir.clone(),
+            domain: ctx.app.domain.clone(),
+            stack: ctx.app.stack.clone(),
+            recipe: Some(ctx.cfg.recipe.clone()),
+        };
+        let env_dir = ctx.app.env_path.parent().unwrap_or(Path::new("/"));
+        let env_name = ctx.app.env_path.file_name().map(Path::new).unwrap_or(Path::new(""));
+        // The allow-list is the operator's: the trusted ccci.yml's alone.
+        let allow = ctx.cfg.trusted_yml.as_ref().and_then(|(_, y)| y.policy.clone()).unwrap_or_default();
+        let checked = policy::read_env(env_dir, env_name)
+            .and_then(|env| policy::check_deploy(&ctx.cfg.host.docker, &pctx, &env, &allow, policy::RENDER_TIMEOUT));
+        let checked = match checked {
+            Ok(c) => c,
+            Err(e) if lifetime::cause().is_some() => {
+                tracing::debug!("policy render stopped: {e}");
+                return Err(StepError::Stopped);
             }
-        })
+            Err(e) => return Err(StepError::Failed(format!("policy: cannot render the recipe: {e}"))),
+        };
+        self.rendered = Some(checked.rendered.clone());
+        self.first_compose = checked.compose_files.first().cloned();
+        if let Some(reason) = checked.report.reason() {
+            for v in &checked.report.violations {
+                tracing::error!("policy: {v}");
+            }
+            self.st.policy.violations.extend(checked.report.violations);
+            return Err(StepError::Failed(reason));
+        }
+        Ok(())
     }
 
     /// After every checkout that precedes a deploy: the overlay and `install_steps.sh` again.
@@ -167,9 +259,12 @@ impl Running<'_> {
         child_env::set_stage(stage);
         let ctx = self.ctx;
         if self.custom.has("compose.ccci.yml") {
-            let dest = self.fetched.dir.join("compose.ccci.yml");
-            std::fs::copy(self.custom.path("compose.ccci.yml"), &dest)
-                .map_err(|e| format!("cannot copy compose.ccci.yml into {}: {e}", dest.display()))?;
+            // The PR may have committed compose.ccci.yml as a link to /etc/shadow: the name is
+            // unlinked and created afresh (O_EXCL), never opened through.
+            let overlay = std::fs::read(self.custom.path("compose.ccci.yml"))
+                .map_err(|e| format!("cannot read the snapshot's compose.ccci.yml: {e}"))?;
+            untrusted::replace_file(&self.fetched.dir, Path::new("compose.ccci.yml"), &overlay, 0o644)
+                .map_err(|e| format!("cannot write compose.ccci.yml into the recipe tree: {e}"))?;
             let value = envfile::add_compose_file(&ctx.app.env_path, "compose.ccci.yml")?;
             tracing::info!("COMPOSE_FILE={value}");
         }
@@ -274,5 +369,93 @@ impl Running<'_> {
         )
         .ok()
         .or_else(|| Some(self.fetched.head.chars().take(8).collect()))
+    }
+}
+
+/// ccci's own compose overlay, written into the tree before every deploy.
+pub(super) const STAMP_OVERLAY: &str = "compose.ccci-stamp.yml";
+
+/// The stamp overlay for a rendered configuration: the `ccci.lock-dir` label on every service
+/// (`deploy.labels`) and every volume the stack creates, so the janitor can tell ccci's apps —
+/// and the lock dir that guards them — from docker's view alone.
+fn stamp_overlay(rendered: &str, version: Option<serde_yaml_ng::Value>, lock_dir: &Path) -> Result<String, StepError> {
+    use serde_yaml_ng::{Mapping, Value};
+    let doc: Value = serde_yaml_ng::from_str(rendered)
+        .map_err(|e| StepError::Failed(format!("the rendered compose config cannot be read: {e}")))?;
+    // `$` is interpolation in compose: a path is written as it is.
+    let stamp = Value::String(lock_dir.display().to_string().replace('$', "$$"));
+    let label = |m: &mut Mapping| {
+        m.insert(Value::String(crate::adapters::docker::STAMP_LABEL.into()), stamp.clone());
+    };
+    let mut services = Mapping::new();
+    for (name, _) in doc.get("services").and_then(Value::as_mapping).into_iter().flatten() {
+        let mut labels = Mapping::new();
+        label(&mut labels);
+        let mut deploy = Mapping::new();
+        deploy.insert("labels".into(), Value::Mapping(labels));
+        let mut svc = Mapping::new();
+        svc.insert("deploy".into(), Value::Mapping(deploy));
+        services.insert(name.clone(), Value::Mapping(svc));
+    }
+    let mut volumes = Mapping::new();
+    for (name, v) in doc.get("volumes").and_then(Value::as_mapping).into_iter().flatten() {
+        if v.get("external").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        let mut labels = Mapping::new();
+        label(&mut labels);
+        let mut vol = Mapping::new();
+        vol.insert("labels".into(), Value::Mapping(labels));
+        volumes.insert(name.clone(), Value::Mapping(vol));
+    }
+    let mut out = Mapping::new();
+    if let Some(version) = version {
+        out.insert("version".into(), version);
+    }
+    out.insert("services".into(), Value::Mapping(services));
+    if !volumes.is_empty() {
+        out.insert("volumes".into(), Value::Mapping(volumes));
+    }
+    let text = serde_yaml_ng::to_string(&Value::Mapping(out)).map_err(|e| e.to_string())?;
+    Ok(format!("# Written by ccci before every deploy: its stamp on this app's services and volumes.\n{text}"))
+}
+
+/// The top-level `version` of a compose file, as written (`3.8`, `"3.8"`), when it has one.
+fn compose_version(text: &str) -> Option<serde_yaml_ng::Value> {
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).ok()?;
+    doc.get("version").filter(|v| v.is_string() || v.is_number()).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{compose_version, stamp_overlay};
+    use serde_yaml_ng::Value;
+    use std::path::Path;
+
+    #[test]
+    fn the_stamp_overlay_labels_every_service_and_own_volume() {
+        let rendered = "version: \"3.13\"\nservices:\n  app:\n    image: x\n  db:\n    image: y\nvolumes:\n  data: {}\n  shared:\n    external: true\n";
+        let text = stamp_overlay(rendered, Some(Value::String("3.8".into())), Path::new("/run/ccci$x")).unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(doc["version"], "3.8", "the recipe's version, not the renderer's: {text}");
+        for svc in ["app", "db"] {
+            assert_eq!(doc["services"][svc]["deploy"]["labels"]["ccci.lock-dir"], "/run/ccci$$x", "{text}");
+            assert!(doc["services"][svc].get("image").is_none(), "only the label: {text}");
+        }
+        assert_eq!(doc["volumes"]["data"]["labels"]["ccci.lock-dir"], "/run/ccci$$x");
+        assert!(doc["volumes"].get("shared").is_none(), "an external volume is not the app's: {text}");
+        let bare = stamp_overlay("services:\n  app: {}\n", None, Path::new("/l")).unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&bare).unwrap();
+        assert!(doc.get("version").is_none() && doc.get("volumes").is_none(), "{bare}");
+        assert!(stamp_overlay("services: [", None, Path::new("/l")).is_err());
+    }
+
+    #[test]
+    fn the_compose_version_is_taken_as_written() {
+        assert_eq!(compose_version("version: \"3.8\"\nservices: {}\n"), Some(Value::String("3.8".into())));
+        assert!(compose_version("version: 3.8\n").is_some_and(|v| v.is_number()));
+        assert_eq!(compose_version("services: {}\n"), None);
+        assert_eq!(compose_version("version: [1]\n"), None);
+        assert_eq!(compose_version(":\n  - ["), None);
     }
 }

@@ -227,6 +227,7 @@ pub fn run(ctx: &Ctx) -> RunState {
         backup_capable: None,
         base_error: None,
         rendered: None,
+        first_compose: None,
     };
     running.run_stages(&requested);
     let mut st = running.finish_stages(&requested);
@@ -283,6 +284,8 @@ pub(crate) struct Running<'a> {
     base_error: Option<String>,
     /// The configuration the last gated deploy rendered (for backup capability).
     rendered: Option<String>,
+    /// The first file of the last gated `COMPOSE_FILE` (the stamp overlay copies its `version`).
+    first_compose: Option<String>,
 }
 
 impl Running<'_> {

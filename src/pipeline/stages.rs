@@ -135,9 +135,9 @@ impl Running<'_> {
             Some(Base::Ref { .. }) => {}
             _ => return Out::Skip { intentional: true, reason: "no earlier release".into() },
         }
-        let step = || -> Result<(), StepError> {
+        let mut step = || -> Result<(), StepError> {
             self.hook("pre_upgrade")?;
-            self.checkout(&head)?;
+            self.fresh_tree(&head)?;
             let extra: Vec<(String, String)> =
                 self.custom.yml.upgrade_extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())).collect();
             if !extra.is_empty() {
@@ -146,6 +146,7 @@ impl Running<'_> {
             self.prepare_tree("upgrade")?;
             // Secrets the head adds (existing ones are left alone).
             self.generate_secrets()?;
+            self.gate()?;
             let baseline = ready::baseline(&self.ctx.docker, &self.ctx.app.stack);
             self.ctx.abra.app_deploy(&self.ctx.cfg.domain, true).map_err(|e| self.abra_err("abra app deploy -f", e))?;
             self.wait_ready(baseline, true, Duration::from_secs(self.custom.yml.timeouts.deploy))?;
@@ -193,18 +194,10 @@ impl Running<'_> {
         if let Some(c) = self.backup_capable {
             return c;
         }
+        // From the configuration the gate rendered for the last deploy: docker's own reading of
+        // the app's compose files (labels, not comments or a `false`).
         let capable =
-            self.custom.yml.backup.capable.unwrap_or_else(|| match self.ctx.docker.services(&self.ctx.app.stack) {
-                Ok(services) => services.iter().any(|s| {
-                    s["Spec"]["Labels"]["backupbot.backup"]
-                        .as_str()
-                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-                }),
-                Err(e) => {
-                    tracing::warn!("cannot read the app's service labels: {e}; taking it as not backup-capable");
-                    false
-                }
-            });
+            self.custom.yml.backup.capable.unwrap_or_else(|| self.rendered.as_deref().is_some_and(backupbot_label_in));
         self.backup_capable = Some(capable);
         capable
     }
@@ -351,5 +344,45 @@ impl Running<'_> {
             results.push(TestResult { name, status, ms, reason });
         }
         if failed.is_empty() { Out::Pass } else { Out::Fail(format!("failed: {}", failed.join(", "))) }
+    }
+}
+
+/// Whether a rendered compose configuration labels a service `backupbot.backup=true` (in
+/// `deploy.labels` or the service's own `labels`; the renderer prints both as maps).
+fn backupbot_label_in(rendered: &str) -> bool {
+    let Ok(doc) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(rendered) else { return false };
+    let truthy = |labels: Option<&serde_yaml_ng::Value>| {
+        labels.and_then(|l| l.get("backupbot.backup")).is_some_and(|v| match v {
+            serde_yaml_ng::Value::String(s) => s.trim().eq_ignore_ascii_case("true"),
+            serde_yaml_ng::Value::Bool(b) => *b,
+            _ => false,
+        })
+    };
+    doc.get("services")
+        .and_then(serde_yaml_ng::Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .any(|(_, s)| truthy(s.get("deploy").and_then(|d| d.get("labels"))) || truthy(s.get("labels")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backupbot_label_in;
+
+    #[test]
+    fn backup_capability_reads_the_rendered_labels() {
+        for (rendered, capable) in [
+            ("services:\n  app:\n    deploy:\n      labels:\n        backupbot.backup: \"true\"\n", true),
+            ("services:\n  db:\n    labels:\n      backupbot.backup: \"TRUE \"\n", true),
+            ("services:\n  app:\n    deploy:\n      labels:\n        backupbot.backup: true\n", true),
+            ("services:\n  app:\n    deploy:\n      labels:\n        backupbot.backup: \"false\"\n", false),
+            // A label of another service's name, a comment or an env var is not the label.
+            ("services:\n  app:\n    environment:\n      backupbot.backup: \"true\"\n", false),
+            ("# backupbot.backup=true\nservices:\n  app: {}\n", false),
+            ("services: [\n", false),
+            ("", false),
+        ] {
+            assert_eq!(backupbot_label_in(rendered), capable, "{rendered}");
+        }
     }
 }

@@ -17,8 +17,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::sync::mpsc::Sender;
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::wait::WaitStatus;
@@ -45,7 +45,10 @@ pub struct Timing {
     pub leak_timeout: Duration,
 }
 
-static TIMING: OnceLock<Timing> = OnceLock::new();
+// A lock, not a OnceLock: a child spawned before the host config was read (a preflight
+// probe) must not freeze the defaults for the rest of the process.
+static TIMING: Mutex<Timing> =
+    Mutex::new(Timing { kill_grace: Duration::from_secs(10), leak_timeout: Duration::from_millis(200) });
 
 /// The instant every child must have ended by, while a [`ChildBound`] is alive.
 static CHILD_BOUND: Mutex<Option<Instant>> = Mutex::new(None);
@@ -77,11 +80,11 @@ impl Drop for ChildBound {
 }
 
 pub fn configure_timing(t: Timing) {
-    let _ = TIMING.set(t);
+    *TIMING.lock().unwrap_or_else(|e| e.into_inner()) = t;
 }
 
 fn timing() -> Timing {
-    *TIMING.get_or_init(|| Timing { kill_grace: Duration::from_secs(10), leak_timeout: Duration::from_millis(200) })
+    *TIMING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why a child did not run to its own end.

@@ -2,9 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{
-    Flags, Lint, Mode, Provenance, Reports, Results, StageResult, Status, TeardownResult, rungs_and_level,
-};
+use super::{Flags, Lint, Mode, Provenance, Reports, Results, StageResult, Status, TeardownResult, rungs_and_level};
 use crate::config;
 use crate::exit::{self, Cause, Facts, Outcome};
 use crate::pipeline::RunState;

@@ -11,8 +11,8 @@ mod evidence;
 mod junit;
 mod markdown;
 mod rungs;
-pub mod status;
 mod schema;
+pub mod status;
 mod summary;
 mod write;
 
@@ -180,7 +180,6 @@ pub enum LintStatus {
     Fail,
     Unver,
 }
-
 
 impl LintStatus {
     pub fn rung_status(self) -> Status {
