@@ -16,6 +16,10 @@
 # - keeps waiting for ccci after forwarding (teardown takes a while);
 # - exits with ccci's exit code, with its traps cleared first so a green run stays green under
 #   `set -e`.
+# Drone shows every non-zero exit as a failed step; a PR bridge should read the code (or
+# results.json's `outcome`): 1 is the recipe's failure, 69 (`infra`) means CI could not test it
+# (dockerd, the forge, the disk, abra; post "CI could not test this", not red), 75 a lock wait
+# that timed out, 130/142/143 a cancel or the deadline (docs/exit-codes.md).
 # Drone passes RECIPE REF PR SRC STAGES CCCI_QUICK as environment; ccci reads them itself.
 # The ccci program is $CCCI_BIN, else `ccci` on PATH. Works under dash and bash, and inlined into a
 # `sh -e` step script as well.

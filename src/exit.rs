@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Every requested stage passed or was intentionally skipped; teardown clean.
 pub const OK: u8 = 0;
-/// A stage failed or was unintentionally skipped, or the fetch failed.
+/// A stage failed or was unintentionally skipped, or the recipe could not be fetched.
 pub const FAILED: u8 = 1;
 /// Bad input: nothing was created.
 pub const USAGE: u8 = 2;
@@ -33,11 +33,19 @@ pub const TERMINATED: u8 = 143;
 /// `(code, outcome, cause)` rows for documentation checks.
 pub const TABLE: &[(u8, &str, &str)] = &[
     (OK, "pass", "every requested stage passed (or was intentionally skipped), teardown clean"),
-    (FAILED, "fail", "a stage failed, was unintentionally skipped, or the fetch failed"),
+    (
+        FAILED,
+        "fail",
+        "a stage failed, was unintentionally skipped, or the recipe could not be fetched (a wrong repository or ref)",
+    ),
     (USAGE, "-", "bad input; nothing was created"),
     (ORPHANED, "-", "refused at start: orphaned or unexpected parent; nothing was created"),
     (TEARDOWN, "pass", "stages passed but teardown left residue or was abandoned"),
-    (INFRA, "infra", "CI could not test the recipe: docker, the network, the disk, abra or a draining host failed"),
+    (
+        INFRA,
+        "infra",
+        "CI could not test the recipe: dockerd unreachable or erroring, the forge unreachable after retries, a full disk, abra missing or unusable, or a draining host",
+    ),
     (INTERNAL, "error", "ccci itself failed, or a bad recipe-local ccci.yml"),
     (LOCK_TIMEOUT, "lock-timeout", "app-lock wait timed out, or the run id is held by a live run"),
     (INTERRUPTED, "cancelled", "SIGINT or SIGQUIT"),

@@ -72,6 +72,15 @@ pub enum WorkspaceError {
 /// abra's recipe catalogue (a git repository holding `recipes.json`).
 pub const CATALOGUE_URL: &str = "https://git.coopcloud.tech/toolshed/recipes-catalogue-json.git";
 
+impl WorkspaceError {
+    /// A full or read-only disk: the host's trouble, not ccci's (the infra verdict).
+    pub fn is_host_trouble(&self) -> bool {
+        use std::io::ErrorKind as K;
+        matches!(self, WorkspaceError::Io { source, .. }
+            if matches!(source.kind(), K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem))
+    }
+}
+
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WorkspaceError {
     let path = path.to_path_buf();
     move |source| WorkspaceError::Io { action, path, source }

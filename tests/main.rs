@@ -6,6 +6,7 @@ mod common;
 mod contract;
 mod engine;
 mod fetch;
+mod infra;
 mod input;
 mod janitor_swarm;
 mod junit;

@@ -14,10 +14,77 @@ use crate::process::{Cmd, Output, ProcessError, Stopped};
 pub enum GitError {
     #[error(transparent)]
     Spawn(#[from] ProcessError),
-    #[error("{0}")]
-    Failed(String),
+    #[error("{message}")]
+    Failed { message: String, trouble: Trouble },
     #[error("git stopped: {0}")]
     Stopped(Stopped),
+}
+
+impl GitError {
+    /// What the failure says about the host rather than the repository.
+    pub fn trouble(&self) -> Trouble {
+        match self {
+            GitError::Failed { trouble, .. } => *trouble,
+            GitError::Spawn(_) => Trouble::Host,
+            GitError::Stopped(_) => Trouble::None,
+        }
+    }
+}
+
+/// Why a git call failed, read from its output: the network (worth a retry, then CI could not
+/// test), the host (a full disk, git missing: CI could not test), or neither (a wrong URL or
+/// ref, a bad repository: the code under test's fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    None,
+    Network,
+    Host,
+}
+
+// git and curl's messages (C locale: ccci's children get LANG=C.UTF-8, and git is not
+// translated under it). A refused connection to the forge, a name that does not resolve, a
+// dropped transfer and a forge's 5xx are the network; "not found", "could not read Username"
+// (an auth prompt refused) and "Repository not found" are not.
+const NETWORK: &[&str] = &[
+    "could not resolve host",
+    "temporary failure in name resolution",
+    "failed to connect to",
+    "couldn't connect to server",
+    "connection refused",
+    "connection timed out",
+    "connection reset",
+    "operation timed out",
+    "network is unreachable",
+    "no route to host",
+    "the remote end hung up unexpectedly",
+    "early eof",
+    "rpc failed",
+    "gnutls recv error",
+    "ssl_read",
+    "tls connection was non-properly terminated",
+    "the requested url returned error: 502",
+    "the requested url returned error: 503",
+    "the requested url returned error: 504",
+    "http/2 stream",
+];
+const HOST: &[&str] =
+    &["no space left on device", "disk quota exceeded", "read-only file system", "cannot allocate memory"];
+
+/// The trouble a failed git call's last lines show ([`Trouble`]).
+pub fn classify(lines: &[String]) -> Trouble {
+    let has = |needles: &[&str]| {
+        lines.iter().any(|l| {
+            let l = l.to_ascii_lowercase();
+            needles.iter().any(|n| l.contains(n))
+        })
+    };
+    if has(HOST) {
+        Trouble::Host
+    } else if has(NETWORK) {
+        Trouble::Network
+    } else {
+        Trouble::None
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -82,7 +149,7 @@ fn check(out: &Output) -> Result<(), GitError> {
         return Err(GitError::Stopped(s));
     }
     if !out.success() {
-        return Err(GitError::Failed(out.describe()));
+        return Err(GitError::Failed { message: out.describe(), trouble: classify(&out.tail) });
     }
     Ok(())
 }
@@ -112,6 +179,46 @@ mod tests {
         assert!(!g.token_for("https://git.example.org.evil.example/o/r.git"));
         assert!(!Git::new(None, vec!["https://git.example.org".into()]).token_for("https://git.example.org/x"));
         assert!(!Git::new(Some("t".into()), vec![]).token_for("https://git.example.org/x"));
+    }
+
+    #[test]
+    fn failures_are_told_apart_by_what_git_printed() {
+        let t = |lines: &[&str]| classify(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>());
+        for (lines, want) in [
+            (
+                &[
+                    "fatal: unable to access 'https://127.0.0.1:1/r.git/': Failed to connect to 127.0.0.1 port 1 after 0 ms: Couldn't connect to server",
+                ][..],
+                Trouble::Network,
+            ),
+            (
+                &["fatal: unable to access 'https://nope.invalid/r/': Could not resolve host: nope.invalid"],
+                Trouble::Network,
+            ),
+            (&["error: RPC failed; curl 56 GnuTLS recv error (-9)", "fatal: early EOF"], Trouble::Network),
+            (
+                &["fatal: unable to access 'https://git.example.org/r/': The requested URL returned error: 503"],
+                Trouble::Network,
+            ),
+            (
+                &["error: unable to write file compose.yml", "fatal: write error: No space left on device"],
+                Trouble::Host,
+            ),
+            (&["fatal: could not create work tree dir 'r': Read-only file system"], Trouble::Host),
+            (
+                &["remote: Repository not found.", "fatal: repository 'https://git.example.org/x/' not found"],
+                Trouble::None,
+            ),
+            (&["fatal: 'refs/pull/7/head' is not a commit"], Trouble::None),
+            (
+                &["fatal: could not read Username for 'https://git.example.org': terminal prompts disabled"],
+                Trouble::None,
+            ),
+            (&["fatal: The requested URL returned error: 404"], Trouble::None),
+            (&[], Trouble::None),
+        ] {
+            assert_eq!(t(lines), want, "{lines:?}");
+        }
     }
 
     #[test]

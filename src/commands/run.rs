@@ -147,6 +147,10 @@ fn run(cfg: config::Run) -> u8 {
             tracing::error!("{e}");
             return exit::LOCK_TIMEOUT;
         }
+        Err(e) if e.is_host_trouble() => {
+            tracing::error!("CI could not start the run: {e}");
+            return exit::INFRA;
+        }
         Err(e) => {
             tracing::error!("{e}");
             return exit::INTERNAL;
@@ -194,9 +198,12 @@ fn run(cfg: config::Run) -> u8 {
     ]);
     let abra = Abra::new(&cfg.host.abra, &ws.abra_dir, &cfg.host.server);
     let docker = Docker::new(&cfg.host.docker);
+    // abra that does not start or answer `version` cannot test anything: the infra verdict,
+    // before the run-start janitor and the fetch lean on it.
+    let abra_version = abra.version();
     let provenance = Provenance {
         ccci: VERSION.to_string(),
-        abra: abra.version().unwrap_or_else(|e| format!("unknown ({e})")),
+        abra: abra_version.as_ref().map_or_else(|e| format!("unknown ({e})"), |v| v.clone()),
         docker: docker.server_version().unwrap_or_else(|e| format!("unknown ({e})")),
         host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
     };
@@ -226,19 +233,27 @@ fn run(cfg: config::Run) -> u8 {
         cfg,
         started,
     };
+    if let Err(e) = abra_version {
+        let reason = format!(
+            "CI could not run abra ({}): {e}; install abra, or point CCCI_ABRA at it in the host file",
+            ctx.cfg.host.abra
+        );
+        tracing::error!("{reason}");
+        let st = pipeline::RunState::infra_before_start(&ctx.cfg.stages, reason);
+        return finish(&ctx, st, started, t0, provenance);
+    }
     // The run-start janitor (§6): before the fetch and before this run takes its own app lock,
     // so it can never see this run's app; a live run of the same domain holds its lock and is
     // left alone.
     janitor::run_start(&ctx.cfg.host, &ctx.abra, &ctx.docker, janitor::RUN_START_BUDGET);
     if let Err(e) = ctx.ws.clear_recipes() {
         tracing::error!("{e}");
-        return finish(
-            &ctx,
-            pipeline::RunState { internal_error: Some(e.to_string()), ..Default::default() },
-            started,
-            t0,
-            provenance,
-        );
+        let st = if e.is_host_trouble() {
+            pipeline::RunState::infra_before_start(&ctx.cfg.stages, format!("CI could not start the run: {e}"))
+        } else {
+            pipeline::RunState { internal_error: Some(e.to_string()), ..Default::default() }
+        };
+        return finish(&ctx, st, started, t0, provenance);
     }
     let st = pipeline::run(&ctx);
     let code = finish(&ctx, st, started, t0, provenance);

@@ -1,10 +1,11 @@
 //! Fetch (§7.2): the recipe tree at the code under test, inside the per-run ABRA_DIR.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::adapters::git::{Git, GitError};
+use crate::adapters::git::{self, Git, GitError, Trouble};
 use crate::adapters::{Abra, AbraError};
 use crate::config::Source;
 
@@ -26,6 +27,8 @@ pub enum FetchError {
     Clear(String),
     #[error("cannot read the head commit of {dir}: {err}")]
     Head { dir: PathBuf, err: GitError },
+    #[error("stopped while waiting to retry the fetch")]
+    RetryStopped,
 }
 
 impl FetchError {
@@ -36,7 +39,60 @@ impl FetchError {
                 matches!(err, GitError::Stopped(_))
             }
             FetchError::AbraFetch { err, .. } => err.stopped().is_some(),
+            FetchError::RetryStopped => true,
             _ => false,
+        }
+    }
+
+    /// Whether the failure is the network's or the host's (CI could not test the recipe)
+    /// rather than the code under test's.
+    pub fn trouble(&self) -> Trouble {
+        let io = |e: &std::io::Error| match e.kind() {
+            std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::ReadOnlyFilesystem
+            | std::io::ErrorKind::QuotaExceeded => Trouble::Host,
+            _ => Trouble::None,
+        };
+        match self {
+            FetchError::Clone { err, .. } | FetchError::Checkout { err, .. } | FetchError::Head { err, .. } => {
+                err.trouble()
+            }
+            FetchError::AbraFetch { err: AbraError::Spawn(_), .. } => Trouble::Host,
+            FetchError::AbraFetch { err: AbraError::Failed(text), .. } => git::classify(std::slice::from_ref(text)),
+            FetchError::Copy { err, .. } => io(err),
+            _ => Trouble::None,
+        }
+    }
+}
+
+/// A clone that failed on the network is tried again after each of these waits (each one
+/// cancellable): a forge's hiccup should not turn a PR red, and three failures in six seconds
+/// are the infra verdict, not a retry loop that eats the deadline.
+const RETRY_BACKOFF: &[Duration] = &[Duration::from_secs(2), Duration::from_secs(4)];
+
+/// Runs `attempt` until it succeeds, fails for a reason other than the network, or the
+/// backoff is spent; `clear` is removed before each retry (a half-written clone is refused by
+/// the next `git clone`).
+fn with_retries<T>(
+    what: &str,
+    clear: Option<&Path>,
+    mut attempt: impl FnMut() -> Result<T, FetchError>,
+) -> Result<T, FetchError> {
+    let mut waits = RETRY_BACKOFF.iter();
+    loop {
+        let e = match attempt() {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let Some(wait) = waits.next().filter(|_| e.trouble() == Trouble::Network && !e.stopped()) else {
+            return Err(e);
+        };
+        tracing::warn!("{what} failed on the network: {e}; retrying in {}", crate::clock::human(*wait));
+        if crate::lifetime::sleep(*wait).is_some() {
+            return Err(FetchError::RetryStopped);
+        }
+        if let Some(dest) = clear {
+            crate::workspace::remove_dir_all_if_exists(dest).map_err(|err| FetchError::Clear(err.to_string()))?;
         }
     }
 }
@@ -83,23 +139,27 @@ pub fn fetch(req: &FetchRequest<'_>, git: &Git, abra: &Abra) -> Result<Fetched, 
         let location = match req.src {
             Some(src) => {
                 let location = src.clone_location(req.git_base);
-                let cmd = git.authed(
-                    git.at(dest.parent().unwrap_or(Path::new("/"))).args([
-                        "clone",
-                        "--quiet",
-                        "--no-hardlinks",
-                        location.as_str(),
-                        &dest.display().to_string(),
-                    ]),
-                    &location,
-                );
-                Git::run(cmd).map_err(|err| FetchError::Clone { location: location.clone(), err })?;
+                with_retries("git clone", Some(dest), || {
+                    let cmd = git.authed(
+                        git.at(dest.parent().unwrap_or(Path::new("/"))).args([
+                            "clone",
+                            "--quiet",
+                            "--no-hardlinks",
+                            location.as_str(),
+                            &dest.display().to_string(),
+                        ]),
+                        &location,
+                    );
+                    Git::run(cmd).map_err(|err| FetchError::Clone { location: location.clone(), err })
+                })?;
                 how = format!("git clone {location}");
                 location
             }
             None => {
-                abra.recipe_fetch(req.recipe)
-                    .map_err(|err| FetchError::AbraFetch { recipe: req.recipe.to_string(), err })?;
+                with_retries("abra recipe fetch", Some(dest), || {
+                    abra.recipe_fetch(req.recipe)
+                        .map_err(|err| FetchError::AbraFetch { recipe: req.recipe.to_string(), err })
+                })?;
                 if !dest.is_dir() {
                     return Err(FetchError::NotCloned { recipe: req.recipe.to_string(), dir: dest.to_path_buf() });
                 }
@@ -132,9 +192,11 @@ fn checkout_ref(git: &Git, dir: &Path, git_ref: &str, location: &str, authed: bo
     if local.is_ok() {
         return Ok(());
     }
-    let fetch = git.at(dir).args(["fetch", "--quiet", "origin", git_ref]);
-    let fetch = if authed { git.authed(fetch, location) } else { fetch };
-    Git::run(fetch).map_err(err)?;
+    with_retries("git fetch", None, || {
+        let fetch = git.at(dir).args(["fetch", "--quiet", "origin", git_ref]);
+        let fetch = if authed { git.authed(fetch, location) } else { fetch };
+        Git::run(fetch).map(|_| ()).map_err(err)
+    })?;
     Git::run(git.at(dir).args(["checkout", "--quiet", "-f", "FETCH_HEAD"])).map_err(err)?;
     Ok(())
 }

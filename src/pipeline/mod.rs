@@ -78,6 +78,15 @@ impl RunState {
     }
 
     /// Marks every requested stage without a result yet.
+    /// CI could not start testing (abra unusable): every requested stage `unver` with the
+    /// reason, the infra verdict.
+    pub fn infra_before_start(requested: &[Stage], reason: String) -> RunState {
+        let mut st = RunState::default();
+        st.rest(requested, crate::report::Status::Unver, &reason);
+        st.infra = Some(reason);
+        st
+    }
+
     fn rest(&mut self, requested: &[Stage], status: crate::report::Status, reason: &str) {
         for s in requested {
             self.results.entry(*s).or_insert_with(|| StageResult::new(*s, status, 0, Some(reason.to_string())));
@@ -127,6 +136,13 @@ pub fn run(ctx: &Ctx) -> RunState {
         Err(e) => {
             match lifetime::cause() {
                 Some(c) if e.stopped() => st.rest(&requested, unver, &cancel_reason(c)),
+                _ if e.trouble() != crate::adapters::git::Trouble::None => {
+                    // The network or the host, not the recipe: CI could not test it (69).
+                    let reason = format!("CI could not fetch the recipe: {e}");
+                    tracing::error!("{reason}");
+                    st.infra = Some(reason.clone());
+                    st.rest(&requested, unver, &reason);
+                }
                 _ => {
                     tracing::error!("fetch failed: {e}");
                     st.failed = Some(format!("fetch failed: {e}"));
