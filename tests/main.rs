@@ -14,5 +14,6 @@ mod ops;
 mod policy;
 mod real_abra;
 mod run_dir;
+mod soak_check;
 mod stages;
 mod swarm;
