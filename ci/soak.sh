@@ -34,6 +34,7 @@
 # Signals are sent when an observable event happened (an abra call starting or ending in the
 # fixture's event log, the lock wait, the lock held or a custom test starting in run.log) plus a
 # random delay.
+# shellcheck source-path=SCRIPTDIR
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -86,9 +87,9 @@ if [ -z "$plan" ]; then
 	CCCI_BIN=$ccci_exe # runs, wrappers and janitors do not depend on the soak's cwd
 fi
 real_docker=$(command -v docker)
-# shellcheck source=ci/soak-world.sh
+# shellcheck source=soak-world.sh
 . "$root/ci/soak-world.sh"
-# shellcheck source=ci/soak-run.sh
+# shellcheck source=soak-run.sh
 . "$root/ci/soak-run.sh"
 t_soak0=$(now_ms)
 
