@@ -167,7 +167,8 @@ drive() { # I
 			[ "$n" -eq 0 ] || break
 			sleep 0.1
 		done
-		[ ! "$lp" -ef "$victim" ] || rm -f "$lp"
+		# Still our link? (No janitor, watch or run-start janitor may have unlinked or replaced it.)
+		[ ! "$lp" -ef "$victim" ] || { extra+=(link_intact=1) && rm -f "$lp"; }
 		state=$(file_state "$victim")
 		extra+=("link_sweeps=$n" "victim_sum_after=${state% *}" "victim_mtime_ns_after=${state#* }")
 		[ -e "$lp" ] || extra+=(link_removed=1)

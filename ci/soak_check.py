@@ -334,6 +334,9 @@ class Judge:
             if c["destructive"]:
                 ok = False
                 self.v(f"{rid}: went on past a hard-linked lockfile: {c['text']}")
+        if res.get("link_intact") != "1":
+            ok = False
+            self.v(f"{rid}: the hard link at its lock path was gone or replaced before the soak removed it")
         if res.get("link_removed") != "1":
             ok = False
             self.v(f"{rid}: the soak could not remove the hard link it planted")
@@ -612,7 +615,7 @@ def synthetic_world(d):
                 f.write("a file the soak owns\n")
             state = file_state(victim)
             res.update(victim_sum=state[0], victim_mtime_ns=str(state[1]), victim_sum_after=state[0],
-                       victim_mtime_ns_after=str(state[1]), link_removed="1", link_sweeps="2")
+                       victim_mtime_ns_after=str(state[1]), link_intact="1", link_removed="1", link_sweeps="2")
         elif fault == "foreign":
             res.update(probe_t=str(int((start + 5) * 1000)),
                        probe_app="0:600:1:/bin/cat: x: Permission denied", probe_app_path=f"{d}/lock/x",
@@ -711,6 +714,7 @@ def self_test():
         ("the hard-link run passed", edit_res("rc", "0", run["hardlink"]), "a hard link at its lock path"),
         ("a janitor unlinked the hard link", edit_json("jan/jan2-1.json", lambda r: r["lockfiles"].append(
             {"domain": "hard-00000a.sk1.soak.test", "action": "unlinked", "reason": None})), "the hard-linked lock path"),
+        ("someone unlinked the hard link", edit_res("link_intact", "0", run["hardlink"]), "gone or replaced"),
         ("no janitor swept while the link was there", edit_res("link_sweeps", "0", run["hardlink"]),
          "fault type hardlink never happened"),
         ("--deadline u64::MAX panics", edit_res("rc", "101", run["dlmax"]), "panicked"),
