@@ -49,9 +49,7 @@ cleanup() {
 	done
 	# Anything a run of this bench started that is still around (only after an interrupted
 	# bench: a finished run leaves nothing) carries its run token.
-	for p in $(grep -lsz "^CCCI_RUN_TOKEN=bench-$$-" /proc/[0-9]*/environ | cut -d/ -f3); do
-		kill -KILL "$p" 2>/dev/null || :
-	done
+	grep -lsz "^CCCI_RUN_TOKEN=bench-$$-" /proc/[0-9]*/environ | cut -d/ -f3 | xargs -r kill -KILL 2>/dev/null || :
 	rm -rf "$work"
 }
 trap cleanup EXIT

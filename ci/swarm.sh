@@ -37,17 +37,17 @@ is_our_dockerd() {
 }
 
 stop_dockerd() { # PID
-	local pid=$1 i
+	local pid=$1
 	is_our_dockerd "$pid" || return 0
 	kill -TERM "$pid" 2>/dev/null || true
 	# Not our child (started by an earlier invocation): poll instead of wait.
-	for i in $(seq 1 300); do
+	for _ in $(seq 1 300); do
 		is_our_dockerd "$pid" || return 0
 		sleep 0.1
 	done
 	say "dockerd $pid ignored TERM for 30s, killing it"
 	kill -KILL "$pid" 2>/dev/null || true
-	for i in $(seq 1 50); do
+	for _ in $(seq 1 50); do
 		is_our_dockerd "$pid" || return 0
 		sleep 0.1
 	done
@@ -60,10 +60,10 @@ cmd_up() {
 	else
 		command -v dockerd >/dev/null || die "docker is not reachable and dockerd is not installed"
 		nohup dockerd >"$dockerd_log" 2>&1 &
-		local pid=$! i ok=
+		local pid=$! ok=
 		echo "dockerd $pid" >>"$record"
 		say "started dockerd (pid $pid, log $dockerd_log)"
-		for i in $(seq 1 120); do
+		for _ in $(seq 1 120); do
 			if reachable; then ok=1; break; fi
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.5

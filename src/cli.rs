@@ -74,7 +74,7 @@ pub enum Command {
     #[command(hide = true)]
     ExecStep(ExecStepArgs),
     /// Take an app lock with ccci's own acquire and print the wall-clock time (ns since the
-    /// epoch) at which it held it (for ci/bench-locks.sh).
+    /// epoch) at which it held it (for ci/bench_locks.py).
     #[command(hide = true)]
     LockWait(LockWaitArgs),
 }

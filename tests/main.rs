@@ -19,5 +19,6 @@ mod policy_swarm;
 mod real_abra;
 mod report;
 mod run_dir;
+mod soak_check;
 mod stages;
 mod swarm;

@@ -20,7 +20,7 @@
 //!                "problem": str|null } ] }           // why unsafe/unknown, or "held by a foreign process (pid N, comm)"
 //! ```
 //!
-//! Also the hidden `lock-wait` helper of `ci/bench-locks.sh`: takes a lock with ccci's own
+//! Also the hidden `lock-wait` helper of `ci/bench_locks.py`: takes a lock with ccci's own
 //! acquire and prints the wall-clock time at which it held it.
 
 use std::io::Write;

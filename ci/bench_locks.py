@@ -1,33 +1,48 @@
-#!/usr/bin/env bash
-# Lock and janitor figures of §11, printed and never asserted:
-#   1. lock handoff latency between processes (holder exits -> waiter holds), median and p99:
-#      ccci's own acquire (`ccci lock-wait`), util-linux flock(1) waiting on the same file, and a
-#      10 ms -> 500 ms jittered polling loop;
-#   2. a janitor sweep over N live run apps (locks held by real processes) and 10 x N stale
-#      lockfiles, discovery answered by stub abra/docker programs, probes real; N = 10, 100, 1000
-#      (1,000 live + 10,000 stale is the §11 target), next to a plain Python probe loop over the
-#      same lockfiles.
-#
-# Usage: ci/bench-locks.sh            (builds a release ccci unless CCCI points at one)
-# Env:   CCCI=path/to/ccci  BENCH_HANDOFFS=50  BENCH_SWEEPS=7  BENCH_SIZES="100 1000 10000"
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [ -z "${CCCI:-}" ]; then
-  (cd "$root" && cargo build --release --quiet)
-  CCCI="${CARGO_TARGET_DIR:-$root/target}/release/ccci"
-fi
-command -v python3 >/dev/null || { echo "bench-locks: needs python3" >&2; exit 1; }
-command -v flock >/dev/null || { echo "bench-locks: needs flock(1) from util-linux" >&2; exit 1; }
-work=$(mktemp -d /tmp/ccci-bench-locks.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+#!/usr/bin/env python3
+"""Lock and janitor figures of SPEC §11, printed and never asserted:
 
-echo "ccci: $("$CCCI" --version)   host: $(uname -sr), $(nproc) cpu(s)"
-echo
+1. lock handoff latency between processes (holder exits -> waiter holds), median and p99: ccci's
+   own acquire (`ccci lock-wait`), util-linux flock(1) waiting on the same file, and a 10 ms ->
+   500 ms jittered polling loop;
+2. a janitor sweep over N live run apps (locks held by real processes) and 10 x N stale
+   lockfiles, discovery answered by stub abra/docker programs, probes real; N = 10, 100, 1000
+   (1,000 live + 10,000 stale is the §11 target), next to a plain Python probe loop over the same
+   lockfiles.
 
-python3 - "$CCCI" "$work" "${BENCH_HANDOFFS:-50}" "${BENCH_SWEEPS:-7}" "${BENCH_SIZES:-100 1000 10000}" <<'PY'
-import fcntl, json, os, random, resource, shutil, statistics, subprocess, sys, time
+Usage: ci/bench_locks.py            (builds a release ccci unless CCCI points at one)
+Env:   CCCI=path/to/ccci  BENCH_HANDOFFS=50  BENCH_SWEEPS=7  BENCH_SIZES="100 1000 10000"  BENCH_TMPFS=dir
+"""
 
-ccci, work, handoffs, sweeps, sizes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), [int(s) for s in sys.argv[5].split()]
+import atexit
+import fcntl
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ccci = os.environ.get("CCCI")
+if not ccci:
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
+    ccci = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(root, "target"), "release", "ccci")
+if not shutil.which("flock"):
+    sys.exit("bench-locks: needs flock(1) from util-linux")
+handoffs = int(os.environ.get("BENCH_HANDOFFS", "50"))
+sweeps = int(os.environ.get("BENCH_SWEEPS", "7"))
+sizes = [int(s) for s in os.environ.get("BENCH_SIZES", "100 1000 10000").split()]
+version = subprocess.run([ccci, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+print(f"ccci: {version}   host: {platform.system()} {platform.release()}, {len(os.sched_getaffinity(0))} cpu(s)")
+print()
+work = tempfile.mkdtemp(prefix="ccci-bench-locks.", dir="/tmp")
+atexit.register(shutil.rmtree, work, True)
+
 
 def pct(xs, p):
     xs = sorted(xs)
@@ -142,6 +157,7 @@ def python_probe_loop(lock_dir):
 tmpfs = os.environ.get("BENCH_TMPFS") or next((d for d in ("/dev/shm", "/run/lock") if os.access(d, os.W_OK)), work)
 tmpfs = os.path.join(tmpfs, "ccci-bench-" + os.path.basename(work))
 os.makedirs(tmpfs)
+atexit.register(shutil.rmtree, tmpfs, True)
 fstype = subprocess.run(["stat", "-f", "-c", "%T", tmpfs], capture_output=True, text=True).stdout.strip()
 print("2. janitor sweep: N live run apps (locks held by real processes) + 10 x N stale lockfiles")
 print(f"   lock dir on {fstype} ({tmpfs}); discovery by stub abra/docker programs; every probe real")
@@ -197,4 +213,3 @@ for stale in sizes:
     row("reference: plain Python probe loop, no discovery", ref)
     shutil.rmtree(d)
 shutil.rmtree(tmpfs)
-PY
