@@ -166,3 +166,69 @@ fn two_runs_of_one_domain_serialise_and_both_pass() {
     assert!(news[0] < a_remove_end && a_remove_end < news[1], "the runs overlapped:\n{log}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
+
+/// Issue 16: with `janitor --watch` running, a deployed run SIGKILLed mid-test is reaped with no
+/// further command — stack, volumes, secrets, configs, network, `.env`, lockfile and the
+/// process its test left behind — while the normal run before it was never touched.
+#[test]
+fn the_watch_alone_reaps_a_sigkilled_deployed_run() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let w = World::new();
+    w.recipe("hello");
+    w.own_port("hello");
+    let gate = w.path().join("gate");
+    // The test leaves a process of its own behind (setsid: out of its step's group, carrying
+    // the run token), then parks.
+    w.trusted(
+        "hello",
+        "test_wait",
+        &format!(
+            "#!/bin/sh\nsetsid sleep 300 </dev/null >/dev/null 2>&1 &\necho parked-in-test\nwhile [ ! -e '{}' ]; do sleep 0.1; done\n",
+            gate.display()
+        ),
+        true,
+    );
+    let watch = Watcher::start(&w);
+    let d = w.domain("hello", "0", "");
+
+    // A normal run first: released after its own clean teardown, the watch does nothing to it.
+    fs::write(&gate, "").unwrap();
+    let ok_id = format!("n{}", unique());
+    let (mut ok, ok_err) = start(&w, &ok_id, "install,custom");
+    let st = wait_within(&mut ok, Duration::from_secs(240));
+    assert_eq!(st.code(), Some(0), "{}", ok_err.text());
+    let _ok_guard = KillTokens(format!("CCCI_RUN_TOKEN={ok_id}:"));
+    for p in pids_with_env(&format!("CCCI_RUN_TOKEN={ok_id}:")) {
+        signal(p as u32, libc::SIGKILL);
+    }
+    fs::remove_file(&gate).unwrap();
+
+    let run_id = format!("k{}", unique());
+    let token = format!("CCCI_RUN_TOKEN={run_id}:");
+    let _guard = KillTokens(token.clone());
+    let (mut run, err) = start(&w, &run_id, "install,custom");
+    err.wait_for("parked-in-test", Duration::from_secs(180));
+    // The live run is never touched while it holds its lock.
+    assert!(watch.events("decided", Some(&d)).iter().all(|e| e["action"] != "reaped"), "{}", watch.err.text());
+    wait_until("the test's setsid sleep", Duration::from_secs(10), || {
+        pids_with_env(&token)
+            .iter()
+            .any(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep"))
+    });
+    let before = watch.events("decided", Some(&d)).len();
+    signal(run.id(), libc::SIGKILL);
+    let _ = run.wait();
+    wait_until("the watch to reap the dead run", Duration::from_secs(120), || {
+        watch.events("decided", Some(&d)).len() > before
+    });
+    let decided = watch.events("decided", Some(&d)).pop().unwrap();
+    assert_eq!(decided["action"], "reaped", "{decided}\n{}", watch.err.text());
+    let left = w.leftovers();
+    assert!(left.is_empty(), "after the watch: {left:?}");
+    assert!(!lock_file(&w).exists(), "the lockfile remains");
+    wait_until("the dead run's processes to be gone", Duration::from_secs(30), || pids_with_env(&token).is_empty());
+    assert_eq!(watch.stop(), 0);
+}

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use ccci::env_vars::Role;
 
+mod watcher;
+pub use watcher::Watcher;
+
 pub const CCCI: &str = env!("CARGO_BIN_EXE_ccci");
 
 pub fn repo_root() -> PathBuf {
