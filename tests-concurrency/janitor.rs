@@ -661,7 +661,14 @@ fn the_straggler_sweep_kills_only_processes_of_dead_runs() {
     let dead_dir_live_ccci = spawn(Some(format!("dead:{lpid}:{lstart}")), false);
     let elsewhere = spawn(Some(format!("elsewhere:{gone_pid}:1")), false);
     let no_token = spawn(None, false);
-    std::thread::sleep(Duration::from_millis(200));
+    // Each `sh` execs sleep after its trap: once /proc says `sleep`, the ignored TERM is in
+    // place (dispositions survive exec), so the janitor cannot catch one before its trap.
+    for c in [&dead_plain, &dead_stubborn, &dead_reused, &of_live, &dead_dir_live_ccci, &elsewhere, &no_token] {
+        let comm = format!("/proc/{}/comm", c.id());
+        wait_until("the victim to exec sleep", Duration::from_secs(10), || {
+            fs::read_to_string(&comm).is_ok_and(|s| s.trim() == "sleep")
+        });
+    }
 
     let (o, v) = janitor(&w, &[]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));

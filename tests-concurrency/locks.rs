@@ -276,8 +276,8 @@ fn a_second_acquire_waits_until_the_first_holder_exits() {
     let mut first = flock_holder(&lock);
     let run = start_run(&w, "install", &[]);
     run.err.wait_for("is in flight", Duration::from_secs(60));
+    // A `->` entry in /proc/locks is the kernel saying ccci is blocked in flock(2): no pause needed.
     wait_until("ccci to block in flock(2)", Duration::from_secs(10), || waiters(&lock).contains(&run.pid()));
-    std::thread::sleep(Duration::from_millis(300));
     assert!(!w.abra_log().contains("app new"), "the waiter ran abra app new while flock(1) held the lock");
     first.sigkill();
     run.err.wait_for("app lock held", Duration::from_secs(10));
@@ -303,7 +303,6 @@ fn a_waiter_whose_inode_is_unlinked_retries_on_the_live_path() {
     old.release();
     // The waiter got the old inode, saw it is no longer the path's, and now waits on the new one.
     wait_until("ccci to block on the live inode", Duration::from_secs(10), || waiters(&lock).contains(&run.pid()));
-    std::thread::sleep(Duration::from_millis(300));
     assert!(!w.abra_log().contains("app new"), "the waiter proceeded on an unlinked inode");
     new.release();
     run.err.wait_for("app lock held", Duration::from_secs(10));

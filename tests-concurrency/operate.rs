@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::*;
-use crate::locks::{Parked, park_run, parking_world, start_run};
+use crate::locks::{Parked, park_run, parking_world, start_run, waiters};
 
 fn json_of(o: &std::process::Output) -> Value {
     serde_json::from_slice(&o.stdout)
@@ -57,8 +57,12 @@ fn drain_refuses_new_runs_wait_returns_after_the_last_live_run_and_undrain_lets_
     let v = json_of(&o);
     assert_eq!(v["drained"], false);
     assert_eq!(v["live"][0]["run_id"], live.run_id.as_str(), "{v}");
+    let host_lock = w.lock_dir.join("cc-ci-host.lock");
     let mut cancelled = spawn(&w, &["drain", "--wait"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let pid = cancelled.id() as i32;
+    wait_until("drain --wait to block on the host lock", Duration::from_secs(10), || {
+        waiters(&host_lock).contains(&pid)
+    });
     assert!(cancelled.try_wait().unwrap().is_none(), "drain --wait returned while a run is live");
     let t = Instant::now();
     signal(cancelled.id(), libc::SIGTERM);
@@ -69,7 +73,10 @@ fn drain_refuses_new_runs_wait_returns_after_the_last_live_run_and_undrain_lets_
 
     // The real wait returns only after the live run released the host lock.
     let mut waiter = spawn(&w, &["drain", "--wait", "--json"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let pid = waiter.id() as i32;
+    wait_until("drain --wait to block on the host lock", Duration::from_secs(10), || {
+        waiters(&host_lock).contains(&pid)
+    });
     assert!(waiter.try_wait().unwrap().is_none());
     let mut live = live;
     signal(live.child.id(), libc::SIGTERM);
@@ -146,6 +153,8 @@ fn cancel_refuses_a_pid_whose_start_time_does_not_match() {
     let o = ccci(&w, &["cancel", &a.run_id]);
     assert_eq!(code(&o), 1, "{}", stderr_of(&o));
     assert!(stderr_of(&o).contains("refusing to signal"), "{}", stderr_of(&o));
+    // `cancel` exited before this line; a signal it had sent would be in the run's log by the
+    // time it handled it. The short pause is a window for that negative assertion only.
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(a.pid()), "the run was signalled");
     assert!(a.err.text().find("received SIGTERM").is_none());

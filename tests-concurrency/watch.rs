@@ -57,12 +57,7 @@ fn normal_releases_and_lockfiles_that_come_and_go_are_no_ops() {
     let d = w.domain("hello", "32", "");
     let lock = lock_path(&w, &d);
     let h = py_holder(&lock, Some(&holder_info("normal-run")));
-    wait_until("the watch to see the holder", Duration::from_secs(10), || {
-        watch.err.text().contains(&d) || {
-            std::thread::sleep(Duration::from_millis(200));
-            true
-        }
-    });
+    watch.wait_event("watching", Some(&d), Duration::from_secs(10));
     fs::remove_file(&lock).unwrap();
     h.release();
     // A lockfile that appears and disappears while nobody holds it.
@@ -75,7 +70,9 @@ fn normal_releases_and_lockfiles_that_come_and_go_are_no_ops() {
     let lock3 = lock_path(&w, &d3);
     fake_app(&w, &d3);
     let live = py_holder(&lock3, Some(&holder_info("live-run")));
-    std::thread::sleep(Duration::from_secs(2));
+    // The watch takes the lock dir's inotify events in order on one channel: once it is
+    // watching the third holder, it has handled the churn of the first two before it.
+    watch.wait_event("watching", Some(&d3), Duration::from_secs(10));
     for dom in [&d, &d2, &d3] {
         let decided = watch.events("decided", Some(dom));
         assert!(decided.is_empty(), "{dom}: {decided:?}\n{}", watch.err.text());
@@ -98,7 +95,7 @@ fn a_recreated_lockfile_s_new_holder_is_watched_and_sigterm_stops_the_watch() {
     let lock = lock_path(&w, &d);
     // A first holder exits leaving its lockfile (decided: nothing left, lockfile unlinked) …
     let first = py_holder(&lock, Some(&holder_info("first")));
-    std::thread::sleep(Duration::from_millis(300));
+    watch.wait_event("watching", Some(&d), Duration::from_secs(10));
     first.release();
     watch.wait_event("decided", Some(&d), Duration::from_secs(60));
     // … then a new run creates the lockfile again, takes it and is SIGKILLed: the watch found

@@ -23,9 +23,15 @@ pub struct HostFile {
 impl HostFile {
     /// Reads `explicit` (from `CCCI_CONFIG`, must exist) or the default path (may be missing).
     pub fn load(explicit: Option<&str>) -> Result<HostFile, ConfigError> {
+        Self::load_or(explicit, Path::new(DEFAULT_PATH))
+    }
+
+    /// [`HostFile::load`] with the default path as a parameter (the tests cannot use the real
+    /// `/etc/ccci/env`).
+    fn load_or(explicit: Option<&str>, default: &Path) -> Result<HostFile, ConfigError> {
         let (path, required) = match explicit {
             Some(p) => (PathBuf::from(p), true),
-            None => (PathBuf::from(DEFAULT_PATH), false),
+            None => (default.to_path_buf(), false),
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&path, &text),
@@ -100,6 +106,14 @@ mod tests {
 
     #[test]
     fn missing_default_is_fine_but_missing_explicit_is_not() {
-        assert!(HostFile::load(Some("/nonexistent/ccci.env")).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("env");
+        let f = HostFile::load_or(None, &missing).expect("a host without a host file");
+        assert!(f.path.is_none(), "{f:?}");
+        let missing = missing.to_str().unwrap();
+        assert!(matches!(HostFile::load_or(Some(missing), Path::new("/x")), Err(ConfigError::HostFileRead { .. })));
+        std::fs::write(dir.path().join("env"), "CCCI_KILL_GRACE=3\n").unwrap();
+        let f = HostFile::load_or(None, &dir.path().join("env")).unwrap();
+        assert_eq!(f.path.as_deref(), Some(dir.path().join("env").as_path()));
     }
 }

@@ -197,8 +197,11 @@ mod tests {
     }
 
     #[test]
-    fn protects_itself() {
+    fn protects_itself_and_its_ancestors() {
         let p = protected_pids();
-        assert!(p.contains(&(std::process::id() as i32)));
+        // Its own pid goes in before anything is read; the parent only if /proc was walked.
+        let parent = nix::unistd::getppid().as_raw();
+        assert!(p.contains(&(std::process::id() as i32)) && p.contains(&parent), "{p:?} lacks parent {parent}");
+        assert!(!p.contains(&1), "init is never an ancestor worth protecting: {p:?}");
     }
 }

@@ -238,7 +238,17 @@ impl Watcher<'_> {
                 }
                 None => {
                     tracing::debug!("watch: {domain}: held by pid {pid}; watching it");
+                    let run_id = recorded.as_ref().map(|i| i.run_id.clone());
                     entry.insert(pid, recorded);
+                    emit(
+                        self.s.json,
+                        Line {
+                            domain: Some(domain),
+                            holder_pid: Some(pid),
+                            run_id: run_id.as_deref(),
+                            ..line("watching")
+                        },
+                    );
                 }
             }
             if self.watched.insert(pid) {
