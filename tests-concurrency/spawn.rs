@@ -114,9 +114,9 @@ fn the_child_environment_is_exactly_the_allow_list_plus_the_run_token() {
     assert_ne!(home, w.path().to_str().unwrap(), "children get the passwd home, not $HOME");
 }
 
-#[test]
 /// The parent-death signal reaches ccci's direct child; a grandchild that outlives it is the
 /// janitor's straggler sweep's (§6), checked in `janitor::the_straggler_sweep_kills_only_processes_of_dead_runs`.
+#[test]
 fn a_sigkilled_ccci_takes_its_direct_child_with_it() {
     let w = World::new();
     let (mut child, watch) = exec_step(&w, &["sh", "-c", "echo pid=$$; sleep 100 & echo sleeper=$!; wait"]);
