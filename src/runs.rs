@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::lock::HolderInfo;
 use crate::lock::proc_locks::{HeldLocks, Seen};
 use crate::names;
-use crate::process::{env as child_env, group};
+use crate::process::{env as child_env, procfs};
 use crate::report::status::{self, Status};
 
 /// A run dir under the runs dir.
@@ -140,7 +140,7 @@ pub fn verify(info: &HolderInfo, lock_path: &Path, held: &HeldLocks) -> Result<V
     if i64::from(pid) != i64::from(info.pid) {
         return Err(format!("the run token names pid {pid}, the lockfile pid {}", info.pid));
     }
-    let stat = group::read_stat(pid).ok_or_else(|| format!("pid {pid} is gone"))?;
+    let stat = procfs::read_stat(pid).ok_or_else(|| format!("pid {pid} is gone"))?;
     if stat.start_time != start || matches!(stat.state, 'Z' | 'X') {
         return Err(format!(
             "pid {pid} started at tick {}, not at tick {start} as the run's token says: the pid now belongs to another process; refusing to signal it",
@@ -214,7 +214,7 @@ mod tests {
         let p = dir.path().join("run.lock");
         let crate::lock::TryLock::Acquired(g) = crate::lock::try_lock(&p, true) else { panic!() };
         let me = std::process::id();
-        let start = group::read_stat(me as i32).unwrap().start_time;
+        let start = procfs::read_stat(me as i32).unwrap().start_time;
         let info = |start: u64| HolderInfo {
             pid: me,
             run_id: "r".into(),

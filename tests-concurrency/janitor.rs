@@ -639,7 +639,7 @@ fn the_straggler_sweep_kills_only_processes_of_dead_runs() {
     fs::write(w.runs_dir.join("dead/run.lock"), "").unwrap();
     fs::create_dir_all(w.runs_dir.join("live")).unwrap();
     let live_ccci = py_holder(&w.runs_dir.join("live/run.lock"), None);
-    let start_of = |pid: i32| ccci::process::group::read_stat(pid).unwrap().start_time;
+    let start_of = |pid: i32| ccci::process::procfs::read_stat(pid).unwrap().start_time;
     let (lpid, lstart) = (live_ccci.pid(), start_of(live_ccci.pid()));
     let mut gone = Command::new("true").spawn().unwrap();
     let gone_pid = gone.id();
@@ -664,10 +664,7 @@ fn the_straggler_sweep_kills_only_processes_of_dead_runs() {
     // Each `sh` execs sleep after its trap: once /proc says `sleep`, the ignored TERM is in
     // place (dispositions survive exec), so the janitor cannot catch one before its trap.
     for c in [&dead_plain, &dead_stubborn, &dead_reused, &of_live, &dead_dir_live_ccci, &elsewhere, &no_token] {
-        let comm = format!("/proc/{}/comm", c.id());
-        wait_until("the victim to exec sleep", Duration::from_secs(10), || {
-            fs::read_to_string(&comm).is_ok_and(|s| s.trim() == "sleep")
-        });
+        wait_until("the victim to exec sleep", Duration::from_secs(10), || comm_is(c.id() as i32, "sleep"));
     }
 
     let (o, v) = janitor(&w, &[]);

@@ -59,31 +59,16 @@ fn wait_ev(w: &World, kind: &str, words: &str, within: Duration) -> (usize, Ev) 
 
 /// Live processes whose process group is `pgid`.
 fn group_members(pgid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
-            let rest: Vec<&str> =
-                stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-            if rest.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid) && alive(pid) {
-                out.push(pid);
-            }
-        }
-    }
-    out
+    ccci::process::group::live_members(pgid)
 }
 
 fn ppid_of(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    ccci::process::procfs::read_stat(pid).map(|s| s.ppid)
 }
 
 /// The live ccci process of run `id` (found by its environment and its name).
 fn ccci_pids(id: &str) -> Vec<i32> {
-    pids_with_env(&format!("CCCI_RUN_ID={id}"))
-        .into_iter()
-        .filter(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "ccci"))
-        .collect()
+    pids_with_env(&format!("CCCI_RUN_ID={id}")).into_iter().filter(|p| comm_is(*p, "ccci")).collect()
 }
 
 /// Every process a run started carries its token; none may outlive the run.

@@ -214,9 +214,7 @@ fn the_watch_alone_reaps_a_sigkilled_deployed_run() {
     // The live run is never touched while it holds its lock.
     assert!(watch.events("decided", Some(&d)).iter().all(|e| e["action"] != "reaped"), "{}", watch.err.text());
     wait_until("the test's setsid sleep", Duration::from_secs(10), || {
-        pids_with_env(&token)
-            .iter()
-            .any(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep"))
+        pids_with_env(&token).iter().any(|p| comm_is(*p, "sleep"))
     });
     let before = watch.events("decided", Some(&d)).len();
     signal(run.id(), libc::SIGKILL);

@@ -110,7 +110,7 @@ fn signal_verified(v: &Verified) -> Result<(), String> {
     }
     // SAFETY: a fresh fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    match crate::process::group::read_stat(v.pid) {
+    match crate::process::procfs::read_stat(v.pid) {
         Some(st) if st.start_time == v.start_time => {}
         _ => return Err(format!("pid {} changed between the check and the signal; not signalled", v.pid)),
     }

@@ -15,7 +15,7 @@ use crate::config::Host;
 use crate::env_vars as ev;
 use crate::lock::proc_locks::HeldLocks;
 use crate::names::{self, RunAppPattern};
-use crate::process::{env as child_env, group};
+use crate::process::{env as child_env, procfs};
 
 /// How one discovery source answered.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -142,12 +142,6 @@ pub fn read_run_lock_states(dirs: &mut [RunDir], held: &HeldLocks) {
     }
 }
 
-/// The token in a `/proc/<pid>/environ` blob.
-fn token_in(environ: &[u8]) -> Option<&str> {
-    let key = format!("{}=", ev::CCCI_RUN_TOKEN);
-    environ.split(|b| *b == 0).find_map(|kv| kv.strip_prefix(key.as_bytes())).and_then(|v| std::str::from_utf8(v).ok())
-}
-
 /// Processes carrying a run token of one of `runs` (run ids with a ccci run dir here), and the
 /// pid → start time of every live process. Skips the scan when `runs` is empty.
 pub fn token_processes(runs: &HashSet<&str>) -> (Vec<TokenProcess>, HashMap<i32, u64>) {
@@ -156,13 +150,15 @@ pub fn token_processes(runs: &HashSet<&str>) -> (Vec<TokenProcess>, HashMap<i32,
     if runs.is_empty() {
         return (procs, live);
     }
-    for p in group::all_processes() {
-        if matches!(p.state, 'Z' | 'X') {
+    for p in procfs::all_processes() {
+        if p.is_dead() {
             continue;
         }
         live.insert(p.pid, p.start_time);
-        let Ok(environ) = std::fs::read(format!("/proc/{}/environ", p.pid)) else { continue };
-        let Some((run_id, token_pid, token_start)) = token_in(&environ).and_then(child_env::parse_run_token) else {
+        let Some(environ) = procfs::environ(p.pid) else { continue };
+        let Some((run_id, token_pid, token_start)) =
+            procfs::env_value(&environ, ev::CCCI_RUN_TOKEN).and_then(child_env::parse_run_token)
+        else {
             continue;
         };
         if runs.contains(run_id.as_str()) {
@@ -177,7 +173,7 @@ pub fn protected_pids() -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
     let mut pid = std::process::id() as i32;
     while pid > 1 && out.insert(pid) {
-        match group::read_stat(pid) {
+        match procfs::read_stat(pid) {
             Some(st) => pid = st.ppid,
             None => break,
         }
@@ -188,13 +184,6 @@ pub fn protected_pids() -> BTreeSet<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_token_in_an_environ_blob() {
-        assert_eq!(token_in(b"A=1\0CCCI_RUN_TOKEN=r1:2:3\0B=2\0"), Some("r1:2:3"));
-        assert_eq!(token_in(b"XCCCI_RUN_TOKEN=r1:2:3\0"), None);
-        assert_eq!(token_in(b""), None);
-    }
 
     #[test]
     fn protects_itself_and_its_ancestors() {

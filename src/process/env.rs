@@ -69,7 +69,7 @@ pub fn base() -> Vec<(String, String)> {
 /// the token immune to pid reuse.
 pub fn mint_run_token(run_id: &str) -> String {
     let pid = std::process::id();
-    let start = super::group::read_stat(pid as i32).map_or(0, |s| s.start_time);
+    let start = super::procfs::read_stat(pid as i32).map_or(0, |s| s.start_time);
     format!("{run_id}:{pid}:{start}")
 }
 

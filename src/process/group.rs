@@ -12,6 +12,9 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::kill::{self, Fate, Target};
+use super::procfs::{self, ProcStat};
+
 /// Leaders of the groups currently running (pid == pgid), for an immediate exit to kill.
 static ACTIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// Exit statuses of active leaders that a group-wide reap collected before the leader's own wait.
@@ -70,25 +73,23 @@ pub fn kill_active_groups() {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     if let Some(token) = super::env::run_token() {
-        for pid in token_carriers(&token) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        for p in token_carriers(&token) {
+            let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
         }
     }
 }
 
 /// Live processes whose environment carries exactly `CCCI_RUN_TOKEN=<token>`: descendants of
 /// this run, wherever they escaped to (another session, a parent that is still alive).
-pub fn token_carriers(token: &str) -> Vec<i32> {
-    let needle = format!("{}={token}", crate::env_vars::CCCI_RUN_TOKEN);
+pub fn token_carriers(token: &str) -> Vec<ProcStat> {
     let me = std::process::id() as i32;
-    all_processes()
+    procfs::all_processes()
         .into_iter()
-        .filter(|p| p.pid != me && p.state != 'Z')
+        .filter(|p| p.pid != me && !p.is_dead())
         .filter(|p| {
-            std::fs::read(format!("/proc/{}/environ", p.pid))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+            procfs::environ(p.pid)
+                .is_some_and(|env| procfs::env_value(&env, crate::env_vars::CCCI_RUN_TOKEN) == Some(token))
         })
-        .map(|p| p.pid)
         .collect()
 }
 
@@ -96,60 +97,16 @@ pub fn token_carriers(token: &str) -> Vec<i32> {
 pub fn stop_token_carriers(grace: Duration) -> Vec<i32> {
     let Some(token) = super::env::run_token() else { return Vec::new() };
     let found = token_carriers(&token);
-    if found.is_empty() {
-        return found;
-    }
-    for pid in &found {
-        let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
-    }
-    let end = crate::lifetime::instant_after(grace.min(Duration::from_secs(5)));
-    while Instant::now() < end && !token_carriers(&token).is_empty() {
-        reap_adopted();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for pid in token_carriers(&token) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-    reap_adopted();
-    found
+    let targets: Vec<Target> = found.iter().map(|p| Target::Process { pid: p.pid, start_time: p.start_time }).collect();
+    kill::stop(&targets, grace.min(CARRIER_GRACE), &|| false);
+    found.iter().map(|p| p.pid).collect()
 }
 
-/// `(pid, ppid, pgrp, state)` of one /proc entry.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcStat {
-    pub pid: i32,
-    pub ppid: i32,
-    pub pgrp: i32,
-    pub state: char,
-    /// Start time in clock ticks since boot (field 22).
-    pub start_time: u64,
-}
-
-pub fn read_stat(pid: i32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
-}
-
-/// Parses `/proc/<pid>/stat`; the command name may contain spaces and parentheses, so fields are
-/// counted from the last `)`.
-pub fn parse_stat(text: &str) -> Option<ProcStat> {
-    let pid = text.split(' ').next()?.parse().ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    Some(ProcStat {
-        pid,
-        state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
-        pgrp: f.get(2)?.parse().ok()?,
-        start_time: f.get(19)?.parse().ok()?,
-    })
-}
-
-/// Every process on the host.
-pub fn all_processes() -> Vec<ProcStat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).filter_map(read_stat).collect()
-}
+/// A run's end waits for its escaped processes at most this long per round: they were
+/// already told by their step's end, and the run's own exit should not wait out a long grace.
+const CARRIER_GRACE: Duration = Duration::from_secs(5);
+/// The same for descendants adopted through the subreaper.
+const ADOPTED_GRACE: Duration = Duration::from_secs(2);
 
 /// Live (non-zombie) members of a process group.
 pub fn live_members(pgid: i32) -> Vec<i32> {
@@ -157,7 +114,7 @@ pub fn live_members(pgid: i32) -> Vec<i32> {
     if killpg(Pid::from_raw(pgid), None) == Err(Errno::ESRCH) {
         return Vec::new();
     }
-    all_processes().into_iter().filter(|p| p.pgrp == pgid && p.state != 'Z' && p.state != 'X').map(|p| p.pid).collect()
+    procfs::all_processes().into_iter().filter(|p| p.pgrp == pgid && !p.is_dead()).map(|p| p.pid).collect()
 }
 
 /// Reaps every exited member of the group that is our child (the leader, or members adopted
@@ -189,39 +146,15 @@ pub fn wait_group_empty(pgid: i32, within: Duration) -> bool {
 /// TERM the group, give it `grace` (ended early by `escalate`), KILL, then sweep until it is gone.
 /// Returns false when members still linger after the sweep (e.g. stuck in the kernel).
 pub fn terminate_group(pgid: i32, grace: Duration, escalate: &dyn Fn() -> bool) -> bool {
-    let pg = Pid::from_raw(pgid);
-    if live_members(pgid).is_empty() {
-        reap_group_zombies(pgid);
-        return true;
-    }
-    if !grace.is_zero() {
-        let _ = killpg(pg, Signal::SIGTERM);
-        let end = crate::lifetime::instant_after(grace);
-        while Instant::now() < end {
-            reap_group_zombies(pgid);
-            if live_members(pgid).is_empty() {
-                return true;
-            }
-            if escalate() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    let end = crate::lifetime::instant_after(Duration::from_secs(5));
-    loop {
-        if live_members(pgid).is_empty() {
-            reap_group_zombies(pgid);
-            return true;
-        }
-        if let Err(Errno::ESRCH) = killpg(pg, Signal::SIGKILL) {
-            return true;
-        }
-        reap_group_zombies(pgid);
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    !matches!(kill::stop(&[Target::Group(pgid)], grace, escalate)[..], [Fate::Failed(_)])
+}
+
+/// Reaps `pid` if it is an exited child of ccci (`ECHILD` otherwise, which is fine).
+pub fn reap_pid(pid: i32) {
+    if let Ok(status) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))
+        && status != WaitStatus::StillAlive
+    {
+        note_reaped(status);
     }
 }
 
@@ -233,7 +166,7 @@ pub fn adopted_children() -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut pids: Vec<i32> = match std::fs::read_to_string(format!("/proc/self/task/{me}/children")) {
         Ok(text) => text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()).collect(),
-        Err(_) => all_processes().into_iter().filter(|p| p.ppid == me).map(|p| p.pid).collect(),
+        Err(_) => procfs::all_processes().into_iter().filter(|p| p.ppid == me).map(|p| p.pid).collect(),
     };
     pids.retain(|p| !is_active_leader(*p));
     pids.sort_unstable();
@@ -243,64 +176,30 @@ pub fn adopted_children() -> Vec<i32> {
 /// Reaps adopted children that already exited, by pid.
 pub fn reap_adopted() {
     for pid in adopted_children() {
-        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        reap_pid(pid);
     }
 }
 
-/// At exit: TERM→KILL every adopted descendant and reap them, until two passes find none.
-/// Returns the pids that were found alive.
+/// At exit: TERM→KILL every adopted descendant and reap them, until two passes find none (a
+/// dying descendant's own orphans are adopted after it goes). Returns the pids found alive.
 pub fn sweep_adopted(grace: Duration) -> Vec<i32> {
     let mut seen = Vec::new();
     let mut quiet_passes = 0;
     let deadline = crate::lifetime::instant_after(grace.saturating_add(Duration::from_secs(5)));
     while quiet_passes < 2 && Instant::now() < deadline {
         reap_adopted();
-        let alive: Vec<i32> =
-            adopted_children().into_iter().filter(|p| read_stat(*p).is_some_and(|s| s.state != 'Z')).collect();
+        let alive: Vec<ProcStat> =
+            adopted_children().into_iter().filter_map(procfs::read_stat).filter(|s| !s.is_dead()).collect();
         if alive.is_empty() {
             quiet_passes += 1;
             continue;
         }
         quiet_passes = 0;
-        for pid in &alive {
-            if !seen.contains(pid) {
-                seen.push(*pid);
-                let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
-            }
-        }
-        let end = crate::lifetime::instant_after(grace.min(Duration::from_secs(2)));
-        while Instant::now() < end {
-            reap_adopted();
-            if alive.iter().all(|p| read_stat(*p).is_none_or(|s| s.state == 'Z')) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        for pid in &alive {
-            if read_stat(*pid).is_some_and(|s| s.state != 'Z') {
-                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
+        seen.extend(alive.iter().map(|s| s.pid).filter(|p| !seen.contains(p)).collect::<Vec<_>>());
+        let targets: Vec<Target> =
+            alive.iter().map(|s| Target::Process { pid: s.pid, start_time: s.start_time }).collect();
+        kill::stop(&targets, grace.min(ADOPTED_GRACE), &|| false);
     }
     reap_adopted();
     seen
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_stat_with_odd_names() {
-        let line = "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 0 0";
-        let s = parse_stat(line).unwrap();
-        assert_eq!((s.pid, s.state, s.ppid, s.pgrp, s.start_time), (4242, 'S', 1, 4242, 98765));
-    }
-
-    #[test]
-    fn reads_self() {
-        let me = read_stat(std::process::id() as i32).unwrap();
-        assert_eq!(me.pid, std::process::id() as i32);
-    }
 }

@@ -6,6 +6,8 @@
 
 pub mod env;
 pub mod group;
+pub mod kill;
+pub mod procfs;
 mod pty;
 pub mod shim;
 pub mod text;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ccci::env_vars::Role;
+use ccci::process::procfs;
 
 mod watcher;
 pub use watcher::Watcher;
@@ -395,25 +396,25 @@ pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(s.rsplit(')').next().and_then(|r| r.trim_start().chars().next()), Some('Z') | Some('X')),
-        Err(_) => false,
-    }
+    procfs::read_stat(pid).is_some_and(|s| !s.is_dead())
 }
 
-/// Pids of processes whose environment carries `needle` (e.g. a run token).
+/// Pids of live processes whose environment carries `needle` (e.g. a run token).
 pub fn pids_with_env(needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        if let Ok(env) = fs::read(format!("/proc/{pid}/environ"))
-            && env.split(|b| *b == 0).any(|kv| String::from_utf8_lossy(kv).contains(needle))
-            && alive(pid)
-        {
-            out.push(pid);
-        }
-    }
-    out
+    procfs::all_processes()
+        .into_iter()
+        .filter(|p| !p.is_dead())
+        .filter(|p| {
+            procfs::environ(p.pid)
+                .is_some_and(|env| env.split(|b| *b == 0).any(|kv| String::from_utf8_lossy(kv).contains(needle)))
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Whether `pid`'s command name is `name` (after an exec, the new program's).
+pub fn comm_is(pid: i32, name: &str) -> bool {
+    procfs::comm(pid).is_some_and(|c| c == name)
 }
 
 /// At most two swarm deploys at once across every test binary: a slot is a real flock.
