@@ -28,7 +28,7 @@ use crate::cli::{CancelArgs, Cli};
 use crate::lock::proc_locks::HeldLocks;
 use crate::lock::{self, Waited};
 use crate::runs::{self, RunDirView, Verified};
-use crate::{exit, lifetime, logging, names};
+use crate::{exit, logging, names};
 
 #[derive(Debug, Serialize, Default)]
 struct CancelOut {
@@ -125,12 +125,11 @@ fn signal_verified(v: &Verified) -> Result<(), String> {
 
 pub fn main(cli: &Cli, args: &CancelArgs) -> u8 {
     if args.wait
-        && let Err(e) = lifetime::start_signal_thread()
+        && let Err(c) = super::session::signals()
     {
-        eprintln!("ccci: cannot start the signal thread: {e}");
-        return exit::INTERNAL;
+        return c;
     }
-    let host = match super::drain::setup(cli) {
+    let host = match super::session::operator(cli, false) {
         Ok(h) => h,
         Err(c) => return c,
     };

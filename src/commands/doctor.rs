@@ -24,7 +24,7 @@ use crate::cli::{Cli, DoctorArgs};
 use crate::config::Host;
 use crate::host::{disk, drain};
 use crate::lock::{self, fs_check};
-use crate::process::{self, Cmd, env as child_env};
+use crate::process::Cmd;
 use crate::{exit, logging};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -331,12 +331,10 @@ struct DoctorOut {
 }
 
 pub fn main(cli: &Cli, args: &DoctorArgs) -> u8 {
-    let host = match super::drain::setup(cli) {
+    let host = match super::session::operator(cli, false) {
         Ok(h) => h,
         Err(c) => return c,
     };
-    process::configure_timing(process::Timing { kill_grace: host.kill_grace, leak_timeout: host.leak_timeout });
-    child_env::configure(&host.passwd_home, None);
     let checks = checks(&host);
     let ok = checks.iter().all(|c| c.status != Level::Fail);
     if args.json {

@@ -21,11 +21,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cli::{Cli, DrainArgs, UndrainArgs};
-use crate::config;
 use crate::host::drain::{self, Marker, State};
 use crate::lock::proc_locks::HeldLocks;
 use crate::lock::{self, Waited};
-use crate::{env_vars as ev, exit, lifetime, logging};
+use crate::{exit, logging};
 
 #[derive(Debug, Serialize)]
 struct DrainOut {
@@ -45,20 +44,6 @@ struct LiveOut {
     run_id: String,
     attempt: u32,
     pid: Option<i32>,
-}
-
-/// Host settings and logging for the operator commands; `Err(code)` on bad settings.
-pub(crate) fn setup(cli: &Cli) -> Result<config::Host, u8> {
-    let env = config::process_env();
-    let host = match config::host_only(env.clone()) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("ccci: {e}");
-            return Err(exit::USAGE);
-        }
-    };
-    logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), false);
-    Ok(host)
 }
 
 /// A `--timeout` value.
@@ -97,12 +82,11 @@ fn live_runs(runs_dir: &std::path::Path) -> Vec<LiveOut> {
 
 pub fn drain(cli: &Cli, args: &DrainArgs) -> u8 {
     if args.wait
-        && let Err(e) = lifetime::start_signal_thread()
+        && let Err(c) = super::session::signals()
     {
-        eprintln!("ccci: cannot start the signal thread: {e}");
-        return exit::INTERNAL;
+        return c;
     }
-    let host = match setup(cli) {
+    let host = match super::session::operator(cli, false) {
         Ok(h) => h,
         Err(c) => return c,
     };
@@ -211,7 +195,7 @@ struct UndrainOut {
 }
 
 pub fn undrain(cli: &Cli, args: &UndrainArgs) -> u8 {
-    let host = match setup(cli) {
+    let host = match super::session::operator(cli, false) {
         Ok(h) => h,
         Err(c) => return c,
     };

@@ -7,31 +7,24 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::cli::{Cli, ExecStepArgs};
-use crate::mask::{self, Masker};
-use crate::process::{self, Cmd, env as child_env, group};
-use crate::{config, env_vars as ev, exit, lifetime, logging};
+use crate::process::{Cmd, env as child_env, group};
+use crate::{exit, lifetime, logging};
 
 pub fn main(cli: &Cli, args: &ExecStepArgs) -> u8 {
-    if let Err(e) = lifetime::start_signal_thread() {
-        eprintln!("ccci: cannot start the signal thread: {e}");
-        return exit::INTERNAL;
+    use super::session;
+    if let Err(c) = session::signals() {
+        return c;
     }
-    let env = config::process_env();
-    let host = match config::host_only(env.clone()) {
+    let (env, host) = match session::host() {
         Ok(h) => h,
-        Err(e) => {
-            eprintln!("ccci: {e}");
-            return exit::USAGE;
-        }
+        Err(c) => return c,
     };
-    mask::install(Masker::from_dir_and_token(&host.secrets_dir, host.git_token.as_deref()));
-    logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), false);
+    let token = Some(child_env::mint_run_token("exec-step"));
+    session::start(cli, &env, &host, session::Start { mask: true, token, run_clock: false });
     if let Err(e) = lifetime::become_subreaper() {
         tracing::warn!("cannot become a child subreaper: {e}");
     }
     lifetime::exit_now_hook(group::kill_active_groups);
-    process::configure_timing(process::Timing { kill_grace: host.kill_grace, leak_timeout: host.leak_timeout });
-    child_env::configure(&host.passwd_home, Some(child_env::mint_run_token("exec-step")));
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut cmd = Cmd::new(program.clone()).args(rest.iter().cloned());
     if let Some(t) = args.timeout {

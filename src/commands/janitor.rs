@@ -23,15 +23,13 @@ use crate::config;
 use crate::janitor::report::Report;
 use crate::janitor::{self, Settings};
 use crate::lock::{self, fs_check};
-use crate::mask::{self, Masker};
-use crate::process::{self, env as child_env};
-use crate::{env_vars as ev, exit, lifetime, logging};
+use crate::mask::{self};
+use crate::{exit, logging};
 
 pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
     // The signal thread first: SIGTERM stops the sweep between candidates.
-    if let Err(e) = lifetime::start_signal_thread() {
-        eprintln!("ccci: cannot start the signal thread: {e}");
-        return exit::INTERNAL;
+    if let Err(c) = super::session::signals() {
+        return c;
     }
     let env = config::process_env();
     let cfg = match config::Janitor::resolve(args, env.clone()) {
@@ -54,14 +52,9 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
         eprintln!("ccci: {e}");
         return exit::USAGE;
     }
-    mask::install(Masker::from_dir_and_token(&cfg.host.secrets_dir, cfg.host.git_token.as_deref()));
-    logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), false);
-    for w in &cfg.host.warnings {
-        tracing::warn!("{w}");
-    }
-    process::configure_timing(process::Timing { kill_grace: cfg.host.kill_grace, leak_timeout: cfg.host.leak_timeout });
     // The janitor's children carry no run token: they belong to no run.
-    child_env::configure(&cfg.host.passwd_home, None);
+    let how = super::session::Start { mask: true, token: None, run_clock: false };
+    super::session::start(cli, &env, &cfg.host, how);
     let abra = Abra::new(&cfg.host.abra, &cfg.host.abra_home, &cfg.host.server);
     let docker = Docker::new(&cfg.host.docker);
     if cfg.watch {

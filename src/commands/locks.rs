@@ -31,13 +31,11 @@ use serde::Serialize;
 use crate::adapters::Docker;
 use crate::cli::{Cli, LockWaitArgs, LocksArgs};
 use crate::commands::output;
-use crate::config;
 use crate::lock::proc_locks::{self, HeldLocks};
 
 use crate::lock::{self, HolderInfo, LockError, LockState};
 use crate::names::{self, RunAppPattern};
-use crate::process::{self, env as child_env};
-use crate::{env_vars as ev, exit, lifetime, logging};
+use crate::{exit, logging};
 
 #[derive(Debug, Serialize)]
 struct LocksOut {
@@ -68,17 +66,10 @@ struct LockOut {
 }
 
 pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
-    let env = config::process_env();
-    let host = match config::host_only(env.clone()) {
+    let host = match super::session::operator(cli, false) {
         Ok(h) => h,
-        Err(e) => {
-            eprintln!("ccci: {e}");
-            return exit::USAGE;
-        }
+        Err(c) => return c,
     };
-    logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), false);
-    process::configure_timing(process::Timing { kill_grace: host.kill_grace, leak_timeout: host.leak_timeout });
-    child_env::configure(&host.passwd_home, None);
     let pattern = RunAppPattern::new(&host.domain_suffix);
     let held = HeldLocks::read();
     let list = match lock::dir::list(&host.lock_dir, &|d| pattern.is_run_domain(d), true, Some(&held)) {
@@ -187,9 +178,8 @@ fn print_table(lock_dir: &std::path::Path, locks: &[LockOut]) {
 /// wait on its own thread), prints the wall-clock time in nanoseconds since the epoch at which
 /// it held it, and exits (releasing it).
 pub fn lock_wait(_cli: &Cli, args: &LockWaitArgs) -> u8 {
-    if let Err(e) = lifetime::start_signal_thread() {
-        eprintln!("ccci: cannot start the signal thread: {e}");
-        return exit::INTERNAL;
+    if let Err(c) = super::session::signals() {
+        return c;
     }
     match lock::acquire(&args.path, "lock-wait", args.timeout.map(Duration::from_secs)) {
         Ok(_held) => {

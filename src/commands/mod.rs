@@ -10,4 +10,5 @@ pub mod output;
 pub mod policy;
 pub mod ps;
 pub mod run;
+mod session;
 pub mod watch;

@@ -26,13 +26,12 @@ use serde::Serialize;
 use crate::adapters::git::Git;
 use crate::cli::{Cli, PolicyArgs};
 use crate::commands::output;
-use crate::config::{self, CcciYml, Host, input};
+use crate::config::{CcciYml, Host, input};
 use crate::dotenv::Assignment;
 use crate::policy::tree::SpecialFile;
 use crate::policy::{self, AllowList, Context, LinkViolation, PolicyError, TreeError, Violation};
-use crate::process::{self, env as child_env};
 use crate::untrusted::{self, UntrustedError};
-use crate::{env_vars as ev, exit, logging, names};
+use crate::{exit, logging, names};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -86,17 +85,10 @@ impl PolicyOut {
 }
 
 pub fn main(cli: &Cli, args: &PolicyArgs) -> u8 {
-    let env = config::process_env();
-    let host = match config::host_only(env.clone()) {
+    let host = match super::session::operator(cli, false) {
         Ok(h) => h,
-        Err(e) => {
-            eprintln!("ccci: {e}");
-            return exit::USAGE;
-        }
+        Err(c) => return c,
     };
-    logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), false);
-    process::configure_timing(process::Timing { kill_grace: host.kill_grace, leak_timeout: host.leak_timeout });
-    child_env::configure(&host.passwd_home, None);
     let out = evaluate(args, &host);
     if args.json {
         output::stdout(&serde_json::to_string_pretty(&out).unwrap_or_default());

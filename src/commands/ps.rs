@@ -141,7 +141,7 @@ fn finished_run(r: &RunDirView) -> Option<FinishedRun> {
 }
 
 pub fn main(cli: &Cli, args: &PsArgs) -> u8 {
-    let host = match super::drain::setup(cli) {
+    let host = match super::session::operator(cli, false) {
         Ok(h) => h,
         Err(c) => return c,
     };

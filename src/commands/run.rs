@@ -12,7 +12,7 @@ use crate::exit::{self, Facts};
 use crate::host::{disk, drain};
 use crate::janitor;
 use crate::lock::{self, fs_check};
-use crate::mask::{self, Masker};
+use crate::mask::{self};
 use crate::pipeline::{self, Ctx, RunState};
 use crate::process::{self, env as child_env, group};
 use crate::report::{self, Provenance, Results};
@@ -22,9 +22,8 @@ use std::os::unix::fs::DirBuilderExt;
 
 pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
     // 1. The signal thread first: signal-hook wants its handlers in place before other threads.
-    if let Err(e) = lifetime::start_signal_thread() {
-        eprintln!("ccci: cannot start the signal thread: {e}");
-        return exit::INTERNAL;
+    if let Err(c) = super::session::signals() {
+        return c;
     }
     let env = config::process_env();
     let cfg = match config::Run::resolve(args, env.clone()) {
@@ -48,8 +47,8 @@ pub fn main(cli: &Cli, args: &RunArgs) -> u8 {
         eprintln!("ccci: {e}");
         return exit::USAGE;
     }
-    mask::install(Masker::from_dir_and_token(&cfg.host.secrets_dir, cfg.host.git_token.as_deref()));
-    logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), true);
+    // The run's token is set once its run dir exists; until then its children belong to no run.
+    super::session::start(cli, &env, &cfg.host, super::session::Start { mask: true, token: None, run_clock: true });
     // 3.–5. The watched pid, the subreaper, the deadline.
     if let Some(pid) = cfg.watch_pid
         && let Err(e) = lifetime::watch_pid(pid)
@@ -120,9 +119,6 @@ fn run(cfg: config::Run) -> u8 {
         stage_names.join(","),
         if cfg.quick { 1 } else { 0 }
     );
-    for w in &cfg.host.warnings {
-        tracing::warn!("{w}");
-    }
     // Private when ccci makes it: a lock dir others can write is refused at start (§5).
     if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&cfg.host.lock_dir) {
         tracing::warn!("cannot create the app lock dir {}: {e}", cfg.host.lock_dir.display());
@@ -160,7 +156,7 @@ fn run(cfg: config::Run) -> u8 {
         tracing::warn!("cannot write {}: {e}", ws.run_log().display());
     }
     let token = child_env::mint_run_token(&cfg.run_id);
-    child_env::configure(&cfg.host.passwd_home, Some(token.clone()));
+    child_env::set_run_token(Some(token.clone()));
     ws.record_holder(&lock::HolderInfo {
         pid: std::process::id(),
         run_id: cfg.run_id.clone(),

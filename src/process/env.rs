@@ -1,15 +1,13 @@
 //! The explicit child environment (§4): an allow-list, never ccci's whole environment.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use crate::env_vars as ev;
 
-struct Base {
-    vars: Vec<(String, String)>,
-    token: Option<String>,
-}
-
-static BASE: OnceLock<Base> = OnceLock::new();
+// Locks rather than OnceLocks: the base is set once the host settings are read, and a run's
+// token only once its run dir exists; a second `configure` must not be silently ignored.
+static BASE: Mutex<Option<Vec<(String, String)>>> = Mutex::new(None);
+static TOKEN: Mutex<Option<String>> = Mutex::new(None);
 /// The §7.6 variables of the run (`CCCI_RECIPE`, `ABRA_DIR`, …), and the current `CCCI_STAGE`.
 static RUN_VARS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 static STAGE: Mutex<Option<String>> = Mutex::new(None);
@@ -41,26 +39,31 @@ pub fn configure(passwd_home: &std::path::Path, run_token: Option<String>) {
         vars.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
     }
     vars.push((ev::HOME.into(), passwd_home.display().to_string()));
-    let _ = BASE.set(Base { vars, token: run_token });
+    *BASE.lock().unwrap_or_else(|e| e.into_inner()) = Some(vars);
+    set_run_token(run_token);
+}
+
+/// Marks every child started from now on as this run's (or as no run's).
+pub fn set_run_token(token: Option<String>) {
+    *TOKEN.lock().unwrap_or_else(|e| e.into_inner()) = token;
 }
 
 /// This process's run token, when it has one.
 pub fn run_token() -> Option<String> {
-    BASE.get().and_then(|b| b.token.clone())
+    TOKEN.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// The allow-listed variables plus the run token.
 pub fn base() -> Vec<(String, String)> {
-    let Some(base) = BASE.get() else {
+    let Some(mut vars) = BASE.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
         return vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
     };
-    let mut vars = base.vars.clone();
     vars.extend(RUN_VARS.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
     if let Some(stage) = STAGE.lock().unwrap_or_else(|e| e.into_inner()).clone() {
         vars.push((ev::CCCI_STAGE.into(), stage));
     }
-    if let Some(t) = &base.token {
-        vars.push((ev::CCCI_RUN_TOKEN.into(), t.clone()));
+    if let Some(t) = run_token() {
+        vars.push((ev::CCCI_RUN_TOKEN.into(), t));
     }
     vars
 }
