@@ -32,6 +32,7 @@ pub mod names;
 pub mod pipeline;
 pub mod policy;
 pub mod process;
+pub mod progress;
 pub mod report;
 pub mod runs;
 pub mod stage;

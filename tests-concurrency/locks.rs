@@ -527,3 +527,26 @@ fn a_run_cancelled_while_waiting_tears_nothing_down() {
     assert_eq!(w.results(&first.run_id)["outcome"], "pass");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
+
+/// Issue 15.3: a run waiting on the lock says so every 30 s after the first 10 s — elapsed,
+/// limit and the holder — and its `status.json` carries the wait for the dashboard.
+#[test]
+fn a_long_lock_wait_beats_in_the_log_and_in_status_json() {
+    let w = parking_world();
+    let holder = park_run(&w);
+    let waiter = start_run(&w, "install", &["--lock-timeout", "600"]);
+    waiter.err.wait_for("is in flight", Duration::from_secs(60));
+    let d = w.domain("hello", "0", "");
+    waiter.err.wait_for(&format!("still waiting for the app lock of {d}"), Duration::from_secs(30));
+    let text = waiter.err.text();
+    let line = text.lines().find(|l| l.contains("still waiting for the app lock")).unwrap();
+    assert!(line.contains("of 10m0s") && line.contains(&holder.run_id), "elapsed of limit, and the holder: {line}");
+    let status = w.run_dir(&waiter.run_id).join("status.json");
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&status).unwrap()).unwrap();
+    assert_eq!(v["outcome"], "running", "{v}");
+    assert_eq!(v["waiting"]["for"], format!("the app lock of {d}"), "{v}");
+    assert_eq!(v["waiting"]["limit_secs"], 600, "{v}");
+    assert!(v["waiting"]["elapsed_secs"].as_u64().unwrap() >= 10, "{v}");
+    assert_eq!(waiter.stop(), 143);
+    assert_eq!(holder.stop(), 143);
+}

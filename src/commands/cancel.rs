@@ -208,7 +208,10 @@ fn cancel(host: &crate::config::Host, args: &CancelArgs, timeout: Option<Duratio
         out.released = Some(true);
         return exit::OK;
     };
-    let code = match lock::wait_flock(f, true, timeout, t0) {
+    let mut beat = crate::progress::Heartbeat::new(format!("run {} to tear down", run.run_id()), timeout);
+    let code = match lock::wait_flock(f, true, timeout, t0, &mut || {
+        beat.tick(String::new);
+    }) {
         Waited::Acquired(f) => {
             drop(f);
             out.released = Some(true);

@@ -139,12 +139,18 @@ pub fn drain(cli: &Cli, args: &DrainArgs) -> u8 {
             tracing::info!("waiting for {} live run(s) to end: {}", live.len(), ids.join(", "));
         }
         let path = drain::host_lock_path(lock_dir);
+        let mut beat = crate::progress::Heartbeat::new("the live runs to end", timeout);
         code = match lock::file::open(&path, true) {
             Err(e) => {
                 eprintln!("ccci: the host lock {}: {}", path.display(), e.describe());
                 exit::FAILED
             }
-            Ok((f, _)) => match lock::wait_flock(f, false, timeout, t0) {
+            Ok((f, _)) => match lock::wait_flock(f, false, timeout, t0, &mut || {
+                beat.tick(|| {
+                    let ids: Vec<String> = live_runs(&host.runs_dir).into_iter().map(|l| l.run_id).collect();
+                    format!("live: {}", ids.join(", "))
+                });
+            }) {
                 Waited::Acquired(held) => {
                     // Released at once: holding it would only refuse runs the marker refuses.
                     drop(held);

@@ -10,6 +10,7 @@ use super::file::{self, LockGuard, OpenError, TryLock};
 use super::proc_locks;
 use crate::exit::Cause;
 use crate::lifetime::{self, Event, Stop};
+use crate::progress::Heartbeat;
 
 fn open_error(path: &Path, e: OpenError) -> LockError {
     match e {
@@ -61,14 +62,21 @@ pub enum Waited {
 }
 
 /// Blocks on a flock of `file` (shared or exclusive) until it is granted, a stop arrives, or
-/// `timeout` counted from `started` passes.
+/// `timeout` counted from `started` passes. `tick` runs at least every half second meanwhile
+/// (a heartbeat).
 ///
 /// The flock blocks on a dedicated thread, because a flock restarted by SA_RESTART never
 /// returns on a signal: the caller waits on a channel instead and stays cancellable. The
 /// hand-off is event-driven (the kernel wakes the blocked flock the moment the holder releases
 /// it). The state moves once from waiting to acquired or cancelled; a grant that lands after a
 /// cancel is dropped at once, unused, so a cancelled waiter never keeps a lock.
-pub fn wait_flock(f: std::fs::File, shared: bool, timeout: Option<Duration>, started: Instant) -> Waited {
+pub fn wait_flock(
+    f: std::fs::File,
+    shared: bool,
+    timeout: Option<Duration>,
+    started: Instant,
+    tick: &mut dyn FnMut(),
+) -> Waited {
     let watch = lifetime::watch();
     let state = Arc::new(AtomicU8::new(WAITING));
     let slot: Arc<Mutex<Option<std::fs::File>>> = Arc::new(Mutex::new(None));
@@ -113,6 +121,7 @@ pub fn wait_flock(f: std::fs::File, shared: bool, timeout: Option<Duration>, sta
         if let Some(Event::LockDone) = watch.recv_timeout(wait) {
             break;
         }
+        tick();
     }
     if let Some(source) = error.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Waited::Failed(source);
@@ -132,9 +141,13 @@ pub fn acquire(path: &Path, domain: &str, timeout: Option<Duration>) -> Result<L
     let holder = holder_of(path);
     tracing::info!("app lock: another run of {domain} is in flight ({holder}) — waiting");
     let started = Instant::now();
+    let mut beat = Heartbeat::new(format!("the app lock of {domain}"), timeout);
+    let mut tick = || {
+        beat.tick(|| format!("held by {}", holder_of(path)));
+    };
     loop {
         let (f, created) = file::open(path, true).map_err(|e| open_error(path, e))?;
-        let f = match wait_flock(f, false, timeout, started) {
+        let f = match wait_flock(f, false, timeout, started, &mut tick) {
             Waited::Acquired(f) => f,
             Waited::TimedOut => {
                 return Err(LockError::Timeout {

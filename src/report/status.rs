@@ -12,8 +12,13 @@
 //!   "stage": str,              // fetch, deploy, stage <name>, teardown, done
 //!   "since": rfc3339,          // when this stage began
 //!   "pid": u32, "token": str,  // CCCI_RUN_TOKEN <run id>:<pid>:<start time>
-//!   "started": rfc3339, "deadline_at": rfc3339, "updated": rfc3339 }
+//!   "started": rfc3339, "deadline_at": rfc3339, "updated": rfc3339,
+//!   "waiting": null | { "for": str, "elapsed_secs": u64, "limit_secs": u64|null, "detail": str } }
 //! ```
+//!
+//! `waiting` is refreshed by every heartbeat of a long wait (the lock, readiness, teardown) and
+//! cleared when the stage changes; `updated` moves with it, so a dashboard sees a live run's
+//! pulse at least every 30 s while it waits.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -39,6 +44,18 @@ pub struct Status {
     pub started: String,
     pub deadline_at: String,
     pub updated: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// The long wait a run is in, from its last heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Waiting {
+    #[serde(rename = "for")]
+    pub what: String,
+    pub elapsed_secs: u64,
+    pub limit_secs: Option<u64>,
+    pub detail: String,
 }
 
 /// The file being kept, and its last content (one per process: the run).
@@ -82,8 +99,10 @@ pub fn start(st: Start<'_>) {
         started: crate::clock::rfc3339(st.started),
         deadline_at: crate::clock::rfc3339(st.started + st.deadline),
         updated: now,
+        waiting: None,
     };
     write(&st.path, &status);
+    crate::progress::on_beat(heartbeat);
     *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some((st.path, status));
 }
 
@@ -96,9 +115,22 @@ fn update(f: impl FnOnce(&mut Status)) {
     }
 }
 
+/// A heartbeat of a long wait (see [`crate::progress`]).
+fn heartbeat(b: &crate::progress::Beat) {
+    update(|s| {
+        s.waiting = Some(Waiting {
+            what: b.what.clone(),
+            elapsed_secs: b.elapsed.as_secs(),
+            limit_secs: b.limit.map(|l| l.as_secs()),
+            detail: b.detail.clone(),
+        });
+    });
+}
+
 /// Records the stage the run entered (a no-op outside a run).
 pub fn set_stage(stage: &str) {
     update(|s| {
+        s.waiting = None;
         s.stage = stage.to_string();
         s.since = crate::clock::rfc3339(SystemTime::now());
     });
@@ -143,9 +175,18 @@ mod tests {
             deadline: Duration::from_secs(60),
         });
         assert_eq!(read(&path).unwrap().stage, "start");
+        heartbeat(&crate::progress::Beat {
+            what: "the app lock of d.x".into(),
+            elapsed: Duration::from_secs(40),
+            limit: None,
+            detail: "held by run r0".into(),
+        });
+        let w = read(&path).unwrap().waiting.expect("the heartbeat is recorded");
+        assert_eq!((w.what.as_str(), w.elapsed_secs, w.detail.as_str()), ("the app lock of d.x", 40, "held by run r0"));
         set_stage("deploy");
         let s = read(&path).unwrap();
         assert_eq!((s.stage.as_str(), s.outcome.as_str(), s.attempt), ("deploy", "running", 2));
+        assert!(s.waiting.is_none(), "a new stage is not the old wait");
         finish("pass", 0);
         let s = read(&path).unwrap();
         assert_eq!((s.outcome.as_str(), s.exit_code, s.stage.as_str()), ("pass", Some(0), "done"));
