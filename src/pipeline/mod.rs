@@ -5,6 +5,7 @@
 pub mod base;
 pub mod customization;
 mod deploy;
+mod diagnostics;
 pub mod envfile;
 pub mod fetch;
 pub mod lint;
@@ -62,6 +63,8 @@ pub struct RunState {
     pub lint: Option<crate::report::Lint>,
     /// What the policy gate checked and refused (results.json `policy`).
     pub policy: crate::report::PolicyOut,
+    /// Files saved under `diagnostics/` before teardown, relative to the run dir.
+    pub diagnostics: Vec<String>,
 }
 
 impl RunState {
@@ -246,10 +249,41 @@ pub fn run(ctx: &Ctx) -> RunState {
         first_compose: None,
     };
     running.run_stages(&requested);
+    let rendered = running.rendered.clone();
+    let deployed = running.deployed;
     let mut st = running.finish_stages(&requested);
+    if deployed && (lifetime::cause().is_some() || st.results.values().any(|r| r.status == crate::report::Status::Fail))
+    {
+        save_diagnostics(ctx, &mut st, rendered.as_deref());
+    }
     banner("teardown");
     st.teardown = teardown::teardown(ctx, lock);
     st
+}
+
+/// Before teardown destroys the evidence: the app's tasks, logs and health into the run dir's
+/// `diagnostics/`, and the first failed stage's reason pointing at the file that matters.
+fn save_diagnostics(ctx: &Ctx, st: &mut RunState, rendered: Option<&str>) {
+    if lifetime::abandoned() {
+        return;
+    }
+    banner("diagnostics");
+    let engine = match crate::adapters::engine::Engine::from_env() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("diagnostics: {e}");
+            return;
+        }
+    };
+    let within = diagnostics::share_of(ctx.cfg.teardown_budget);
+    let saved = diagnostics::save(&engine, &ctx.app.stack, rendered, &ctx.ws.run_dir, within);
+    if let Some(key) = &saved.key
+        && let Some(r) = st.results.values_mut().find(|r| r.status == crate::report::Status::Fail)
+    {
+        let reason = r.reason.get_or_insert_with(String::new);
+        reason.push_str(&format!(" (see {key})"));
+    }
+    st.diagnostics = saved.files;
 }
 
 fn skipped_teardown() -> Teardown {

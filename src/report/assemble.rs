@@ -60,7 +60,7 @@ impl Results {
             reason,
             stderr_dropped_lines: logging::dropped_lines(),
             build_link: cfg.build_link.clone(),
-            diagnostics: Vec::new(),
+            diagnostics: st.diagnostics.clone(),
             reports: Reports::default(),
         }
     }
