@@ -2,6 +2,11 @@
 //! never mocked. Helpers are real processes holding real locks; every process a test starts is
 //! reaped by the test.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests drive the real binary and build their fixtures with plain processes; the spawn-path rule is for ccci itself"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -1,6 +1,11 @@
 //! End-to-end tests: the real ccci binary against fixtures (and, for the swarm tier, a real
 //! Docker Swarm through the fixture abra).
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests drive the real binary and build their fixtures with plain processes; the spawn-path rule is for ccci itself"
+)]
+
 mod common;
 
 mod contract;

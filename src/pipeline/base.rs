@@ -136,6 +136,7 @@ pub fn choose(
 }
 
 #[cfg(test)]
+#[expect(clippy::disallowed_methods, reason = "tests build fixture repositories and victims with plain processes")]
 mod tests {
     use super::*;
     use std::process::Command;

@@ -213,6 +213,7 @@ fn lexical(p: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+#[expect(clippy::disallowed_methods, reason = "tests build fixture repositories and victims with plain processes")]
 mod tests {
     use std::os::unix::fs::symlink;
     use std::process::Command;

@@ -142,6 +142,7 @@ pub fn stop(targets: &[Target], grace: Duration, escalate: &dyn Fn() -> bool) ->
 }
 
 #[cfg(test)]
+#[expect(clippy::disallowed_methods, reason = "tests build fixture repositories and victims with plain processes")]
 mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;

@@ -283,6 +283,7 @@ impl Cmd {
     }
 
     /// The std command, and for a pseudo-terminal child the master side ccci reads.
+    #[expect(clippy::disallowed_methods, reason = "the spawn path itself builds the std command")]
     fn command(&self) -> std::io::Result<(Command, Option<OwnedFd>)> {
         let parent = nix::unistd::getpid().as_raw();
         if self.pty {
@@ -329,6 +330,7 @@ impl Cmd {
     /// `setsid()` would signal a group that does not exist yet and miss the child). The fork
     /// this costs is paid only by the few terminal children of a run (backup, restore, lint,
     /// deploys).
+    #[expect(clippy::disallowed_methods, reason = "the spawn path itself builds the std command")]
     fn pty_command(&self, parent: i32) -> std::io::Result<(Command, Option<OwnedFd>)> {
         let (master, slave) = pty::open()?;
         let mut c = Command::new(&self.program);

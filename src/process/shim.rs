@@ -28,6 +28,7 @@ pub fn enabled() -> bool {
 
 /// When this process is the shim, never returns on success (the program replaced it); returns
 /// the exit code when it could not exec. `None`: not the shim, carry on as ccci.
+#[expect(clippy::disallowed_methods, reason = "the shim execs the step program in place: it is the spawn path")]
 pub fn run_if_shim() -> Option<u8> {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(OsStr::new(ARG)) {
