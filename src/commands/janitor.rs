@@ -59,7 +59,7 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
     // The janitor's children carry no run token: they belong to no run.
     child_env::configure(&cfg.host.passwd_home, None);
     let abra = Abra::new(&cfg.host.abra, &cfg.host.abra_home, &cfg.host.server);
-    let docker = Docker::new(&cfg.host.docker);
+    let docker = Docker::for_host(&cfg.host);
     if cfg.watch {
         return super::watch::main(&cfg, &abra, &docker);
     }

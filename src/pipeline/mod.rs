@@ -204,6 +204,7 @@ pub fn run(ctx: &Ctx) -> RunState {
         backup: None,
         backup_capable: None,
         base_error: None,
+        infra: Default::default(),
     };
     running.run_stages(&requested);
     let mut st = running.finish_stages(&requested);
@@ -258,6 +259,9 @@ pub(crate) struct Running<'a> {
     backup: Option<Option<String>>,
     backup_capable: Option<bool>,
     base_error: Option<String>,
+    /// Why dockerd could not be read during a readiness wait (set where `wait_ready` handles it,
+    /// which borrows `self` shared); becomes `RunState.infra`.
+    infra: std::cell::RefCell<Option<String>>,
 }
 
 impl Running<'_> {
@@ -273,6 +277,9 @@ impl Running<'_> {
     }
 
     fn finish_stages(mut self, requested: &[Stage]) -> RunState {
+        if let Some(why) = self.infra.take() {
+            self.st.infra.get_or_insert(why);
+        }
         if let Some(c) = lifetime::cause() {
             self.st.rest(requested, crate::report::Status::Unver, &cancel_reason(c));
         }

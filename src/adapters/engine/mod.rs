@@ -21,6 +21,8 @@ mod error;
 pub mod events;
 mod filters;
 mod host;
+mod stack;
+mod wake;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -45,6 +47,8 @@ pub use error::EngineError;
 pub use events::{EngineEvent, EventFilter, Kind, Notice, Subscription};
 pub use filters::{Filters, NS_LABEL, Scope, endpoint};
 pub use host::{DEFAULT_SOCKET, Host};
+pub use stack::{Namespaces, StackLook};
+pub use wake::{StackWake, Wake};
 
 use crate::adapters::docker::Residue;
 
@@ -166,9 +170,7 @@ impl Engine {
         if service_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let f = service_ids.iter().fold(Filters::new(), |f, id| f.with("service", id));
-        let ep = endpoint("/tasks", &[], &f);
-        self.call(ep, until, |d| async move { d.list_tasks(Some(ListTasksOptions { filters: f.to_map() })).await })
+        self.block_on(self.tasks_fut(service_ids, until))
     }
 
     /// `GET /tasks/{id}`; `None` when it is gone.
@@ -299,8 +301,9 @@ impl Engine {
     }
 
     /// Names of everything of the stack that still exists: six label queries plus secrets and
-    /// configs by the `<stack>_` prefix (abra's secrets carry no label), all concurrent under
-    /// one deadline. The same [`Residue`] the CLI adapter returns.
+    /// configs by the `<stack>_` prefix (abra's secrets carry no label; one labelled for another
+    /// stack is never taken for this one's), all concurrent under one deadline. The same
+    /// [`Residue`] the CLI adapter returns.
     pub fn residue(&self, stack: &str, until: Deadline<'_>) -> Result<Residue, EngineError> {
         let label = Scope::Stack(stack).filters();
         let prefix = format!("{stack}_");
@@ -325,6 +328,7 @@ impl Engine {
                     .secrets_fut(named.clone(), until)
                     .await?
                     .iter()
+                    .filter(|s| unlabelled_or(s.spec.as_ref().and_then(|s| s.labels.as_ref()), stack))
                     .map(|s| secret_name(s).to_string())
                     .filter(|n| n.starts_with(&prefix))
                     .collect())
@@ -337,6 +341,7 @@ impl Engine {
                     .configs_fut(named.clone(), until)
                     .await?
                     .iter()
+                    .filter(|c| unlabelled_or(c.spec.as_ref().and_then(|s| s.labels.as_ref()), stack))
                     .map(|c| config_name(c).to_string())
                     .filter(|n| n.starts_with(&prefix))
                     .collect())
@@ -427,6 +432,13 @@ impl Engine {
             d.list_services(Some(ListServicesOptions { filters: f.to_map(), status: None })).await
         })
         .await
+    }
+
+    async fn tasks_fut(&self, service_ids: &[String], until: Deadline<'_>) -> Result<Vec<Task>, EngineError> {
+        let f = service_ids.iter().fold(Filters::new(), |f, id| f.with("service", id));
+        let ep = endpoint("/tasks", &[], &f);
+        self.request(ep, until, |d| async move { d.list_tasks(Some(ListTasksOptions { filters: f.to_map() })).await })
+            .await
     }
 
     async fn containers_fut(&self, f: Filters, until: Deadline<'_>) -> Result<Vec<ContainerSummary>, EngineError> {
@@ -628,6 +640,15 @@ pub fn secret_name(s: &Secret) -> &str {
 
 pub fn config_name(c: &Config) -> &str {
     c.spec.as_ref().and_then(|s| s.name.as_deref()).unwrap_or("")
+}
+
+/// Whether an object found by name belongs to `stack`: it carries no namespace label (abra's
+/// secrets), or this stack's.
+fn unlabelled_or(labels: Option<&std::collections::HashMap<String, String>>, stack: &str) -> bool {
+    match labels.and_then(|l| l.get(NS_LABEL)).filter(|v| !v.is_empty()) {
+        Some(ns) => ns == stack,
+        None => true,
+    }
 }
 
 fn node_eligible(n: &Node) -> bool {
