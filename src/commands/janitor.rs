@@ -9,8 +9,9 @@
 //! on stdout; `--dry-run` without `--json` prints the plan, one line per action, on stdout.
 //!
 //! Exit codes: 0 the sweep completed (whatever it reaped), 1 something failed (a reap, a prune,
-//! discovery; every other candidate was still tried), 2 bad usage or settings, 142 stopped at
-//! `--deadline` (between candidates), 143/130 stopped by SIGTERM/SIGHUP or SIGINT/SIGQUIT.
+//! discovery; every other candidate was still tried), 2 bad usage or settings, 69 dockerd could
+//! not be read for discovery (the infra verdict), 142 stopped at `--deadline` (between
+//! candidates), 143/130 stopped by SIGTERM/SIGHUP or SIGINT/SIGQUIT.
 
 use std::time::Duration;
 
