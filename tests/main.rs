@@ -5,6 +5,7 @@ mod common;
 
 mod contract;
 mod engine;
+mod engine_reads;
 mod fetch;
 mod input;
 mod janitor_swarm;
