@@ -60,6 +60,22 @@ pub const STABLE_SPACING: Duration = Duration::from_secs(1);
 /// The next look while a container is unhealthy: its streak needs looks, and no event comes
 /// while it stays unhealthy.
 pub const UNHEALTHY_RETRY: Duration = Duration::from_secs(1);
+/// After a container starts or changes health (and at the start of a wait), looks that still
+/// find the swarm not ready are repeated at these gaps (20 ms apart for the first 80 ms, then
+/// wider; 320 ms in all) before the wait falls back to its idle backstop: a task's state
+/// trails its container's events (swarm reports a task `running` only once the container is
+/// healthy, a few milliseconds after the `health_status: healthy` event, and emits no event of
+/// its own), so the look the event triggers often comes a moment too early.
+pub const FOLLOW_UPS: [Duration; 8] = [
+    Duration::from_millis(20),
+    Duration::from_millis(20),
+    Duration::from_millis(20),
+    Duration::from_millis(20),
+    Duration::from_millis(40),
+    Duration::from_millis(40),
+    Duration::from_millis(80),
+    Duration::from_millis(80),
+];
 
 /// One TCP probe's streak.
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,6 +98,8 @@ pub struct ReadyState {
     passes: u32,
     stable: Vec<Streak>,
     swarm_ready_since: Option<Instant>,
+    /// Follow-up looks done since the last event (see [`FOLLOW_UPS`]).
+    follow_ups: u32,
     /// Since when every read of dockerd failed (`None`: the last one worked).
     failing_since: Option<Instant>,
     last_read_error: Option<String>,
@@ -107,10 +125,17 @@ impl ReadyState {
             passes: 0,
             stable: vec![Streak::default(); probes.len()],
             swarm_ready_since: None,
+            follow_ups: 0,
             failing_since: None,
             last_read_error: None,
             last_problem: String::from("no look at the swarm finished yet"),
         }
+    }
+
+    /// A container of the stack started or changed health: the looks that follow are spaced
+    /// closely again (the task's state catches up a moment later).
+    pub fn woke_by_event(&mut self) {
+        self.follow_ups = 0;
     }
 
     /// When the wait ends if nothing passes.
@@ -222,6 +247,9 @@ impl ReadyState {
         }
         if self.failing_since.is_some() {
             after = after.min(READ_RETRY);
+        } else if !swarm_ok && let Some(gap) = FOLLOW_UPS.get(self.follow_ups as usize) {
+            after = after.min(*gap);
+            self.follow_ups += 1;
         }
         if self.judge.watching_unhealthy() {
             after = after.min(UNHEALTHY_RETRY);
@@ -333,13 +361,37 @@ mod tests {
         s.round(t0, Ok(&ready_poll()), &mut p);
         match s.round(t0 + ms(3), Ok(&not_ready_poll()), &mut p) {
             Step::Again { after, news: Some(n) } => {
-                assert_eq!(after, IDLE, "nothing pending: the backstop");
+                assert_eq!(after, FOLLOW_UPS[0], "the first follow-up look");
                 assert!(n.contains("0/1 tasks running"), "{n}");
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(s.round(t0 + ms(9), Ok(&ready_poll()), &mut p), Step::Again { .. }));
         assert_eq!(s.round(t0 + ms(12), Ok(&ready_poll()), &mut p), Step::Ready);
+    }
+
+    #[test]
+    fn looks_that_find_the_swarm_not_ready_follow_an_event_closely_then_fall_back_to_the_backstop() {
+        let t0 = Instant::now();
+        let mut s = state(&[], None, t0, 600);
+        let mut p = Script::default();
+        let mut afters = |s: &mut ReadyState, n: usize| -> Vec<u128> {
+            (0..n)
+                .map(|i| match s.round(t0 + ms(i as u64), Ok(&not_ready_poll()), &mut p) {
+                    Step::Again { after, .. } => after.as_millis(),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(afters(&mut s, 10), [20, 20, 20, 20, 40, 40, 80, 80, 5000, 5000]);
+        s.woke_by_event();
+        assert_eq!(afters(&mut s, 3), [20, 20, 20]);
+        // A ready swarm waiting on a probe keeps the probe's own pace.
+        let mut s = state(&[probe(1)], None, t0, 600);
+        let mut refusing = Script { tcp: vec![false], ..Script::default() };
+        assert!(
+            matches!(s.round(t0, Ok(&ready_poll()), &mut refusing), Step::Again { after, .. } if after == PROBE_RETRY)
+        );
     }
 
     #[test]
@@ -488,6 +540,18 @@ mod tests {
 
     #[test]
     fn a_crash_loop_fails_and_an_unhealthy_container_is_looked_at_every_second() {
+        // Past the follow-ups of an event, an unhealthy container is still looked at every second.
+        let t0 = Instant::now();
+        let mut s = state(&[], None, t0, 600);
+        let mut p = Script::default();
+        for i in 0..FOLLOW_UPS.len() as u64 {
+            s.round(t0 + ms(i), Ok(&not_ready_poll()), &mut p);
+        }
+        let at = t0 + ms(100);
+        assert!(
+            matches!(s.round(at, Ok(&unhealthy_poll(s.at(at))), &mut p), Step::Again { after, .. } if after == UNHEALTHY_RETRY)
+        );
+
         let t0 = Instant::now();
         let mut s = state(&[], None, t0, 600);
         let mut p = Script::default();
@@ -496,7 +560,7 @@ mod tests {
             let now = t0 + Duration::from_secs(t);
             step = s.round(now, Ok(&unhealthy_poll(s.at(now))), &mut p);
             if t < 2 {
-                assert!(matches!(step, Step::Again { after, .. } if after == UNHEALTHY_RETRY), "{step:?}");
+                assert!(matches!(step, Step::Again { after, .. } if after <= UNHEALTHY_RETRY), "{step:?}");
             }
         }
         assert!(matches!(step, Step::Failed(r) if r.contains("crash loop")));

@@ -198,7 +198,12 @@ impl Readiness<'_> {
                 }
             }
             match wake.wait(next.min(end)) {
-                Wake::Events(_) => next = Instant::now(),
+                Wake::Events { moving, .. } => {
+                    if moving {
+                        state.woke_by_event();
+                    }
+                    next = Instant::now();
+                }
                 Wake::Lost(e) => {
                     tracing::warn!("{e}: looking now, following the events again shortly");
                     next = Instant::now();
