@@ -672,7 +672,9 @@ fn engine_call_to_a_stalled_dockerd_times_out_and_a_cancel_abandons_it() {
     assert!(engine.api_version(secs(10)).unwrap().starts_with("1."));
     engine.services(Scope::AnyStack, secs(10)).unwrap();
 
+    // Stalled, and the engine's idle keep-alive connections cut: it must connect anew.
     proxy.set_stalled(true);
+    proxy.cut();
     let t = Instant::now();
     let err = engine.services(Scope::Stack("x"), Deadline::after(Duration::from_millis(800))).unwrap_err();
     let took = t.elapsed();
