@@ -313,7 +313,7 @@ impl Docker {
     }
 
     /// One look at the stack for readiness: its services, their tasks (with history) and the
-    /// inspected containers of the running tasks. Three requests on the API path; on the CLI
+    /// inspected containers of the running and starting tasks. Three requests on the API path; on the CLI
     /// path five docker processes (`service ls`, `service inspect`, `service ps`, `inspect
     /// --type task`, `inspect --type container`).
     pub fn look(&self, stack: &str, until: Deadline<'_>) -> Result<StackLook, DockerError> {
@@ -323,7 +323,7 @@ impl Docker {
         let services = self.services_of(stack, until)?;
         let ids: Vec<String> = services.iter().filter_map(|s| s.id.clone()).collect();
         let tasks = self.tasks(&ids, until)?;
-        let cids = StackLook::running_containers(&tasks);
+        let cids = StackLook::live_containers(&tasks);
         let containers = self.containers(&cids, until)?;
         Ok(StackLook { services, tasks, containers })
     }

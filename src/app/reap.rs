@@ -150,7 +150,7 @@ pub fn until_gone<T>(
             next = Instant::now() + idle;
         }
         match wake.wait(next.min(end)) {
-            Wake::Events { .. } | Wake::Lost(_) => next = Instant::now(),
+            Wake::Events(_) | Wake::Lost(_) => next = Instant::now(),
             Wake::Due | Wake::Nudge => {
                 if Instant::now() >= end {
                     next = Instant::now();

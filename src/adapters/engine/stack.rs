@@ -8,7 +8,7 @@ use super::models::{ContainerInspectResponse, Service, Task, TaskState};
 use super::{Boxed, Deadline, Engine, EngineError, NS_LABEL, Scope, config_name, secret_name};
 
 /// One look at a stack: its services (full specs), every task of them (history included) and the
-/// inspected containers of the tasks that run (health lives only there).
+/// inspected containers of the tasks that run or are starting (health lives only there).
 #[derive(Debug, Clone, Default)]
 pub struct StackLook {
     pub services: Vec<Service>,
@@ -17,15 +17,18 @@ pub struct StackLook {
 }
 
 impl StackLook {
-    /// Container ids of the tasks that run and should. Every one is inspected: the healthcheck a
-    /// task carries is not in the typed model (dockerd sends `Healthcheck`, the API's model
-    /// reads `HealthCheck`), and an image's own `HEALTHCHECK` is in no spec at all.
-    pub fn running_containers(tasks: &[Task]) -> Vec<String> {
+    /// Container ids of the tasks that run or are starting, and should run. Every one is
+    /// inspected: the healthcheck a task carries is not in the typed model (dockerd sends
+    /// `Healthcheck`, the API's model reads `HealthCheck`), an image's own `HEALTHCHECK` is in
+    /// no spec at all, and a starting task's container tells whether swarm is about to call it
+    /// running (healthy, or no healthcheck) or waits for its health.
+    pub fn live_containers(tasks: &[Task]) -> Vec<String> {
         tasks
             .iter()
             .filter(|t| {
                 let state = t.status.as_ref().and_then(|s| s.state);
-                state == Some(TaskState::RUNNING) && t.desired_state == Some(TaskState::RUNNING)
+                matches!(state, Some(TaskState::RUNNING | TaskState::STARTING))
+                    && t.desired_state == Some(TaskState::RUNNING)
             })
             .filter_map(|t| t.status.as_ref()?.container_status.as_ref()?.container_id.clone())
             .collect()
@@ -44,7 +47,7 @@ impl Engine {
             let services = self.services_fut(Scope::Stack(stack).filters(), until).await?;
             let ids: Vec<String> = services.iter().filter_map(|s| s.id.clone()).collect();
             let tasks = if ids.is_empty() { Vec::new() } else { self.tasks_fut(&ids, until).await? };
-            let cids = StackLook::running_containers(&tasks);
+            let cids = StackLook::live_containers(&tasks);
             let futs: Vec<Boxed<'_, Option<ContainerInspectResponse>>> =
                 cids.iter().map(|id| Box::pin(self.inspect_container_fut(id, until)) as Boxed<'_, _>).collect();
             let containers = futures_util::future::try_join_all(futs).await?.into_iter().flatten().collect();

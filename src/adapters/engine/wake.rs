@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Engine, EngineError, EngineEvent, EventFilter, Kind, Notice, Subscription};
+use super::{Engine, EngineError, EngineEvent, EventFilter, Notice, Subscription};
 use crate::lifetime::{Event, Watch};
 
 /// The first delay before subscribing again after a lost stream; doubled per loss in a row.
@@ -18,10 +18,8 @@ const REPLAY: Duration = Duration::from_secs(1);
 /// Why [`StackWake::wait`] returned.
 #[derive(Debug)]
 pub enum Wake {
-    /// One or more events of the stack (a burst is drained): look now. `moving`: a container
-    /// started or its health changed — what a swarm task's state follows a moment later, with
-    /// no event of its own.
-    Events { count: usize, moving: bool },
+    /// One or more events of the stack (a burst is drained): look now.
+    Events(usize),
     /// The stream was lost: events may have been missed, so look now (a resubscription follows).
     Lost(EngineError),
     /// The instant passed.
@@ -108,11 +106,9 @@ impl<'a> StackWake<'a> {
         };
         let mut events = 0;
         let mut lost = None;
-        let mut moving = false;
         let mut take = |n: Notice, events: &mut usize, lost: &mut Option<EngineError>| match n {
             Notice::Event(e) => {
                 *events += 1;
-                moving |= e.kind == Kind::Container && matches!(e.verb(), "start" | "health_status");
                 self.last_event = Some(e);
             }
             Notice::Lost(e) => *lost = Some(e),
@@ -135,7 +131,7 @@ impl<'a> StackWake<'a> {
         }
         self.backoff = RESUBSCRIBE_FIRST;
         self.events += events as u32;
-        Wake::Events { count: events, moving }
+        Wake::Events(events)
     }
 }
 

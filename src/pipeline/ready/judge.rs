@@ -31,7 +31,7 @@ pub struct Poll {
     pub services: Vec<Service>,
     /// Every task of those services, history included (`docker service ps`).
     pub tasks: Vec<Task>,
-    /// The inspected containers of the running tasks (health lives only there).
+    /// The inspected containers of the running and starting tasks (health lives only there).
     pub containers: Vec<ContainerInspectResponse>,
     /// Nodes a global service can run on.
     pub nodes: usize,
@@ -56,6 +56,9 @@ pub struct Judge {
     /// Container id → (looks in a row it was unhealthy, when it was first seen so).
     unhealthy: HashMap<String, (u32, Duration)>,
     pub last_task_error: Option<String>,
+    /// The last look found a task still `starting` whose container is already healthy (or has
+    /// no healthcheck): swarm is about to record it running, without an event.
+    trailing: bool,
 }
 
 const CRASH_TASKS: usize = 3;
@@ -137,11 +140,26 @@ impl Judge {
         !self.unhealthy.is_empty()
     }
 
+    /// Whether the last look was short of running tasks only because swarm had not yet recorded
+    /// a healthy (or healthcheck-less) container's task as running: it will, within
+    /// milliseconds and without an event, so the wait looks again shortly.
+    pub fn tasks_trailing(&self) -> bool {
+        self.trailing
+    }
+
     pub fn judge(&mut self, poll: &Poll) -> Verdict {
         if poll.services.is_empty() {
             return Verdict::NotReady(vec!["no service of the stack exists yet".into()]);
         }
         self.last_task_error = latest_task_error(poll.tasks.iter());
+        self.trailing = false;
+        // Containers that run (a created one not yet started is not about to be called running).
+        let inspected: std::collections::HashSet<&str> = poll
+            .containers
+            .iter()
+            .filter(|c| c.state.as_ref().and_then(|s| s.running) == Some(true))
+            .filter_map(|c| c.id.as_deref())
+            .collect();
         let health: HashMap<&str, &Health> =
             poll.containers.iter().filter_map(|c| Some((c.id.as_deref()?, health_of(c)?))).collect();
         let mut waiting = Vec::new();
@@ -190,6 +208,26 @@ impl Judge {
                 ));
             }
             let running: Vec<&Task> = current.iter().copied().filter(|t| is_running(t)).collect();
+            // A starting task whose container passed its healthcheck (or has none) is one swarm
+            // will call running any moment.
+            let about_to_run = |t: &&Task| {
+                state(t) == Some(TaskState::STARTING)
+                    && t.desired_state == Some(TaskState::RUNNING)
+                    && container_of(t).is_some_and(|cid| {
+                        inspected.contains(cid)
+                            && health.get(cid).is_none_or(|h| {
+                                matches!(
+                                    h.status,
+                                    None | Some(
+                                        HealthStatusEnum::HEALTHY | HealthStatusEnum::NONE | HealthStatusEnum::EMPTY
+                                    )
+                                )
+                            })
+                    })
+            };
+            if current.iter().any(about_to_run) {
+                self.trailing = true;
+            }
             let mode = svc.spec.as_ref().and_then(|s| s.mode.as_ref());
             if let Some(n) = mode.and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas) {
                 if running.len() as i64 != n {
@@ -393,6 +431,25 @@ mod tests {
         starting[0]["State"]["Health"]["Status"] = json!("starting");
         let p = poll_at(svc_v1(), load(TASKS_V1), starting, 0);
         assert!(matches!(Judge::default().judge(&p), Verdict::NotReady(w) if w[0].contains("health starting")));
+    }
+
+    #[test]
+    fn a_starting_task_with_a_healthy_container_is_trailing_not_yet_running() {
+        let mut tasks = load(TASKS_V1);
+        tasks[0]["Status"]["State"] = json!("starting");
+        let mut j = Judge::default();
+        assert!(
+            matches!(j.judge(&poll_at(svc_v1(), tasks.clone(), load(CTR_V1), 0)), Verdict::NotReady(w) if w[0].contains("0/1 tasks running"))
+        );
+        assert!(j.tasks_trailing(), "healthy container, task not yet running: swarm is about to record it");
+        let mut starting = load(CTR_V1);
+        starting[0]["State"]["Health"]["Status"] = json!("starting");
+        j.judge(&poll_at(svc_v1(), tasks.clone(), starting, 0));
+        assert!(!j.tasks_trailing(), "the container's health event comes first");
+        j.judge(&poll_at(svc_v1(), tasks, vec![], 0));
+        assert!(!j.tasks_trailing(), "no container inspected yet");
+        j.judge(&poll(svc_v1(), TASKS_V1, CTR_V1));
+        assert!(!j.tasks_trailing());
     }
 
     #[test]

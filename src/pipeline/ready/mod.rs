@@ -3,6 +3,7 @@
 //! dockerd's silence is infra), and [`wait`] the effectful loop that reads dockerd on its events,
 //! runs the probes and the HTTP floor, and stays cancellable.
 
+mod http;
 pub mod judge;
 pub mod state;
 pub mod wait;

@@ -60,12 +60,14 @@ pub const STABLE_SPACING: Duration = Duration::from_secs(1);
 /// The next look while a container is unhealthy: its streak needs looks, and no event comes
 /// while it stays unhealthy.
 pub const UNHEALTHY_RETRY: Duration = Duration::from_secs(1);
-/// After a container starts or changes health (and at the start of a wait), looks that still
-/// find the swarm not ready are repeated at these gaps (20 ms apart for the first 80 ms, then
-/// wider; 320 ms in all) before the wait falls back to its idle backstop: a task's state
-/// trails its container's events (swarm reports a task `running` only once the container is
-/// healthy, a few milliseconds after the `health_status: healthy` event, and emits no event of
-/// its own), so the look the event triggers often comes a moment too early.
+/// While the swarm is short of running tasks only because swarm has not yet recorded a starting
+/// task whose container is healthy (or has no healthcheck) as running, looks follow at these
+/// gaps (20 ms apart for the first 80 ms, then wider; 320 ms in all, counted from the last
+/// event of the stack) before the wait falls back to its idle backstop: a task's
+/// state trails its container's events (swarm records a task `running` a few milliseconds after
+/// the `health_status: healthy` event, and emits no event of its own), so the look that event
+/// triggers often comes a moment too early. Other reasons to wait (an update in progress, a
+/// container still starting its healthcheck) end with an event, so they get no follow-ups.
 pub const FOLLOW_UPS: [Duration; 8] = [
     Duration::from_millis(20),
     Duration::from_millis(20),
@@ -132,8 +134,8 @@ impl ReadyState {
         }
     }
 
-    /// A container of the stack started or changed health: the looks that follow are spaced
-    /// closely again (the task's state catches up a moment later).
+    /// An event of the stack woke the wait: follow-up looks (while a task is about to run) are
+    /// spaced closely again.
     pub fn woke_by_event(&mut self) {
         self.follow_ups = 0;
     }
@@ -247,7 +249,10 @@ impl ReadyState {
         }
         if self.failing_since.is_some() {
             after = after.min(READ_RETRY);
-        } else if !swarm_ok && let Some(gap) = FOLLOW_UPS.get(self.follow_ups as usize) {
+        } else if !swarm_ok
+            && self.judge.tasks_trailing()
+            && let Some(gap) = FOLLOW_UPS.get(self.follow_ups as usize)
+        {
             after = after.min(*gap);
             self.follow_ups += 1;
         }
@@ -296,6 +301,13 @@ mod tests {
     fn not_ready_poll() -> Poll {
         let mut p = ready_poll();
         p.tasks.clear();
+        p
+    }
+
+    /// The task still `starting` while its container is already healthy.
+    fn trailing_poll() -> Poll {
+        let mut p = ready_poll();
+        p.tasks[0].status.as_mut().unwrap().state = Some(crate::adapters::engine::models::TaskState::STARTING);
         p
     }
 
@@ -361,7 +373,7 @@ mod tests {
         s.round(t0, Ok(&ready_poll()), &mut p);
         match s.round(t0 + ms(3), Ok(&not_ready_poll()), &mut p) {
             Step::Again { after, news: Some(n) } => {
-                assert_eq!(after, FOLLOW_UPS[0], "the first follow-up look");
+                assert_eq!(after, IDLE, "no task about to run: the backstop");
                 assert!(n.contains("0/1 tasks running"), "{n}");
             }
             other => panic!("{other:?}"),
@@ -371,21 +383,25 @@ mod tests {
     }
 
     #[test]
-    fn looks_that_find_the_swarm_not_ready_follow_an_event_closely_then_fall_back_to_the_backstop() {
+    fn a_task_about_to_run_is_looked_at_closely_then_on_the_backstop() {
         let t0 = Instant::now();
         let mut s = state(&[], None, t0, 600);
         let mut p = Script::default();
-        let mut afters = |s: &mut ReadyState, n: usize| -> Vec<u128> {
+        let mut afters = |s: &mut ReadyState, poll: &Poll, n: usize| -> Vec<u128> {
             (0..n)
-                .map(|i| match s.round(t0 + ms(i as u64), Ok(&not_ready_poll()), &mut p) {
+                .map(|i| match s.round(t0 + ms(i as u64), Ok(poll), &mut p) {
                     Step::Again { after, .. } => after.as_millis(),
                     other => panic!("{other:?}"),
                 })
                 .collect()
         };
-        assert_eq!(afters(&mut s, 10), [20, 20, 20, 20, 40, 40, 80, 80, 5000, 5000]);
+        assert_eq!(afters(&mut s, &trailing_poll(), 10), [20, 20, 20, 20, 40, 40, 80, 80, 5000, 5000]);
         s.woke_by_event();
-        assert_eq!(afters(&mut s, 3), [20, 20, 20]);
+        assert_eq!(afters(&mut s, &trailing_poll(), 3), [20, 20, 20]);
+        // Waiting for anything else that ends with an event (no task yet, an update rolling): the
+        // backstop only.
+        s.woke_by_event();
+        assert_eq!(afters(&mut s, &not_ready_poll(), 2), [5000, 5000]);
         // A ready swarm waiting on a probe keeps the probe's own pace.
         let mut s = state(&[probe(1)], None, t0, 600);
         let mut refusing = Script { tcp: vec![false], ..Script::default() };
@@ -545,7 +561,7 @@ mod tests {
         let mut s = state(&[], None, t0, 600);
         let mut p = Script::default();
         for i in 0..FOLLOW_UPS.len() as u64 {
-            s.round(t0 + ms(i), Ok(&not_ready_poll()), &mut p);
+            s.round(t0 + ms(i), Ok(&trailing_poll()), &mut p);
         }
         let at = t0 + ms(100);
         assert!(

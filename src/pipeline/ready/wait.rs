@@ -92,8 +92,17 @@ impl Probes for LiveProbes {
         addrs.next().is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_ok())
     }
 
-    /// GETs the floor URL with curl; `Ok(status)` or an explanation.
+    /// GETs the floor URL: a plain `http://` URL in-process (no process per look), anything
+    /// else with curl; `Ok(status)` or an explanation.
     fn http(&mut self, floor: &HttpFloor) -> Result<u16, String> {
+        if let Some(url) = super::http::plain(&floor.url)
+            && !super::http::proxy_configured()
+        {
+            let stop = || lifetime::cause().is_some();
+            let r = super::http::get_status(&url, Duration::from_secs(10), &stop);
+            tracing::debug!("HTTP floor: GET {}: {}", floor.url, r.as_ref().map_or_else(|e| e.clone(), u16::to_string));
+            return r;
+        }
         let mut cmd = Cmd::new("curl")
             .name("curl")
             .level(tracing::Level::DEBUG)
@@ -198,10 +207,8 @@ impl Readiness<'_> {
                 }
             }
             match wake.wait(next.min(end)) {
-                Wake::Events { moving, .. } => {
-                    if moving {
-                        state.woke_by_event();
-                    }
+                Wake::Events(_) => {
+                    state.woke_by_event();
                     next = Instant::now();
                 }
                 Wake::Lost(e) => {
