@@ -17,6 +17,7 @@
       hostKeys = [
         "CCCI_ABRA"
         "CCCI_DOCKER"
+        "CCCI_DOCKER_READS"
         "CCCI_ABRA_HOME"
         "CCCI_SERVER"
         "CCCI_GIT_BASE"

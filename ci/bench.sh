@@ -5,8 +5,10 @@
 #   ci/bench.sh --quick   small sizes, for a quick look
 #
 # Parts: ci/bench_locks.py (lock handoff; janitor sweep growth), ci/bench-cancel.sh (cancel
-# latency), ci/bench-watch.sh (owner SIGKILL → reap started under janitor --watch), ci/bench-run.sh (ccci's own CPU in a green run; per-run tree creation). Needs a
-# local swarm for the last part (ci/swarm.sh up).
+# latency), ci/bench-watch.sh (owner SIGKILL → reap started under janitor --watch), ci/bench-run.sh (ccci's own CPU in a green run; per-run tree creation),
+# ci/bench-reads.sh (the Engine API next to the CLI read path, in one run: self_cpu_ms, docker
+# processes per run, readiness detection lag, wall time, the janitor sweep against its floor).
+# Needs a local swarm for the last two parts (ci/swarm.sh up).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 quick=0
@@ -19,9 +21,11 @@ if [ $quick = 1 ]; then
   CCCI_BIN="$bin" "$root/ci/bench-cancel.sh" 10
   CCCI_BIN="$bin" "$root/ci/bench-watch.sh" 20
   CCCI_BIN="$bin" "$root/ci/bench-run.sh" 1
+  CCCI_BIN="$bin" BENCH_SWEEPS=3 "$root/ci/bench-reads.sh" 1
 else
   CCCI="$bin" "$root/ci/bench_locks.py"
   CCCI_BIN="$bin" "$root/ci/bench-cancel.sh" 30
   CCCI_BIN="$bin" "$root/ci/bench-watch.sh" 30
   CCCI_BIN="$bin" "$root/ci/bench-run.sh" 5
+  CCCI_BIN="$bin" "$root/ci/bench-reads.sh" 5
 fi

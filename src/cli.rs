@@ -163,7 +163,8 @@ Examples:
   ccci janitor --watch              # long-running: reap an orphan within a second of its run's death
 
 Exit codes: 0 the sweep completed (whatever it reaped), 1 something failed (every other candidate
-was still tried), 2 bad usage or settings, 142 stopped at --deadline, 130/143 stopped by
+was still tried), 2 bad usage or settings, 69 dockerd could not be read (unreachable, erroring or
+too slow: the sweep went on with abra's view), 142 stopped at --deadline, 130/143 stopped by
 SIGINT/SIGTERM. With --watch: 0 stopped by SIGTERM/SIGINT (a sweep in progress finishes its current
 candidate first), 2 bad usage or settings, 70 the watch could not start (inotify). See
 docs/operations.md.";

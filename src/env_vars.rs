@@ -68,6 +68,7 @@ registry! {
     CCCI_TRUST_ENV = "CCCI_TRUST_ENV", HostFile, Some("0"), None, "in the host file only: let the environment override host settings in `ccci run` (otherwise a host setting from the environment that disagrees with the host is refused)";
     CCCI_ABRA = "CCCI_ABRA", Host, Some("abra"), None, "abra program (a name on PATH or an absolute path)";
     CCCI_DOCKER = "CCCI_DOCKER", Host, Some("docker"), None, "docker program (a name on PATH or an absolute path); it must have `docker stack config`";
+    CCCI_DOCKER_READS = "CCCI_DOCKER_READS", Host, Some("api"), None, "where ccci reads dockerd's state: `api` (the Engine API over `DOCKER_HOST`, unix socket or plain tcp; event-driven waits, every call bounded) or `cli` (the docker CLI, one process per listing, readiness polled every second: the path before the Engine API, kept for comparison); writes (`stack rm`, `<kind> rm`) always use the CLI";
     CCCI_ABRA_HOME = "CCCI_ABRA_HOME", Host, Some("~/.abra of the passwd home"), None, "canonical abra dir, absolute (not `$HOME`: CI runners point HOME at a throwaway dir)";
     CCCI_SERVER = "CCCI_SERVER", Host, Some("default"), None, "abra server name; `<abra home>/servers/<server>/` must exist";
     CCCI_GIT_BASE = "CCCI_GIT_BASE", Host, Some("https://git.autonomic.zone"), None, "base URL for `owner/repo` sources; the git token goes to its origin (https only)";

@@ -10,6 +10,7 @@ mod common;
 
 mod contract;
 mod engine;
+mod engine_reads;
 mod fetch;
 mod infra;
 mod input;

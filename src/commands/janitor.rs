@@ -11,8 +11,9 @@
 //! does not change the exit code.
 //!
 //! Exit codes: 0 the sweep completed (whatever it reaped), 1 something failed (a reap, a prune,
-//! discovery; every other candidate was still tried), 2 bad usage or settings, 142 stopped at
-//! `--deadline` (between candidates), 143/130 stopped by SIGTERM/SIGHUP or SIGINT/SIGQUIT.
+//! discovery; every other candidate was still tried), 2 bad usage or settings, 69 dockerd could
+//! not be read for discovery (the infra verdict), 142 stopped at `--deadline` (between
+//! candidates), 143/130 stopped by SIGTERM/SIGHUP or SIGINT/SIGQUIT.
 
 use std::time::Duration;
 
@@ -56,7 +57,7 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
     let how = super::session::Start { mask: true, token: None, run_clock: false };
     super::session::start(cli, &env, &cfg.host, how);
     let abra = Abra::new(&cfg.host.abra, &cfg.host.abra_home, &cfg.host.server);
-    let docker = Docker::new(&cfg.host.docker);
+    let docker = Docker::for_host(&cfg.host);
     if cfg.watch {
         return super::watch::main(&cfg, &abra, &docker);
     }

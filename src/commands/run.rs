@@ -193,14 +193,14 @@ fn run(cfg: config::Run) -> u8 {
         (ev::CCCI_OP_STATE_FILE.into(), ws.op_state_file.display().to_string()),
     ]);
     let abra = Abra::new(&cfg.host.abra, &ws.abra_dir, &cfg.host.server);
-    let docker = Docker::new(&cfg.host.docker);
+    let docker = Docker::for_host(&cfg.host);
     // abra that does not start or answer `version` cannot test anything: the infra verdict,
     // before the run-start janitor and the fetch lean on it.
     let abra_version = abra.version();
     let provenance = Provenance {
         ccci: VERSION.to_string(),
         abra: abra_version.as_ref().map_or_else(|e| format!("unknown ({e})"), |v| v.clone()),
-        docker: docker.server_version().unwrap_or_else(|e| format!("unknown ({e})")),
+        docker: docker.server_version(crate::app::reap::read_until()).unwrap_or_else(|e| format!("unknown ({e})")),
         host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
     };
     tracing::info!(

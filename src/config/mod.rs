@@ -168,6 +168,8 @@ fn labelled(name: &str, origin: &str) -> String {
 pub struct Host {
     pub abra: String,
     pub docker: String,
+    /// Where reads of dockerd go (`CCCI_DOCKER_READS`); writes always use `docker`.
+    pub docker_reads: crate::adapters::docker::ReadPath,
     pub passwd_home: PathBuf,
     pub abra_home: PathBuf,
     pub server: String,
@@ -271,6 +273,28 @@ impl Host {
             let (v, o) = s(var, default)?;
             Ok(input::program(&labelled(what, &o), &v)?)
         };
+        let docker_reads = match layers.get(ev::CCCI_DOCKER_READS)? {
+            Some((v, o)) => crate::adapters::docker::ReadPath::parse(&v).ok_or_else(|| InputError {
+                what: labelled("docker reads", &o),
+                value: v.clone(),
+                rule: "must be `api` (the Engine API) or `cli` (the docker CLI)".into(),
+            })?,
+            None => crate::adapters::docker::ReadPath::Api,
+        };
+        if docker_reads == crate::adapters::docker::ReadPath::Api {
+            // The API path reads `DOCKER_HOST` itself: refuse at start what it cannot use
+            // (ssh, TLS) rather than fail every read of the run.
+            let host = layers.env.get(ev::DOCKER_HOST).map(String::as_str);
+            let tls = layers.env.get("DOCKER_TLS_VERIFY").map(String::as_str);
+            if let Err(e) = crate::adapters::engine::Host::from_vars(host, tls) {
+                return Err(InputError {
+                    what: "DOCKER_HOST (read by the Engine API: CCCI_DOCKER_READS=api)".into(),
+                    value: host.unwrap_or("").to_string(),
+                    rule: format!("{e}; set CCCI_DOCKER_READS=cli to read through the docker CLI instead"),
+                }
+                .into());
+            }
+        }
         let skip_fetch = match layers.get(ev::CCCI_SKIP_FETCH)? {
             Some((v, o)) => input::boolean(&labelled("skip fetch", &o), &v)?,
             None => false,
@@ -278,6 +302,7 @@ impl Host {
         Ok(Host {
             abra: program(ev::CCCI_ABRA, "abra", "abra program")?,
             docker: program(ev::CCCI_DOCKER, "docker", "docker program")?,
+            docker_reads,
             passwd_home,
             abra_home,
             server,
@@ -692,6 +717,35 @@ mod tests {
         assert!(e.to_string().contains("absolute"), "{e}");
         let j = JanitorArgs { prune_after: Some("18446744073709551615".into()), ..JanitorArgs::default() };
         assert!(Janitor::resolve(&j, env(&[])).is_err());
+    }
+
+    #[test]
+    fn docker_reads_are_api_or_cli_and_the_api_needs_a_usable_docker_host() {
+        let base = RunArgs { recipe: Some("a".into()), ..RunArgs::default() };
+        let reads = |file: &str, extra: &[(&str, &str)]| {
+            let (_d, f) = host_file(file);
+            let mut pairs = vec![("CCCI_CONFIG", f.as_str())];
+            pairs.extend_from_slice(extra);
+            Run::resolve(&base, env(&pairs)).map(|r| r.host.docker_reads)
+        };
+        use crate::adapters::docker::ReadPath;
+        assert_eq!(reads("", &[]).unwrap(), ReadPath::Api);
+        assert_eq!(reads("CCCI_DOCKER_READS=cli\n", &[]).unwrap(), ReadPath::Cli);
+        assert_eq!(
+            reads("CCCI_DOCKER_READS=api\n", &[("DOCKER_HOST", "tcp://127.0.0.1:2375")]).unwrap(),
+            ReadPath::Api
+        );
+        let e = reads("CCCI_DOCKER_READS=both\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("docker reads") && e.contains("`api`"), "{e}");
+        let e = reads("", &[("DOCKER_HOST", "ssh://me@host")]).unwrap_err().to_string();
+        assert!(e.contains("DOCKER_HOST") && e.contains("CCCI_DOCKER_READS=cli"), "{e}");
+        let e = reads("", &[("DOCKER_TLS_VERIFY", "1")]).unwrap_err().to_string();
+        assert!(e.contains("DOCKER_TLS_VERIFY"), "{e}");
+        // The CLI reads DOCKER_HOST itself, whatever it says.
+        assert_eq!(reads("CCCI_DOCKER_READS=cli\n", &[("DOCKER_HOST", "ssh://me@host")]).unwrap(), ReadPath::Cli);
+        // A host setting: the environment may not change it behind the host's back.
+        let e = reads("CCCI_DOCKER_READS=api\n", &[("CCCI_DOCKER_READS", "cli")]).unwrap_err();
+        assert!(matches!(e, ConfigError::HostSettingFromEnv { .. }), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::plan::{BULKY, Candidate, RunDir, Stamp, TokenProcess};
 use crate::adapters::{Abra, Docker};
-use crate::app::App;
+use crate::app::{App, reap};
 use crate::config::Host;
 use crate::env_vars as ev;
 use crate::lock::proc_locks::HeldLocks;
@@ -24,6 +24,10 @@ pub struct SourceStatus {
     /// Names it listed (run apps or not).
     pub listed: usize,
     pub error: Option<String>,
+    /// The source could not be read at all (dockerd unreachable, erroring, too slow): the
+    /// janitor's infra verdict (exit 69). Not in the report: the exit code says it.
+    #[serde(skip)]
+    pub infra: bool,
 }
 
 /// Run apps found by abra and docker.
@@ -57,13 +61,16 @@ fn env_stamp(env_path: &Path) -> Option<String> {
     crate::dotenv::effective(&assignments).remove(ev::CCCI_LOCK_DIR_STAMP).filter(|v| !v.is_empty())
 }
 
-/// Candidates: `abra app ls -m` plus every stack namespace docker knows, filtered by the
-/// run-app pattern. A source that fails is reported, and the other one still counts.
+/// Candidates: `abra app ls -m` plus every stack namespace docker knows (six Engine API
+/// requests, one per object kind, or the CLI's listings on `CCCI_DOCKER_READS=cli`), filtered by
+/// the run-app pattern. A source that fails is reported, and the other one still counts. The
+/// docker read is bounded by [`reap::read_until`]: at most 30 s, and never past the sweep's own
+/// deadline.
 pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPattern) -> Discovery {
     let mut d = Discovery::default();
     match abra.app_ls() {
         Ok(apps) => {
-            d.abra = SourceStatus { ok: true, listed: apps.len(), error: None };
+            d.abra = SourceStatus { ok: true, listed: apps.len(), ..SourceStatus::default() };
             for app in apps {
                 if !pattern.is_run_domain(&app.domain) {
                     d.ignored.insert(app.domain);
@@ -77,13 +84,13 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
         }
         Err(e) => {
             tracing::warn!("janitor: `abra app ls -m` failed: {e}; using docker's view alone");
-            d.abra = SourceStatus { ok: false, listed: 0, error: Some(e.to_string()) };
+            d.abra = SourceStatus { error: Some(e.to_string()), ..SourceStatus::default() };
         }
     }
     let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    match docker.namespaces_with_stamps(|name| pattern.stack_of_object(name)) {
+    match docker.namespaces_with_stamps(|name| pattern.stack_of_object(name), reap::read_until()) {
         Ok(stacks) => {
-            d.docker = SourceStatus { ok: true, listed: stacks.len(), error: None };
+            d.docker = SourceStatus { ok: true, listed: stacks.len(), ..SourceStatus::default() };
             for (stack, stamps) in stacks {
                 let Some(domain) = pattern.domain_for_stack(&stack) else {
                     d.ignored.insert(stack);
@@ -95,7 +102,7 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
         }
         Err(e) => {
             tracing::warn!("janitor: listing docker stack objects failed: {e}; using abra's view alone");
-            d.docker = SourceStatus { ok: false, listed: 0, error: Some(e.to_string()) };
+            d.docker = SourceStatus { error: Some(e.to_string()), infra: e.is_infra(), ..SourceStatus::default() };
         }
     }
     for (domain, c) in d.candidates.iter_mut() {

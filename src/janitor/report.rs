@@ -118,11 +118,13 @@ pub fn describe_holder(info: Option<&HolderInfo>) -> String {
 
 impl Report {
     /// The exit code of `ccci janitor`: 0 when the sweep completed, 1 when something failed
-    /// (it still went on), the signal's code when cancelled, 142 at its deadline.
+    /// (it still went on), 69 when dockerd could not be read for discovery (the infra verdict:
+    /// unreachable, erroring or too slow), the signal's code when cancelled, 142 at its deadline.
     pub fn compute_exit_code(&self, cancel_code: Option<u8>) -> u8 {
         match self.stopped {
             Some("deadline") => crate::exit::DEADLINE,
             Some(_) => cancel_code.unwrap_or(crate::exit::TERMINATED),
+            None if self.discovery.docker.infra => crate::exit::INFRA,
             None if self.failed() => crate::exit::FAILED,
             None => crate::exit::OK,
         }
@@ -226,4 +228,52 @@ impl Report {
 
     /// The header of [`Report::plan_rows`].
     pub const PLAN_COLUMNS: [&'static str; 4] = ["ACTION", "KIND", "NAME", "DETAIL"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            schema: 1,
+            kind: "janitor",
+            dry_run: false,
+            started: String::new(),
+            duration_ms: 0,
+            completed: true,
+            stopped: None,
+            settings: SettingsOut {
+                lock_dir: String::new(),
+                runs_dir: String::new(),
+                domain_suffix: String::new(),
+                prune_after_days: 14,
+                deadline_secs: 600,
+            },
+            discovery: DiscoveryOut::default(),
+            apps: Vec::new(),
+            lockfiles: Vec::new(),
+            run_dirs: Vec::new(),
+            stragglers: Vec::new(),
+            errors: Vec::new(),
+            exit_code: 0,
+        }
+    }
+
+    #[test]
+    fn exit_codes_stop_then_infra_then_failure() {
+        let mut r = report();
+        assert_eq!(r.compute_exit_code(None), 0);
+        r.errors.push("discovery through docker failed: dockerd did not answer".into());
+        assert_eq!(r.compute_exit_code(None), 1);
+        r.discovery.docker = SourceStatus { error: Some("timed out".into()), infra: true, ..SourceStatus::default() };
+        assert_eq!(r.compute_exit_code(None), 69);
+        r.stopped = Some("deadline");
+        assert_eq!(r.compute_exit_code(None), 142);
+        r.stopped = Some("cancelled");
+        assert_eq!(r.compute_exit_code(Some(130)), 130);
+        // The infra flag stays out of the JSON document (its schema is fixed).
+        let v = serde_json::to_value(&r.discovery.docker).unwrap();
+        assert_eq!(v.as_object().unwrap().keys().collect::<Vec<_>>(), ["error", "listed", "ok"]);
+    }
 }

@@ -343,6 +343,12 @@ impl Running<'_> {
                 Ok(d)
             }
             Err(NotReady::Failed(reason)) => Err(StepError::Failed(format!("not ready: {reason}"))),
+            // dockerd could not be read: the stage fails, and the run's verdict is infra (69).
+            Err(NotReady::Infra(reason)) => {
+                tracing::error!("readiness could not be judged: {reason}");
+                self.infra.borrow_mut().get_or_insert_with(|| reason.clone());
+                Err(StepError::Failed(format!("readiness could not be judged: {reason}")))
+            }
             Err(NotReady::Stopped(Stop::Cancelled(_))) => Err(StepError::Stopped),
             Err(NotReady::Stopped(s)) => Err(StepError::Failed(format!("readiness wait stopped: {s:?}"))),
         }

@@ -247,6 +247,7 @@ pub fn run(ctx: &Ctx) -> RunState {
         base_error: None,
         rendered: None,
         first_compose: None,
+        infra: Default::default(),
     };
     running.run_stages(&requested);
     let rendered = running.rendered.clone();
@@ -336,6 +337,9 @@ pub(crate) struct Running<'a> {
     rendered: Option<String>,
     /// The first file of the last gated `COMPOSE_FILE` (the stamp overlay copies its `version`).
     first_compose: Option<String>,
+    /// Why dockerd could not be read during a readiness wait (set where `wait_ready` handles it,
+    /// which borrows `self` shared); becomes `RunState.infra`.
+    infra: std::cell::RefCell<Option<String>>,
 }
 
 impl Running<'_> {
@@ -351,6 +355,9 @@ impl Running<'_> {
     }
 
     fn finish_stages(mut self, requested: &[Stage]) -> RunState {
+        if let Some(why) = self.infra.take() {
+            self.st.infra.get_or_insert(why);
+        }
         if let Some(c) = lifetime::cause() {
             self.st.rest(requested, crate::report::Status::Unver, &cancel_reason(c));
         }

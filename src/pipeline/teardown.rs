@@ -34,7 +34,7 @@ pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
     let started = Instant::now();
     let (domain, stack, env_path) = (&ctx.app.domain, &ctx.app.stack, &ctx.app.env_path);
 
-    let deployed = ctx.docker.residue(stack).map(|r| !r.services.is_empty()).unwrap_or(true);
+    let deployed = ctx.docker.residue(stack, reap::read_until()).map(|r| !r.services.is_empty()).unwrap_or(true);
     if deployed && let Err(e) = ctx.abra.app_undeploy(domain) {
         tracing::warn!("teardown: abra app undeploy: {e}");
     }
@@ -85,18 +85,22 @@ pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
     }
 }
 
+/// What is left of the app, looked at again on each of the stack's removal events (and every
+/// couple of seconds) until nothing is, `within` passes, or the teardown is abandoned. A failed
+/// read is residue of an unknown kind (dockerd could not say), retried until the end.
 fn verify(ctx: &Ctx, within: Duration) -> Vec<String> {
-    let end = crate::lifetime::instant_after(within);
-    loop {
-        let left = match reap::leftovers(&ctx.docker, &ctx.app) {
+    let abandoned = |_: &lifetime::Watch| lifetime::abandoned();
+    let end = reap::until_gone(&ctx.docker, &ctx.app.stack, within, &abandoned, |until| {
+        let left = match reap::leftovers_within(&ctx.docker, &ctx.app, until) {
             Ok(l) => l,
             Err(e) => vec![format!("unknown (docker failed: {e})")],
         };
-        if left.is_empty() || Instant::now() >= end || lifetime::abandoned() {
-            return left;
-        }
-        if lifetime::sleep(Duration::from_millis(500)).is_some() && lifetime::abandoned() {
-            return left;
+        (left.is_empty(), left)
+    });
+    match end {
+        reap::GoneEnd::Done(left) | reap::GoneEnd::TimedOut(left) => left,
+        reap::GoneEnd::Stopped(left) => {
+            left.unwrap_or_else(|| vec!["unknown (teardown abandoned before a look)".into()])
         }
     }
 }
