@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ccci::env_vars::Role;
 
+pub mod etcd;
 mod watcher;
 pub use watcher::Watcher;
 
@@ -487,7 +488,14 @@ pub struct LineWatch {
 
 impl LineWatch {
     pub fn stderr_of(child: &mut Child) -> LineWatch {
-        let mut err = child.stderr.take().unwrap();
+        LineWatch::of(child.stderr.take().unwrap())
+    }
+
+    pub fn stdout_of(child: &mut Child) -> LineWatch {
+        LineWatch::of(child.stdout.take().unwrap())
+    }
+
+    pub fn of(mut err: impl Read + Send + 'static) -> LineWatch {
         let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let l2 = lines.clone();
         std::thread::spawn(move || {
