@@ -54,6 +54,11 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
         eprintln!("ccci: {e}");
         return exit::USAGE;
     }
+    // Reaping on a swarm other hosts share, without the app lease, could reap their live runs.
+    if let Err(e) = crate::host::topology::probe(cfg.host.lease.is_some()) {
+        eprintln!("ccci: {e}");
+        return exit::USAGE;
+    }
     mask::install(Masker::from_dir_and_token(&cfg.host.secrets_dir, cfg.host.git_token.as_deref()));
     logging::init(logging::stderr_filter(env.get(ev::CCCI_LOG).map(String::as_str), cli.verbose, cli.quiet), false);
     for w in &cfg.host.warnings {

@@ -355,11 +355,14 @@ impl Watcher<'_> {
             Line { domain: Some(domain), holder_pid: pid, run_id: run_id.as_deref(), ..line("released") },
         );
         let killed = run_id.as_deref().map_or(0, |r| self.stragglers(r));
+        let lease = self.host.lease.as_ref().map(crate::lease::Lease::new);
         let sweeper = Sweeper {
             abra: self.abra,
             docker: self.docker,
             lock_dir: &self.host.lock_dir,
             deadline_at: crate::lifetime::instant_after(self.s.deadline),
+            lease: lease.as_ref(),
+            machine: &self.host.machine,
         };
         // The lockfile exists (its holder just died), and that is the proof of ownership; if
         // it is gone (the run ended cleanly and unlinked it), an unstamped candidate is left.
@@ -367,6 +370,7 @@ impl Watcher<'_> {
             app: App::new(domain, &self.host.server_dir()),
             stamp: Stamp::None,
             sources: BTreeSet::from(["watch"]),
+            lease_token: None,
         };
         let entry = sweeper.reap(&candidate);
         if entry.action == "failed" {
