@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::etcd::Cluster;
+use crate::common::netns::Netns;
 use crate::common::*;
 
 struct Hosts {
@@ -26,11 +27,18 @@ struct Hosts {
 /// exists, sharing the swarm (one domain suffix) and a fresh cluster; leases of `ttl` seconds.
 fn two_hosts(ttl: &str) -> Hosts {
     let cluster = Cluster::start();
+    let endpoints = cluster.endpoints();
+    two_hosts_on(cluster, ttl, &endpoints)
+}
+
+/// [`two_hosts`] on a given cluster, host A reaching it at `a_endpoints`.
+fn two_hosts_on(cluster: Cluster, ttl: &str, a_endpoints: &str) -> Hosts {
     let mut a = World::new();
     let mut b = World::new();
     b.suffix = a.suffix.clone();
     for (w, name) in [(&mut a, "host-a"), (&mut b, "host-b")] {
-        w.set("CCCI_LEASE_ENDPOINTS", &cluster.endpoints());
+        let endpoints = if name == "host-a" { a_endpoints.to_string() } else { cluster.endpoints() };
+        w.set("CCCI_LEASE_ENDPOINTS", &endpoints);
         w.set("CCCI_LEASE_TTL", ttl);
         w.set("CCCI_LEASE_PREFIX", "/t");
         w.set("DRONE_STAGE_MACHINE", name);
@@ -255,6 +263,57 @@ fn a_paused_holder_is_overtaken_and_its_resumed_teardown_is_refused_by_the_fence
     let r = h.b.results(&b_id);
     assert_eq!((r["outcome"].as_str(), r["teardown"]["result"].as_str()), (Some("pass"), Some("clean")), "{r}");
     // What A left on its own host (its .env, its lockfile) is its janitor's.
+    let (code_a, v) = janitor(&h.a);
+    assert_eq!(code_a, 0, "{v}");
+    assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());
+}
+
+/// Row "partition": host A runs in a network namespace of its own and is cut off from the
+/// etcd cluster (its veth down) while it holds the domain — it can still reach dockerd, the
+/// hard case. A stops itself once its keepalive cannot be answered; its teardown cannot prove
+/// the lease and waits. After the TTL the cluster expires A's lease and host B takes over. When
+/// the link is back, A's teardown fence finds the lease gone and refuses: A touches nothing of
+/// B's app.
+#[test]
+fn a_partitioned_holder_stops_and_after_the_heal_its_teardown_is_refused_by_the_fence() {
+    if !swarm_available() {
+        return;
+    }
+    if !Netns::available() {
+        eprintln!("skipped: a network namespace needs root and iproute2");
+        return;
+    }
+    let _slot = swarm_slot();
+    let ns = Netns::new();
+    let cluster = Cluster::start_on(&[&ns.host_ip]);
+    let a_endpoints = cluster.endpoints_at(&ns.host_ip);
+    let h = two_hosts_on(cluster, "4", &a_endpoints);
+    let (a_id, b_id) = (format!("a{}", unique()), format!("b{}", unique()));
+    let _guard = KillTokens(vec![token_env(&a_id), token_env(&b_id)]);
+    let mut c = h.a.ccci();
+    c.env("CCCI_RUN_ID", &a_id).args(["run", "--recipe", "hello", "--stages", "install,custom"]);
+    let mut a = ns.wrap(&c).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let a_err = LineWatch::stderr_of(&mut a);
+    a_err.wait_for("parked-in-test", Duration::from_secs(120));
+    let (mut b, b_err) = start(&h.b, &b_id, "install,custom", &[]);
+    b_err.wait_for("holds it", Duration::from_secs(60));
+    let before = h.a.abra_log().lines().count();
+    ns.cut();
+    a_err.wait_for("waiting for etcd to answer", Duration::from_secs(60));
+    b_err.wait_for("parked-in-test", Duration::from_secs(120));
+    let tb = token_of(&b_err);
+    ns.heal();
+    let st = wait_within(&mut a, Duration::from_secs(120));
+    let text = a_err.text();
+    assert_eq!(st.code(), Some(69), "{text}");
+    assert!(text.contains("refused by the fence"), "{text}");
+    let r = h.a.results(&a_id);
+    assert_eq!((r["outcome"].as_str(), r["teardown"]["result"].as_str()), (Some("infra"), Some("abandoned")), "{r}");
+    let after: Vec<String> = h.a.abra_log().lines().skip(before).map(str::to_string).collect();
+    assert!(after.iter().all(|l| !l.contains("app undeploy") && !l.contains("app remove")), "{after:?}");
+    assert_eq!(h.cluster.get(&h.key()).map(|k| k.0), Some(tb), "B still holds the domain");
+    fs::write(&h.gate_b, "").unwrap();
+    assert_eq!(wait_within(&mut b, Duration::from_secs(180)).code(), Some(0), "{}", b_err.text());
     let (code_a, v) = janitor(&h.a);
     assert_eq!(code_a, 0, "{v}");
     assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());

@@ -376,6 +376,15 @@ impl Watcher<'_> {
         if entry.action == "failed" {
             tracing::warn!("watch: {domain}: the reap failed; trying again in {}", crate::clock::human(RETRY));
             self.retry.insert(domain.to_string(), crate::lifetime::instant_after(RETRY));
+        } else if let (Some("held"), Some(l)) = (entry.lease, &self.host.lease) {
+            // A dead holder's app lease outlives it by up to its TTL: look again once it lapsed
+            // (a new holder, if one took the domain meanwhile, is left alone then too).
+            let again = l.ttl + std::time::Duration::from_secs(1);
+            tracing::info!(
+                "watch: {domain}: its app lease is still held; looking again in {}",
+                crate::clock::human(again)
+            );
+            self.retry.insert(domain.to_string(), crate::lifetime::instant_after(again));
         } else {
             self.retry.remove(domain);
         }

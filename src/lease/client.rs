@@ -165,6 +165,8 @@ impl Lease {
         let mut key_watch: Option<KeyWatch> = None;
         let mut next_try = Instant::now();
         let mut retry = RETRY_FIRST;
+        // At least one try, whatever is left of the timeout: a free domain is taken at once.
+        let mut tried = false;
         loop {
             if let Some(stop) = watch.stop() {
                 let cause = match stop {
@@ -174,7 +176,7 @@ impl Lease {
                 return Err(AcquireError::Cancelled { domain: domain.to_string(), cause });
             }
             let now = Instant::now();
-            if now >= wait_end {
+            if now >= wait_end && tried {
                 let waited = started.elapsed();
                 return Err(match (unavailable, seen) {
                     (Some(why), _) => AcquireError::Unavailable { domain: domain.to_string(), waited, why },
@@ -185,8 +187,9 @@ impl Lease {
                     },
                 });
             }
-            if now >= next_try {
-                let until = Deadline::at(wait_end).cap(CALL).watching(&watch);
+            if now >= next_try || !tried {
+                tried = true;
+                let until = Deadline::after(CALL).watching(&watch);
                 match self.try_acquire(domain, holder, on_lost(), until) {
                     Ok(Tried::Held(h)) => return Ok(*h),
                     Ok(Tried::Taken { state, revision }) => {

@@ -23,6 +23,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     token: String,
+    extra: Vec<String>,
 }
 
 /// Whether the etcd server binary is installed (ci/test.sh installs `etcd-server`).
@@ -38,6 +39,12 @@ pub fn etcd_available() -> bool {
 impl Cluster {
     /// Starts three members and waits until the cluster commits a write.
     pub fn start() -> Cluster {
+        Cluster::start_on(&[])
+    }
+
+    /// The same, the members also listening on `extra` addresses (a veth of a network
+    /// namespace, for the partition test).
+    pub fn start_on(extra: &[&str]) -> Cluster {
         assert!(etcd_available(), "etcd is not installed: `apt-get install etcd-server etcd-client` (ci/test.sh does)");
         let base =
             if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
@@ -45,7 +52,8 @@ impl Cluster {
         let members = (1..=3)
             .map(|i| Member { name: format!("m{i}"), client: free_port(), peer: free_port(), child: None })
             .collect();
-        let mut c = Cluster { dir, members, token: format!("ccci-test-{}", unique()) };
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let mut c = Cluster { dir, members, token: format!("ccci-test-{}", unique()), extra };
         for i in 0..3 {
             c.spawn(i, "new");
         }
@@ -65,7 +73,7 @@ impl Cluster {
         cmd.args(["--name", &m.name])
             .arg("--data-dir")
             .arg(self.dir.path().join(&m.name))
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", m.client)])
+            .args(["--listen-client-urls", &self.listen(m.client)])
             .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", m.client)])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer)])
             .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", m.peer)])
@@ -86,9 +94,20 @@ impl Cluster {
         self.members[i].child = Some(child);
     }
 
+    fn listen(&self, port: u16) -> String {
+        let mut urls = vec![format!("http://127.0.0.1:{port}")];
+        urls.extend(self.extra.iter().map(|a| format!("http://{a}:{port}")));
+        urls.join(",")
+    }
+
     /// `http://127.0.0.1:p1,…` for `CCCI_LEASE_ENDPOINTS`.
     pub fn endpoints(&self) -> String {
-        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect::<Vec<_>>().join(",")
+        self.endpoints_at("127.0.0.1")
+    }
+
+    /// The members' client URLs on another of their addresses.
+    pub fn endpoints_at(&self, addr: &str) -> String {
+        self.members.iter().map(|m| format!("http://{addr}:{}", m.client)).collect::<Vec<_>>().join(",")
     }
 
     pub fn pid(&self, i: usize) -> Option<u32> {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ccci::env_vars::Role;
 
 pub mod etcd;
+pub mod netns;
 mod watcher;
 pub use watcher::Watcher;
 
