@@ -77,6 +77,11 @@ pub enum Command {
     /// epoch) at which it held it (for ci/bench_locks.py).
     #[command(hide = true)]
     LockWait(LockWaitArgs),
+    /// Take a domain's app lease (CCCI_LEASE_ENDPOINTS) with ccci's own acquire, print when
+    /// it held it and its token, then obey `fence STEP` / `release` lines on stdin (for the
+    /// lease tests and ci/bench_lease.py).
+    #[command(hide = true)]
+    LeaseWait(LeaseWaitArgs),
 }
 
 #[derive(Debug, Args, Default)]
@@ -324,6 +329,15 @@ pub struct LocksArgs {
 }
 
 /// Arguments of the hidden `ccci lock-wait PATH` (benchmarks only).
+#[derive(Debug, Args, Default)]
+pub struct LeaseWaitArgs {
+    /// The app domain whose lease to take
+    pub domain: String,
+    /// Give up after SECS (exit 75, or 69 when etcd could not be asked)
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+}
+
 #[derive(Debug, Args, Default)]
 pub struct LockWaitArgs {
     /// The lockfile to take (created when absent)

@@ -160,9 +160,13 @@ fn check_schema(v: &Value) {
                 "age_secs",
                 "holder_pid",
                 "holder_run_id",
+                "lease",
+                "lease_token",
                 "ms",
             ],
         );
+        assert!(a["lease"].is_null() || ["held", "taken", "unknown"].iter().any(|l| a["lease"] == *l), "{a}");
+        assert!(a["lease_token"].is_null() || a["lease_token"].is_u64(), "{a}");
         one_of(&a["lock"], &["free", "absent", "held", "unsafe", "gone", "unprobed"]);
         one_of(&a["action"], &["reaped", "already-gone", "would-reap", "left", "skipped", "failed", "not-reached"]);
     }

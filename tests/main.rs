@@ -17,6 +17,7 @@ mod input;
 mod janitor_swarm;
 mod junit;
 mod layering;
+mod lease_swarm;
 mod operate;
 mod ops;
 mod output;

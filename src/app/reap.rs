@@ -5,6 +5,10 @@
 //! Reads go through [`Docker`]'s read path (the Engine API by default: one request per object
 //! kind); waits for objects to go wake on the stack's removal events, with a backstop look. The
 //! removals themselves (`stack rm`, `<kind> rm`) are docker CLI calls through the spawn path.
+//! Every mutation (`abra app undeploy`, `abra app remove`, `docker stack rm`, each `docker rm`
+//! batch) is preceded by the caller's [`Fence`]: on a shared swarm the caller must prove, right
+//! then, that the domain's app lease is still its own, or the reap stops before touching what
+//! may already be another run's app.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,21 @@ fn gone_events(stack: &str) -> EventFilter {
     EventFilter::stack(stack).actions(&["remove", "destroy", "die"])
 }
 
+/// The proof, asked immediately before every mutation of a reap, that the caller still owns
+/// the app's domain (the cross-host app lease's fence). `Err` says why not, and stops the reap.
+pub trait Fence {
+    fn check(&self, step: &str) -> Result<(), String>;
+}
+
+/// No lease (one swarm per host): the local app lock alone guards the app.
+pub struct Unfenced;
+
+impl Fence for Unfenced {
+    fn check(&self, _step: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Everything of the stack that still exists, plus the `.env` when it remains.
 pub fn leftovers(docker: &Docker, app: &App) -> Result<Vec<String>, String> {
     leftovers_within(docker, app, read_until()).map_err(|e| e.to_string())
@@ -52,10 +71,11 @@ pub fn leftovers_within(docker: &Docker, app: &App, until: Deadline<'_>) -> Resu
 
 /// Removes the app with docker directly: `stack rm`, wait for its containers to go, then its
 /// volumes, secrets, configs and networks, then the `.env`.
-pub fn docker_reap(docker: &Docker, app: &App) -> Result<(), String> {
+pub fn docker_reap(docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), String> {
     let (stack, env_path) = (app.stack.as_str(), &app.env_path);
     let residue = docker.residue(stack, read_until()).map_err(|e| e.to_string())?;
     if !residue.services.is_empty() {
+        fence.check("docker stack rm")?;
         docker.stack_rm(stack).map_err(|e| e.to_string())?;
     }
     wait_gone(docker, stack, Duration::from_secs(60), |r| r.services.is_empty() && r.containers.is_empty())?;
@@ -64,6 +84,9 @@ pub fn docker_reap(docker: &Docker, app: &App) -> Result<(), String> {
     loop {
         let r = docker.residue(stack, read_until()).map_err(|e| e.to_string())?;
         let mut failed = Vec::new();
+        if !r.is_empty() {
+            fence.check("docker rm")?;
+        }
         if !r.containers.is_empty() {
             let _ = docker.rm("container", &r.containers);
         }
@@ -193,13 +216,22 @@ pub fn wait_gone(
 
 /// The janitor's reap routine: abra when the `.env` is there, docker when it is not or abra
 /// fails. Verification is the caller's business.
-pub fn reap(abra: &Abra, docker: &Docker, app: &App) -> Result<(), String> {
+pub fn reap(abra: &Abra, docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), String> {
     let (domain, stack, env_path) = (app.domain.as_str(), app.stack.as_str(), &app.env_path);
     if env_path.exists() {
         let deployed = docker.residue(stack, read_until()).map(|r| !r.services.is_empty()).unwrap_or(true);
-        let undeploy = if deployed { abra.app_undeploy(domain).map(|_| ()) } else { Ok(()) };
-        let via_abra = undeploy.and_then(|()| abra.app_remove(domain).map(|_| ()));
-        match via_abra {
+        // A refused fence ends the reap; only abra's own failure falls back to docker.
+        let via_abra = || -> Result<Result<(), String>, String> {
+            if deployed {
+                fence.check("abra app undeploy")?;
+                if let Err(e) = abra.app_undeploy(domain) {
+                    return Ok(Err(e.to_string()));
+                }
+            }
+            fence.check("abra app remove")?;
+            Ok(abra.app_remove(domain).map(|_| ()).map_err(|e| e.to_string()))
+        };
+        match via_abra()? {
             Ok(())
                 if docker.residue(stack, read_until()).map(|r| r.is_empty()).unwrap_or(false) && !env_path.exists() =>
             {
@@ -209,5 +241,5 @@ pub fn reap(abra: &Abra, docker: &Docker, app: &App) -> Result<(), String> {
             Err(e) => tracing::warn!("reap {domain}: abra failed ({e}); removing the app with docker"),
         }
     }
-    docker_reap(docker, app)
+    docker_reap(docker, app, fence)
 }

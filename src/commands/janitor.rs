@@ -53,6 +53,11 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
         eprintln!("ccci: {e}");
         return exit::USAGE;
     }
+    // Reaping on a swarm other hosts share, without the app lease, could reap their live runs.
+    if let Err(e) = crate::host::topology::probe(cfg.host.lease.is_some()) {
+        eprintln!("ccci: {e}");
+        return exit::USAGE;
+    }
     // The janitor's children carry no run token: they belong to no run.
     let how = super::session::Start { mask: true, token: None, run_clock: false };
     super::session::start(cli, &env, &cfg.host, how);

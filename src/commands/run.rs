@@ -99,6 +99,8 @@ fn preflight(cfg: &config::Run) -> Result<(), String> {
     // The policy gate renders every deploy with `docker stack config`: a docker CLI without it
     // is a host to fix, never a gate to skip.
     crate::policy::check_stack_config(&cfg.host.docker).map_err(|e| e.to_string())?;
+    // A swarm shared by several hosts needs the cross-host app lease.
+    crate::host::topology::probe(cfg.host.lease.is_some()).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -221,6 +223,7 @@ fn run(cfg: config::Run) -> u8 {
 
     let ctx = Ctx {
         lock_path: cfg.host.lock_dir.join(names::lock_file_name(&cfg.domain)),
+        lease: cfg.host.lease.as_ref().map(crate::lease::Lease::new),
         git: Git::new(cfg.host.git_token.clone(), cfg.host.token_origins.clone()),
         abra,
         docker,

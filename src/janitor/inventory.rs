@@ -45,20 +45,44 @@ impl Discovery {
     fn add(&mut self, app: App, source: &'static str) {
         self.candidates
             .entry(app.domain.clone())
-            .or_insert_with(|| Candidate { app, stamp: Stamp::None, sources: BTreeSet::new() })
+            .or_insert_with(|| Candidate { app, stamp: Stamp::None, sources: BTreeSet::new(), lease_token: None })
             .sources
             .insert(source);
     }
 }
 
-/// The lock-dir stamp ccci wrote into an app's `.env` (`CCCI_LOCK_DIR`). The file was made by
-/// abra from a PR's `.env.sample`: it is read without following links or blocking, as a dotenv
-/// text, never sourced.
-fn env_stamp(env_path: &Path) -> Option<String> {
+/// A stamp ccci wrote into an app's `.env` (`CCCI_LOCK_DIR`, `CCCI_LEASE_TOKEN`). The file was
+/// made by abra from a PR's `.env.sample`: it is read without following links or blocking, as
+/// a dotenv text, never sourced.
+fn env_stamp(env_path: &Path, key: &str) -> Option<String> {
     let (dir, name) = (env_path.parent()?, env_path.file_name()?);
     let text = crate::untrusted::read_to_string(dir, Path::new(name)).ok()?;
     let assignments = crate::dotenv::parse(&text).ok()?;
-    crate::dotenv::effective(&assignments).remove(ev::CCCI_LOCK_DIR_STAMP).filter(|v| !v.is_empty())
+    crate::dotenv::effective(&assignments).remove(key).filter(|v| !v.is_empty())
+}
+
+/// The fencing tokens leased runs stamped on the stacks of the swarm (`ccci.lease-token` on
+/// services and volumes), the largest per stack. Read from the Engine API: two requests.
+pub fn lease_tokens() -> Result<BTreeMap<String, u64>, String> {
+    use crate::adapters::engine::{Deadline, Engine, NS_LABEL, Scope};
+    let engine = Engine::from_env().map_err(|e| e.to_string())?;
+    let until = || Deadline::after(std::time::Duration::from_secs(30));
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    let mut add = |labels: Option<&std::collections::HashMap<String, String>>| {
+        let Some(l) = labels else { return };
+        let (Some(ns), Some(token)) = (l.get(NS_LABEL), l.get(crate::lease::TOKEN_LABEL)) else { return };
+        if let Ok(t) = token.trim().parse::<u64>() {
+            let e = out.entry(ns.clone()).or_default();
+            *e = (*e).max(t);
+        }
+    };
+    for s in engine.services(Scope::AnyStack, until()).map_err(|e| e.to_string())? {
+        add(s.spec.as_ref().and_then(|s| s.labels.as_ref()));
+    }
+    for v in engine.volumes(Scope::AnyStack, until()).map_err(|e| e.to_string())? {
+        add(Some(&v.labels));
+    }
+    Ok(out)
 }
 
 /// Candidates: `abra app ls -m` plus every stack namespace docker knows (six Engine API
@@ -105,9 +129,27 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
             d.docker = SourceStatus { error: Some(e.to_string()), infra: e.is_infra(), ..SourceStatus::default() };
         }
     }
+    // The lease tokens only matter (and are only read) with the app lease.
+    let tokens = match host.lease.as_ref().map(|_| lease_tokens()) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            tracing::warn!("janitor: cannot read the lease tokens stamped on stacks: {e}; only .env stamps count");
+            BTreeMap::new()
+        }
+        None => BTreeMap::new(),
+    };
     for (domain, c) in d.candidates.iter_mut() {
-        let found = labels.remove(domain).unwrap_or_default().into_iter().chain(env_stamp(&c.app.env_path));
+        let found = labels
+            .remove(domain)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(env_stamp(&c.app.env_path, ev::CCCI_LOCK_DIR_STAMP));
         c.stamp = Stamp::of(found, &host.lock_dir);
+        if host.lease.is_some() {
+            let from_env =
+                env_stamp(&c.app.env_path, ev::CCCI_LEASE_TOKEN_STAMP).and_then(|t| t.trim().parse::<u64>().ok());
+            c.lease_token = tokens.get(&c.app.stack).copied().into_iter().chain(from_env).max();
+        }
     }
     d
 }

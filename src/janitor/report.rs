@@ -28,7 +28,8 @@ use crate::lock::HolderInfo;
 ///               "lock": "free"|"absent"|"held"|"unsafe"|"gone"|"unprobed",
 ///               "action": "reaped"|"already-gone"|"would-reap"|"left"|"skipped"|"failed"|"not-reached",
 ///               "reason": str|null, "long_held": bool, "age_secs": u64|null,
-///               "holder_pid": u32|null, "holder_run_id": str|null, "ms": u64 } ],
+///               "holder_pid": u32|null, "holder_run_id": str|null,
+///               "lease": null|"held"|"taken"|"unknown", "lease_token": u64|null, "ms": u64 } ],
 ///   "lockfiles": [ { "domain": str,           // app lockfiles with no app behind them
 ///                    "action": "unlinked"|"would-unlink"|"left"|"skipped"|"gone"|"failed"|"not-reached",
 ///                    "reason": str|null, "long_held": bool, "age_secs": u64|null,
@@ -92,7 +93,34 @@ pub struct AppEntry {
     pub age_secs: Option<u64>,
     pub holder_pid: Option<u32>,
     pub holder_run_id: Option<String>,
+    /// With the app lease: `held` (a run on some host owns the domain), `taken` (the janitor
+    /// reaped under a fresh lease), `unknown` (etcd could not be asked); `null` without it.
+    pub lease: Option<LeaseSeen>,
+    /// The token of the lease held or taken.
+    pub lease_token: Option<u64>,
     pub ms: u64,
+}
+
+/// What the janitor learned of an app's lease (`apps[].lease`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaseSeen {
+    /// A run on some host owns the domain: the app is left.
+    Held,
+    /// Nobody held it: the janitor reaped under a fresh lease of its own.
+    Taken,
+    /// etcd could not be asked: the app is left.
+    Unknown,
+}
+
+impl LeaseSeen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseSeen::Held => "held",
+            LeaseSeen::Taken => "taken",
+            LeaseSeen::Unknown => "unknown",
+        }
+    }
 }
 
 /// One lockfile with no app behind it.
@@ -188,6 +216,9 @@ impl Report {
                 other => other,
             };
             let mut why = format!("lock {}", a.lock);
+            if let Some(l) = a.lease {
+                why.push_str(&format!(", lease {}", l.as_str()));
+            }
             if let Some(pid) = a.holder_pid {
                 why.push_str(&format!(", pid {pid}"));
             }

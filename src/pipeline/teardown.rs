@@ -1,8 +1,11 @@
-//! Teardown (§7.7): always, bounded by the budget, and only while holding the app lock.
+//! Teardown (§7.7): always, bounded by the budget, and only while holding the app lock — and,
+//! on a shared swarm, only while the app lease's fence says the domain is still this run's:
+//! each of `undeploy`, `remove` and the docker routine is fenced right before it runs.
 
 use std::time::{Duration, Instant};
 
 use super::Ctx;
+use super::fence::{RunLease, TeardownFence};
 use crate::app::reap;
 use crate::lifetime;
 use crate::lock::LockGuard;
@@ -28,23 +31,31 @@ fn abandoned(ctx: &Ctx, started: Instant) -> Option<Teardown> {
 
 /// `abra app undeploy` → `abra app remove` → verify nothing of the stack and no `.env` remains;
 /// residue is reported and the janitor's docker routine tried once on it.
-pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
+pub(super) fn teardown(ctx: &Ctx, lock: LockGuard, lease: &RunLease) -> Teardown {
     lifetime::begin_teardown();
     crate::process::env::set_stage("teardown");
     let started = Instant::now();
     let (domain, stack, env_path) = (&ctx.app.domain, &ctx.app.stack, &ctx.app.env_path);
 
     let deployed = ctx.docker.residue(stack, reap::read_until()).map(|r| !r.services.is_empty()).unwrap_or(true);
-    if deployed && let Err(e) = ctx.abra.app_undeploy(domain) {
-        tracing::warn!("teardown: abra app undeploy: {e}");
+    if deployed {
+        if let Err(why) = lease.check_teardown("abra app undeploy") {
+            return fenced(ctx, started, &why);
+        }
+        if let Err(e) = ctx.abra.app_undeploy(domain) {
+            tracing::warn!("teardown: abra app undeploy: {e}");
+        }
     }
     if let Some(t) = abandoned(ctx, started) {
         return t;
     }
-    if env_path.exists()
-        && let Err(e) = ctx.abra.app_remove(domain)
-    {
-        tracing::warn!("teardown: abra app remove: {e}");
+    if env_path.exists() {
+        if let Err(why) = lease.check_teardown("abra app remove") {
+            return fenced(ctx, started, &why);
+        }
+        if let Err(e) = ctx.abra.app_remove(domain) {
+            tracing::warn!("teardown: abra app remove: {e}");
+        }
     }
     if let Some(t) = abandoned(ctx, started) {
         return t;
@@ -56,7 +67,7 @@ pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
     }
     if !left.is_empty() {
         tracing::warn!("teardown: residue of {domain}: {}; trying the janitor's docker routine", left.join(", "));
-        if let Err(e) = reap::docker_reap(&ctx.docker, &ctx.app) {
+        if let Err(e) = reap::docker_reap(&ctx.docker, &ctx.app, &TeardownFence(lease)) {
             tracing::warn!("teardown: docker removal: {e}");
         }
         if let Some(t) = abandoned(ctx, started) {
@@ -82,6 +93,22 @@ pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
             reason: Some("objects remained after teardown".into()),
             ms,
         }
+    }
+}
+
+/// The fence refused a teardown step (or could not prove it safe): the app is not touched —
+/// it may already be another run's — and is left to the janitor, which reaps it under a lease
+/// of its own once nobody holds the domain.
+fn fenced(ctx: &Ctx, started: Instant, why: &str) -> Teardown {
+    tracing::error!(
+        "teardown abandoned: {why}; nothing of {} was touched — the janitor reaps it once no run holds its lease",
+        ctx.cfg.domain
+    );
+    Teardown {
+        result: TeardownResult::Abandoned,
+        residue: Vec::new(),
+        reason: Some(format!("the app lease fence refused teardown: {why}")),
+        ms: started.elapsed().as_millis() as u64,
     }
 }
 

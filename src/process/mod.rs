@@ -582,7 +582,7 @@ impl Sink<'_> {
                 }
             }
             Event::Eof(_) => self.eofs += 1,
-            Event::Wake | Event::Exited | Event::LockDone | Event::Engine(_) => {}
+            Event::Wake | Event::Exited | Event::LockDone | Event::Engine(_) | Event::LeaseKey => {}
         }
     }
 
