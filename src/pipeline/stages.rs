@@ -119,7 +119,7 @@ impl Running<'_> {
             .timeout(Duration::from_secs(self.custom.yml.timeouts.hook))
             .run()
             .map_err(|e| StepError::Failed(e.to_string()))?;
-        match out.stopped {
+        match out.stopped() {
             Some(Stopped::Cancelled(_)) => Err(StepError::Stopped),
             _ if out.success() => Ok(()),
             _ => Err(StepError::Failed(format!("hook {name} failed: {}", out.describe()))),
@@ -330,7 +330,7 @@ impl Running<'_> {
                 }
             };
             let ms = out.duration.as_millis() as u64;
-            let (status, reason) = match out.stopped {
+            let (status, reason) = match out.stopped() {
                 Some(Stopped::Cancelled(_)) => return Out::Stopped,
                 Some(Stopped::TimedOut(_)) => {
                     (Status::Fail, Some(format!("timed out after {}", crate::clock::human(timeout))))
