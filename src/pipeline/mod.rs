@@ -291,7 +291,12 @@ pub fn run(ctx: &Ctx) -> RunState {
         save_diagnostics(ctx, &mut st, rendered.as_deref());
     }
     banner("teardown");
-    st.teardown = teardown::teardown(ctx, lock, &lease);
+    st.teardown = teardown::teardown(ctx, &lock, &lease);
+    // Released here, before the reports are written: a waiting run or a janitor may act on the
+    // app from now on, and this line (paired with "app lock held") says from when.
+    let path = lock.path().to_path_buf();
+    drop(lock);
+    tracing::info!("app lock released: {}", path.display());
     lease.release();
     st
 }

@@ -31,7 +31,7 @@ fn abandoned(ctx: &Ctx, started: Instant) -> Option<Teardown> {
 
 /// `abra app undeploy` → `abra app remove` → verify nothing of the stack and no `.env` remains;
 /// residue is reported and the janitor's docker routine tried once on it.
-pub(super) fn teardown(ctx: &Ctx, lock: LockGuard, lease: &RunLease) -> Teardown {
+pub(super) fn teardown(ctx: &Ctx, lock: &LockGuard, lease: &RunLease) -> Teardown {
     lifetime::begin_teardown();
     crate::process::env::set_stage("teardown");
     let started = Instant::now();
