@@ -337,8 +337,11 @@ class Judge:
             if state is None or tuple(state) != before or not before[0]:
                 ok = False
                 self.v(f"{rid}: the file linked at the lock path changed {when}: {before} -> {state}")
+        dom = s["app"] + "." + self.suffix
         for c in self.calls_of(rid):
-            if c["destructive"]:
+            # Its run-start janitor may legitimately reap another domain's orphan: only a call on
+            # the hard-linked domain itself means the run went on.
+            if c["destructive"] and dom in c["domains"]:
                 ok = False
                 self.v(f"{rid}: went on past a hard-linked lockfile: {c['text']}")
         if res.get("link_intact") != "1":
@@ -642,6 +645,9 @@ def synthetic_world(d):
         def stamp(t):
             return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         log = [f"{stamp(start)} INFO ==== fetch"]
+        if fault == "hardlink":
+            # Its run-start janitor reaps an orphan of another domain (nobody holds it then).
+            calls.append(f"{start + 0.5:.3f} {rid} - abra app remove -n -o -f hell-000001.{suffix}")
         if fault != "hardlink":
             log.append(f"{stamp(start + 1)} INFO app lock held: {d}/lock/{LOCKFILE.format(dom)} (after 0s)")
             calls.append(f"{start + 2:.3f} {rid} install abra app new hello -D {dom}")
