@@ -205,3 +205,28 @@ fn junit_of_a_real_failed_run_validates() {
     assert!(count(&xml, "<failure") + count(&xml, "<error") == 1, "{xml}");
     assert!(Path::new(&w.run_dir(&run_id)).join("junit.xml").exists());
 }
+
+/// Security review L9: a link planted at the `--junit` path is replaced, never written through —
+/// the file it pointed at keeps its content and mode.
+#[test]
+fn a_link_planted_at_the_junit_path_is_replaced_not_written_through() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let w = World::new();
+    let repo = w.recipe("hello");
+    let victim = w.path().join("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    let target = w.path().join("junit.xml");
+    symlink(&victim, &target).unwrap();
+    let run_id = format!("jl{}", unique());
+    let mut c = w.ccci();
+    c.env("CCCI_RUN_ID", &run_id).args(["run", "--recipe", "hello", "--src", repo.to_str().unwrap()]);
+    c.args(["--ref", "no-such-ref", "--junit", target.to_str().unwrap()]);
+    let o = output_within(c, std::time::Duration::from_secs(120));
+    assert_eq!(code(&o), 1, "{}", stderr_of(&o));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n", "written through the link");
+    assert_eq!(fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600);
+    let meta = fs::symlink_metadata(&target).unwrap();
+    assert!(meta.file_type().is_file(), "the link was replaced by the report");
+    assert_valid_junit(&fs::read_to_string(&target).unwrap(), "replaced");
+}

@@ -344,7 +344,10 @@ impl Host {
             lock_dir: dir(ev::CCCI_APP_LOCK_DIR, "app lock dir", Some("/run/lock"))?.unwrap_or_default(),
             runs_dir: dir(ev::CCCI_RUNS_DIR, "runs dir", Some("/var/lib/cc-ci-runs"))?.unwrap_or_default(),
             tests_dir: dir(ev::CCCI_TESTS_DIR, "tests dir", None)?,
-            junit: dir(ev::CCCI_JUNIT, "JUnit report path", None)?,
+            junit: match layers.get(ev::CCCI_JUNIT)? {
+                Some((v, o)) => Some(input::abs_output_path(&labelled("JUnit report path", &o), &v)?),
+                None => None,
+            },
             health_url,
             secrets_dir: dir(ev::CCCI_SECRETS_DIR, "secrets dir", Some("/run/secrets"))?.unwrap_or_default(),
             skip_fetch,
@@ -492,7 +495,7 @@ impl Run {
         };
         let junit = match &args.junit {
             Some(p) if !p.as_os_str().is_empty() => {
-                Some(input::abs_path("JUnit report path (from --junit)", &p.to_string_lossy())?)
+                Some(input::abs_output_path("JUnit report path (from --junit)", &p.to_string_lossy())?)
             }
             _ => host.junit.clone(),
         };
