@@ -180,9 +180,10 @@ fn resolve_docker(docker: &str) -> Result<PathBuf, RenderError> {
         .ok_or_else(|| bad("not found on PATH"))
 }
 
-/// A clear start-up error when `docker` has no `stack config`. Decided from the Commands list
-/// of `docker stack --help`, never from an exit code: Debian's 20.10 CLI answers
-/// `docker stack config --help` with the `docker stack` help and exit 0.
+/// A clear start-up error when `docker` has no `stack config`. Decided from help texts, never
+/// from an exit code (Debian's 20.10 CLI answers `docker stack config --help` with the `docker
+/// stack` help and exit 0): the Commands list of `docker stack --help`, else the usage line of
+/// `docker stack config --help`.
 pub fn check_stack_config(docker: &str) -> Result<(), RenderError> {
     // The answer cannot change within one ccci process: ask once per program (the preflight),
     // not before every render (a run renders up to five times).
@@ -197,8 +198,25 @@ pub fn check_stack_config(docker: &str) -> Result<(), RenderError> {
 }
 
 fn ask_stack_config(docker: &str) -> Result<(), RenderError> {
+    if help_of(docker, &["stack", "--help"]).map(|t| help_lists_config(&t))? {
+        return Ok(());
+    }
+    // The Docker CLI hides swarm commands it judges unsupported from what the daemon's ping
+    // said, so a slow or unanswered ping can drop `config` from the list (seen once under load
+    // in the soak: a run refused with exit 2). The command's own help decides then: a CLI that
+    // has it prints its usage line; one that lacks it prints the `docker stack` help instead.
+    let own = help_of(docker, &["stack", "config", "--help"])?;
+    if own.lines().any(|l| l.starts_with("Usage:") && l.contains("docker stack config")) {
+        Ok(())
+    } else {
+        Err(RenderError::NoStackConfig { docker: docker.to_string() })
+    }
+}
+
+/// The help text `docker <args>` prints (stdout, and stderr's tail in case a build prints it there).
+fn help_of(docker: &str, args: &[&str]) -> Result<String, RenderError> {
     let out = Cmd::new(docker)
-        .args(["stack", "--help"])
+        .args(args.iter().copied())
         .name("docker")
         .capture()
         .level(Level::DEBUG)
@@ -208,9 +226,7 @@ fn ask_stack_config(docker: &str) -> Result<(), RenderError> {
     if let Some(s) = out.stopped() {
         return Err(RenderError::Stopped(s));
     }
-    // Help goes to stdout; look at stderr's tail as well in case a build prints it there.
-    let text = format!("{}\n{}", out.stdout, out.tail.join("\n"));
-    if help_lists_config(&text) { Ok(()) } else { Err(RenderError::NoStackConfig { docker: docker.to_string() }) }
+    Ok(format!("{}\n{}", out.stdout, out.tail.join("\n")))
 }
 
 /// Whether a `docker stack --help` text lists `config` under `Commands:`.
