@@ -40,10 +40,7 @@ pub fn main(cli: &Cli, args: &ExecStepArgs) -> u8 {
         Ok(out) => {
             let report = json!({
                 "code": out.code(),
-                "signal": match out.ended {
-                    crate::process::Ended::Signaled(s) => Some(s),
-                    _ => None,
-                },
+                "signal": out.signal(),
                 "stopped": out.stopped().map(|s| s.to_string()),
                 "leaky": out.leaky,
                 "tail": out.tail,

@@ -117,7 +117,10 @@ mod tests {
         Output {
             name: "abra".into(),
             cmdline: "abra recipe lint -n -o hello".into(),
-            ended: stopped.map_or(crate::process::Ended::Exited(code), crate::process::Ended::Stopped),
+            ended: stopped.map_or(crate::process::Ended::Exited(code), |why| crate::process::Ended::Stopped {
+                why,
+                signal: None,
+            }),
             stdout: stdout.into(),
             tail: stdout.lines().map(str::to_string).collect(),
             leaky: Vec::new(),

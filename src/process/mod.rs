@@ -122,8 +122,10 @@ pub enum Ended {
     Exited(i32),
     /// A signal ccci did not send ended it (an OOM kill, a crash).
     Signaled(i32),
-    /// ccci stopped it, or never started it (see [`Stopped`]).
-    Stopped(Stopped),
+    /// ccci stopped it, or never started it (see [`Stopped`]); `signal` is the one that ended
+    /// it (SIGTERM sufficed, or the SIGKILL after the grace), `None` when it never ran or exited
+    /// by itself meanwhile.
+    Stopped { why: Stopped, signal: Option<i32> },
     /// Its wait status was lost (reaped elsewhere).
     Unknown,
 }
@@ -133,7 +135,7 @@ impl fmt::Display for Ended {
         match self {
             Ended::Exited(c) => write!(f, "exited {c}"),
             Ended::Signaled(s) => write!(f, "killed by signal {s}"),
-            Ended::Stopped(s) => s.fmt(f),
+            Ended::Stopped { why, .. } => why.fmt(f),
             Ended::Unknown => f.write_str("ended"),
         }
     }
@@ -169,10 +171,18 @@ impl Output {
         }
     }
 
+    /// The signal that ended it, whoever sent it.
+    pub fn signal(&self) -> Option<i32> {
+        match self.ended {
+            Ended::Signaled(s) | Ended::Stopped { signal: Some(s), .. } => Some(s),
+            _ => None,
+        }
+    }
+
     /// Why ccci stopped it, when it did.
     pub fn stopped(&self) -> Option<Stopped> {
         match self.ended {
-            Ended::Stopped(s) => Some(s),
+            Ended::Stopped { why, .. } => Some(why),
             _ => None,
         }
     }
@@ -443,14 +453,14 @@ impl Cmd {
             duration: Duration::ZERO,
         };
         if let Some(stop) = watch.stop() {
-            out.ended = Ended::Stopped(stopped_of(stop, None));
+            out.ended = Ended::Stopped { why: stopped_of(stop, None), signal: None };
             return Ok(out);
         }
         if let Some(bound) = child_bound()
             && Instant::now() >= bound
         {
             // The caller's bound has passed: do not start what would be stopped at once.
-            out.ended = Ended::Stopped(Stopped::TimedOut(Duration::ZERO));
+            out.ended = Ended::Stopped { why: Stopped::TimedOut(Duration::ZERO), signal: None };
             return Ok(out);
         }
         tracing::event!(target: "ccci::process", Level::DEBUG, "$ {cmdline}");
@@ -539,7 +549,7 @@ impl Cmd {
             let escalate = || watch.epoch_moved();
             group::terminate_group(pid, grace, &escalate);
             status = group::reap_leader(pid, true);
-            out.ended = Ended::Stopped(s);
+            out.ended = Ended::Stopped { why: s, signal: None };
         } else {
             status = status.or_else(|| group::reap_leader(pid, true));
             // Leak check: the pipes should close and the group empty within the leak timeout.
@@ -573,13 +583,15 @@ impl Cmd {
             sink.handle(ev);
         }
         group::unregister(pid);
-        if out.stopped().is_none() {
-            out.ended = match status {
-                Some(WaitStatus::Exited(_, code)) => Ended::Exited(code),
-                Some(WaitStatus::Signaled(_, sig, _)) => Ended::Signaled(sig as i32),
-                _ => Ended::Unknown,
-            };
-        }
+        out.ended = match (out.ended, status) {
+            (Ended::Stopped { why, .. }, Some(WaitStatus::Signaled(_, sig, _))) => {
+                Ended::Stopped { why, signal: Some(sig as i32) }
+            }
+            (stopped @ Ended::Stopped { .. }, _) => stopped,
+            (_, Some(WaitStatus::Exited(_, code))) => Ended::Exited(code),
+            (_, Some(WaitStatus::Signaled(_, sig, _))) => Ended::Signaled(sig as i32),
+            _ => Ended::Unknown,
+        };
         out.stdout =
             String::from_utf8(sink.stdout).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         out.tail = sink.tail.into_iter().collect();
