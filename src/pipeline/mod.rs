@@ -65,6 +65,8 @@ pub struct RunState {
     pub policy: crate::report::PolicyOut,
     /// Files saved under `diagnostics/` before teardown, relative to the run dir.
     pub diagnostics: Vec<String>,
+    /// The dependency apps (results.json `deps`), in deploy order.
+    pub deps: Vec<crate::report::DepOut>,
 }
 
 impl RunState {

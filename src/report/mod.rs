@@ -164,6 +164,24 @@ impl Teardown {
     }
 }
 
+/// A dependency app of the run (`results.json` `deps`), in the order it was deployed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DepOut {
+    /// Its recipe, which is its name in `$CCCI_DEPS_FILE`.
+    pub name: String,
+    pub domain: String,
+    /// The release deployed (`""` when the run stopped before choosing it).
+    pub version: String,
+    /// How long it took from `abra app deploy` to ready (and provisioned); null when it never
+    /// became ready.
+    pub ready_ms: Option<u64>,
+    /// How its teardown ended (`none` when it was never deployed).
+    pub teardown: TeardownResult,
+    /// Why it did not come up, or what its teardown left; absent when all went well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Skipped rungs: intentional ones with their reason, and unintentional ones (which block the
 /// verdict).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -317,6 +335,9 @@ pub struct Results {
     /// The report files written next to `results.json`, relative to the run dir.
     #[serde(default)]
     pub reports: Reports,
+    /// The dependency apps of the run (`ccci.yml` `deps:`), in deploy order; empty when none.
+    #[serde(default)]
+    pub deps: Vec<DepOut>,
 }
 
 /// The report files of a run, relative to its run dir; null when not written.
@@ -374,6 +395,7 @@ impl Results {
             build_link: None,
             diagnostics: Vec::new(),
             reports: Reports::default(),
+            deps: Vec::new(),
         }
     }
 
