@@ -17,6 +17,7 @@
       hostKeys = [
         "CCCI_ABRA"
         "CCCI_DOCKER"
+        "CCCI_DOCKER_READS"
         "CCCI_ABRA_HOME"
         "CCCI_SERVER"
         "CCCI_GIT_BASE"
@@ -37,6 +38,10 @@
         "CCCI_MAX_TEARDOWN_BUDGET"
         "CCCI_JUNIT"
         "CCCI_SKIP_FETCH"
+        # Runner hosts sharing one multi-node swarm: the etcd cluster of the app lease.
+        "CCCI_LEASE_ENDPOINTS"
+        "CCCI_LEASE_TTL"
+        "CCCI_LEASE_PREFIX"
         # ccci run refuses host settings from the environment that disagree with this file;
         # set to 1, it lets the runner's environment (a token passed as a Drone secret) override.
         "CCCI_TRUST_ENV"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of ccci on a fresh Debian machine: installs what is missing (docker.io,
-# busybox-static, git, curl, shellcheck, …), brings up a local single-node swarm when absent,
+# busybox-static, git, curl, shellcheck, etcd-server, …), brings up a local single-node swarm when absent,
 # runs shellcheck over the scripts, fmt, clippy, `cargo test` for all targets, the fixture
 # self-test and the chaos soak, and stops what it started.
 set -euo pipefail
@@ -21,6 +21,11 @@ command -v nix-instantiate >/dev/null 2>&1 || need+=(nix-bin)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+# The cross-host app lease's tests run a 3-member etcd cluster on loopback; the partition test
+# puts a "host" in a network namespace (iproute2).
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -77,6 +77,11 @@ pub enum Command {
     /// epoch) at which it held it (for ci/bench_locks.py).
     #[command(hide = true)]
     LockWait(LockWaitArgs),
+    /// Take a domain's app lease (CCCI_LEASE_ENDPOINTS) with ccci's own acquire, print when
+    /// it held it and its token, then obey `fence STEP` / `release` lines on stdin (for the
+    /// lease tests and ci/bench_lease.py).
+    #[command(hide = true)]
+    LeaseWait(LeaseWaitArgs),
 }
 
 #[derive(Debug, Args, Default)]
@@ -163,7 +168,8 @@ Examples:
   ccci janitor --watch              # long-running: reap an orphan within a second of its run's death
 
 Exit codes: 0 the sweep completed (whatever it reaped), 1 something failed (every other candidate
-was still tried), 2 bad usage or settings, 142 stopped at --deadline, 130/143 stopped by
+was still tried), 2 bad usage or settings, 69 dockerd could not be read (unreachable, erroring or
+too slow: the sweep went on with abra's view), 142 stopped at --deadline, 130/143 stopped by
 SIGINT/SIGTERM. With --watch: 0 stopped by SIGTERM/SIGINT (a sweep in progress finishes its current
 candidate first), 2 bad usage or settings, 70 the watch could not start (inotify). See
 docs/operations.md.";
@@ -323,6 +329,15 @@ pub struct LocksArgs {
 }
 
 /// Arguments of the hidden `ccci lock-wait PATH` (benchmarks only).
+#[derive(Debug, Args, Default)]
+pub struct LeaseWaitArgs {
+    /// The app domain whose lease to take
+    pub domain: String,
+    /// Give up after SECS (exit 75, or 69 when etcd could not be asked)
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+}
+
 #[derive(Debug, Args, Default)]
 pub struct LockWaitArgs {
     /// The lockfile to take (created when absent)

@@ -68,6 +68,7 @@ registry! {
     CCCI_TRUST_ENV = "CCCI_TRUST_ENV", HostFile, Some("0"), None, "in the host file only: let the environment override host settings in `ccci run` (otherwise a host setting from the environment that disagrees with the host is refused)";
     CCCI_ABRA = "CCCI_ABRA", Host, Some("abra"), None, "abra program (a name on PATH or an absolute path)";
     CCCI_DOCKER = "CCCI_DOCKER", Host, Some("docker"), None, "docker program (a name on PATH or an absolute path); it must have `docker stack config`";
+    CCCI_DOCKER_READS = "CCCI_DOCKER_READS", Host, Some("api"), None, "where ccci reads dockerd's state: `api` (the Engine API over `DOCKER_HOST`, unix socket or plain tcp; event-driven waits, every call bounded) or `cli` (the docker CLI, one process per listing, readiness polled every second: the path before the Engine API, kept for comparison); writes (`stack rm`, `<kind> rm`) always use the CLI";
     CCCI_ABRA_HOME = "CCCI_ABRA_HOME", Host, Some("~/.abra of the passwd home"), None, "canonical abra dir, absolute (not `$HOME`: CI runners point HOME at a throwaway dir)";
     CCCI_SERVER = "CCCI_SERVER", Host, Some("default"), None, "abra server name; `<abra home>/servers/<server>/` must exist";
     CCCI_GIT_BASE = "CCCI_GIT_BASE", Host, Some("https://git.autonomic.zone"), None, "base URL for `owner/repo` sources; the git token goes to its origin (https only)";
@@ -83,6 +84,7 @@ registry! {
     DRONE_REPO = "DRONE_REPO", Runtime, None, None, "Drone's `owner/name`, part of the run id (build numbers are per repository)";
     DRONE_BUILD_NUMBER = "DRONE_BUILD_NUMBER", Runtime, None, None, "Drone's build number, used in the run id when `CCCI_RUN_ID` is unset";
     DRONE_BUILD_LINK = "DRONE_BUILD_LINK", Runtime, None, None, "Drone's build URL, recorded in the app lock's holder info";
+    DRONE_STAGE_MACHINE = "DRONE_STAGE_MACHINE", Runtime, None, None, "Drone's runner name, recorded as the host in the app lease's holder (default: the host name)";
     CCCI_SKIP_FETCH = "CCCI_SKIP_FETCH", Host, Some("0"), None, "copy the staged `<abra home>/recipes/<recipe>` instead of fetching (conflicts with `--src`)";
     CCCI_TESTS_DIR = "CCCI_TESTS_DIR", Host, None, None, "trusted per-recipe customisation `<dir>/<recipe>/` plus `<dir>/repo-local-approved.txt` (absolute)";
     CCCI_HEALTH_URL = "CCCI_HEALTH_URL", Host, Some("https://{domain}/"), None, "default URL of the HTTP readiness floor (http or https, `{domain}` templated); `off` disables it host-wide";
@@ -92,6 +94,9 @@ registry! {
     CCCI_MIN_FREE_MB = "CCCI_MIN_FREE_MB", Host, Some("2048"), Some("1048576"), "MiB that must be free in the runs dir and in docker's data root for a run to start (below it: exit 69, nothing created); 0 disables the check";
     CCCI_MAX_DEADLINE = "CCCI_MAX_DEADLINE", Host, Some("86400"), Some("604800"), "the largest `--deadline` a run may ask for, in seconds";
     CCCI_MAX_TEARDOWN_BUDGET = "CCCI_MAX_TEARDOWN_BUDGET", Host, Some("3600"), Some("86400"), "the largest `--teardown-budget` a run may ask for, in seconds";
+    CCCI_LEASE_ENDPOINTS = "CCCI_LEASE_ENDPOINTS", Host, None, None, "comma list of etcd client URLs (`http://host:port`, etcd 3.4 or later) holding the cross-host app lease: required when hosts share one multi-node swarm; unset: no lease, one swarm per host (docs/operations.md)";
+    CCCI_LEASE_TTL = "CCCI_LEASE_TTL", Host, Some("10"), Some("300"), "seconds an app lease outlives its holder's last keepalive (at least 2): how long a crashed host's run blocks its domain";
+    CCCI_LEASE_PREFIX = "CCCI_LEASE_PREFIX", Host, Some("/ccci"), None, "etcd key prefix of the app leases (`<prefix>/apps/<domain>`); hosts that share a swarm must share it";
     CCCI_EXPECT_PPID = "CCCI_EXPECT_PPID", Runtime, None, None, "set by the wrapper to its own pid; ccci refuses to start when its parent differs";
     CCCI_WATCH_PID = "CCCI_WATCH_PID", Runtime, None, None, "a pid whose death ccci treats like its parent's death; already dead: exit 3";
     CCCI_LOG = "CCCI_LOG", Runtime, None, None, "tracing filter for stderr (wins over `-v`/`-q`), e.g. `debug` or `ccci=trace`";
@@ -107,6 +112,7 @@ registry! {
     CCCI_OP_STATE_FILE = "CCCI_OP_STATE_FILE", Child, None, None, "run-scoped JSON state file shared by hooks and stages";
     CCCI_DEPS_FILE = "CCCI_DEPS_FILE", Child, None, None, "run-scoped JSON of the run's dependency apps: {<dep>: {domain, …what its provision hook printed}} (mode 0600; `{}` without deps)";
     CCCI_RUN_TOKEN = "CCCI_RUN_TOKEN", Child, None, None, "`<run id>:<ccci pid>:<ccci start time>` marking every descendant of a run; minted by ccci, never trusted from outside";
+    CCCI_LEASE_TOKEN_STAMP = "CCCI_LEASE_TOKEN", Stamp, None, None, "written into every run app's `.env` (and as the `ccci.lease-token` label) when the app lease is on: the run's fencing token, the `create_revision` of its lease key";
     CCCI_LOCK_DIR_STAMP = "CCCI_LOCK_DIR", Stamp, None, None, "written into every run app's `.env` (and as the `ccci.lock-dir` label): the lock dir the app was locked in; the janitor reaps an app without a lockfile only when this names its own lock dir";
     HOME = "HOME", Child, None, None, "children get the passwd home of the effective user (docker's credentials live there)";
     GIT_TERMINAL_PROMPT = "GIT_TERMINAL_PROMPT", Child, Some("0"), None, "git never prompts";

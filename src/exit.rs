@@ -44,7 +44,7 @@ pub const TABLE: &[(u8, &str, &str)] = &[
     (
         INFRA,
         "infra",
-        "CI could not test the recipe: dockerd unreachable or erroring, the forge unreachable after retries, a full disk, abra missing or unusable, or a draining host",
+        "CI could not test the recipe: dockerd unreachable or erroring, the forge unreachable after retries, a full disk, abra missing or unusable, a draining host, or the app lease (etcd) unreachable or lost",
     ),
     (INTERNAL, "error", "ccci itself failed, or a bad recipe-local ccci.yml"),
     (LOCK_TIMEOUT, "lock-timeout", "app-lock wait timed out, or the run id is held by a live run"),
@@ -53,15 +53,18 @@ pub const TABLE: &[(u8, &str, &str)] = &[
     (TERMINATED, "cancelled", "SIGTERM or SIGHUP (including the parent-death signal)"),
 ];
 
-/// What stopped a run early: the first signal or the deadline.
+/// What stopped a run early: the first signal, the deadline, or the loss of the app lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Cause {
     Term,
     Hup,
     Int,
     Quit,
     Deadline,
+    /// The cross-host app lease was lost (no keepalive answered in time, or it expired): the
+    /// run stops like on a signal, and CI — not the recipe — could not finish testing.
+    LeaseLost,
 }
 
 impl Cause {
@@ -70,12 +73,14 @@ impl Cause {
             Cause::Term | Cause::Hup => TERMINATED,
             Cause::Int | Cause::Quit => INTERRUPTED,
             Cause::Deadline => DEADLINE,
+            Cause::LeaseLost => INFRA,
         }
     }
 
     pub fn outcome(self) -> Outcome {
         match self {
             Cause::Deadline => Outcome::Deadline,
+            Cause::LeaseLost => Outcome::Infra,
             _ => Outcome::Cancelled,
         }
     }
@@ -119,7 +124,7 @@ pub struct Facts {
     pub teardown_unclean: bool,
 }
 
-/// Applies the precedence of §7.10: the first signal or deadline wins; then 75 > 69 > 70 > 1 > 4
+/// Applies the precedence of §7.10: the first signal, deadline or lost lease wins; then 75 > 69 > 70 > 1 > 4
 /// > 0 (infrastructure trouble explains a failure better than the failure does).
 pub fn verdict(f: Facts) -> (Outcome, u8) {
     if let Some(cause) = f.cause {
@@ -167,5 +172,6 @@ mod tests {
         assert_eq!(verdict(Facts::default()), (Outcome::Pass, 0));
         assert_eq!(verdict(Facts { cause: Some(Cause::Hup), ..Facts::default() }), (Outcome::Cancelled, 143));
         assert_eq!(verdict(Facts { cause: Some(Cause::Quit), ..Facts::default() }), (Outcome::Cancelled, 130));
+        assert_eq!(verdict(Facts { cause: Some(Cause::LeaseLost), ..Facts::default() }), (Outcome::Infra, 69));
     }
 }

@@ -26,6 +26,7 @@ pub mod env_vars;
 pub mod exit;
 pub mod host;
 pub mod janitor;
+pub mod lease;
 pub mod lifetime;
 pub mod lock;
 pub mod logging;
@@ -70,6 +71,7 @@ pub fn main() -> ExitCode {
         cli::Command::Policy(args) => commands::policy::main(&cli, args),
         cli::Command::ExecStep(args) => commands::exec_step::main(&cli, args),
         cli::Command::LockWait(args) => commands::locks::lock_wait(&cli, args),
+        cli::Command::LeaseWait(args) => commands::lease_wait::main(&cli, args),
     };
     logging::flush(std::time::Duration::from_millis(500));
     ExitCode::from(code)

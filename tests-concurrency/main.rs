@@ -13,6 +13,7 @@ mod common;
 mod guard;
 mod hostile_host;
 mod janitor;
+mod lease;
 mod lifetime;
 mod locks;
 mod operate;

@@ -21,7 +21,7 @@ use ccci::adapters::engine::{
     service_name,
 };
 use ccci::lifetime::Event;
-use ccci::pipeline::ready::judge::{Judge, Poll, fingerprint};
+use ccci::pipeline::ready::judge::{Fingerprint, Judge, Poll, Verdict, fingerprint};
 use serde_json::Value;
 
 use crate::common::*;
@@ -33,7 +33,7 @@ fn secs(n: u64) -> Deadline<'static> {
 }
 
 /// `docker <args>` (bounded), its trimmed stdout lines; panics when it fails.
-fn docker(args: &[&str]) -> Vec<String> {
+pub(crate) fn docker(args: &[&str]) -> Vec<String> {
     let mut c = Command::new("docker");
     c.args(args);
     let o = output_within(c, Duration::from_secs(120));
@@ -71,8 +71,15 @@ fn engine_models_read_every_captured_cli_json() {
                 assert_eq!(s.id.as_deref(), r["ID"].as_str(), "{name}");
                 assert_eq!(s.version.as_ref().and_then(|v| v.index), r["Version"]["Index"].as_u64(), "{name}");
                 assert!(!service_name(s).is_empty());
-                let fp = |v: &Value| fingerprint(&v["Spec"]["TaskTemplate"]["ContainerSpec"]);
-                assert_eq!(fp(b), fp(r), "{name}: the container spec fingerprint survives the typed model");
+                let spec =
+                    s.spec.as_ref().and_then(|s| s.task_template.as_ref()).and_then(|t| t.container_spec.as_ref());
+                assert_ne!(fingerprint(spec), Fingerprint::default(), "{name}: the fingerprint reads the typed spec");
+                let again: Service = serde_json::from_value(b.clone()).unwrap();
+                assert_eq!(&again, s, "{name}: the typed model round-trips");
+                // dockerd sends `Healthcheck`, the model reads `HealthCheck`: the typed spec has
+                // no healthcheck, which is why readiness inspects every running container.
+                assert!(!r["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"].is_null(), "{name}");
+                assert!(b["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"].is_null(), "{name}");
                 assert_eq!(b["Spec"]["Mode"], r["Spec"]["Mode"], "{name}");
                 assert_eq!(b["UpdateStatus"], r["UpdateStatus"], "{name}");
             }
@@ -88,11 +95,8 @@ fn engine_models_read_every_captured_cli_json() {
                 assert_eq!(b["Status"]["Err"], r["Status"]["Err"], "{name}");
                 assert_eq!(b["DesiredState"], r["DesiredState"], "{name}");
                 assert_eq!(b["ServiceID"], r["ServiceID"], "{name}");
-                assert_eq!(
-                    fingerprint(&b["Spec"]["ContainerSpec"]),
-                    fingerprint(&r["Spec"]["ContainerSpec"]),
-                    "{name}"
-                );
+                let spec = t.spec.as_ref().and_then(|s| s.container_spec.as_ref());
+                assert_ne!(fingerprint(spec), Fingerprint::default(), "{name}");
             }
         } else if name.starts_with("ctr-") {
             let (typed, back) = roundtrip::<ContainerInspectResponse>(&text);
@@ -109,33 +113,25 @@ fn engine_models_read_every_captured_cli_json() {
     }
     assert!(seen >= 9, "only {seen} files in tests/data/ready");
 
-    // The judge gives the same verdicts on JSON that went through the typed models.
+    // The judge's verdicts on the captures read into the typed models.
     let load = |f: &str| fs::read_to_string(ready_data().join(f)).unwrap();
-    let via_models = |svc: &str, tasks: &str, ctr: &str| Poll {
-        services: roundtrip::<Service>(&load(svc)).1,
-        tasks: roundtrip::<Task>(&load(tasks)).1,
-        containers: roundtrip::<ContainerInspectResponse>(&load(ctr)).1,
+    let poll = |svc: &str, tasks: &str, ctr: &str| Poll {
+        services: roundtrip::<Service>(&load(svc)).0,
+        tasks: roundtrip::<Task>(&load(tasks)).0,
+        containers: roundtrip::<ContainerInspectResponse>(&load(ctr)).0,
         nodes: 1,
+        at: Duration::ZERO,
     };
-    let as_captured = |svc: &str, tasks: &str, ctr: &str| Poll {
-        services: serde_json::from_str(&load(svc)).unwrap(),
-        tasks: serde_json::from_str(&load(tasks)).unwrap(),
-        containers: serde_json::from_str(&load(ctr)).unwrap(),
-        nodes: 1,
+    let verdict = |svc: &str, tasks: &str, ctr: &str| match Judge::default().judge(&poll(svc, tasks, ctr)) {
+        Verdict::Ready => "ready".to_string(),
+        Verdict::NotReady(w) => format!("not ready: {}", w.join("; ")),
+        Verdict::Failed(r) => format!("failed: {r}"),
     };
-    for (svc, tasks, ctr) in [
-        ("svc-v1.json", "tasks-v1.json", "ctr-v1.json"),
-        ("svc-v3.json", "tasks-v3.json", "ctr-v3.json"),
-        ("svc-v3.json", "tasks-v1.json", "ctr-v1.json"),
-        ("svc-updating.json", "tasks-v3.json", "ctr-v3.json"),
-        ("svc-sick.json", "tasks-sick.json", "ctr-v1.json"),
-    ] {
-        assert_eq!(
-            Judge::default().judge(&via_models(svc, tasks, ctr)),
-            Judge::default().judge(&as_captured(svc, tasks, ctr)),
-            "{svc} {tasks} {ctr}"
-        );
-    }
+    assert_eq!(verdict("svc-v1.json", "tasks-v1.json", "ctr-v1.json"), "ready");
+    assert_eq!(verdict("svc-v3.json", "tasks-v3.json", "ctr-v3.json"), "ready");
+    assert!(verdict("svc-v3.json", "tasks-v1.json", "ctr-v1.json").contains("0/1 tasks running"));
+    assert!(verdict("svc-updating.json", "tasks-v3.json", "ctr-v3.json").contains("update updating"));
+    assert!(verdict("svc-sick.json", "tasks-sick.json", "ctr-v1.json").starts_with("not ready"));
 }
 
 // --- a proxy in front of dockerd that the test controls ---------------------------------------
@@ -184,10 +180,15 @@ impl Write for Sock {
 
 /// Accepts on a temp unix socket (or 127.0.0.1) and forwards to dockerd's socket. Stalled, it
 /// accepts and never answers; `cut()` closes every connection it carries (an event stream
-/// dropped mid-way). Dropping it closes everything and joins its accept thread.
-struct Proxy {
-    docker_host: String,
+/// dropped mid-way). With events muted, a connection that asks for `/events` gets nothing back
+/// (events silently lost); with events dropped, it is closed as soon as it asks (every stream
+/// lost). Dropping it closes everything and joins its accept thread. Other test modules reach
+/// dockerd through it with `DOCKER_HOST` (`docker_host`).
+pub(crate) struct Proxy {
+    pub(crate) docker_host: String,
     stall: Arc<AtomicBool>,
+    mute_events: Arc<AtomicBool>,
+    drop_events: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<Sock>>>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
@@ -195,7 +196,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn unix() -> Proxy {
+    pub(crate) fn unix() -> Proxy {
         let dir = tempfile::Builder::new().prefix("ccci-engine-proxy-").tempdir().unwrap();
         let path = dir.path().join("docker.sock");
         let l = UnixListener::bind(&path).unwrap();
@@ -217,9 +218,12 @@ impl Proxy {
         accept: impl Fn() -> std::io::Result<Sock> + Send + 'static,
     ) -> Proxy {
         let stall = Arc::new(AtomicBool::new(false));
+        let mute_events = Arc::new(AtomicBool::new(false));
+        let drop_events = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<Sock>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (st, cs, sp) = (stall.clone(), conns.clone(), stop.clone());
+        let (mute, drop_ev) = (mute_events.clone(), drop_events.clone());
         let thread = std::thread::spawn(move || {
             while !sp.load(Ordering::SeqCst) {
                 let client = match accept() {
@@ -244,28 +248,77 @@ impl Proxy {
                 guard.push(client.try_clone().unwrap());
                 guard.push(up.try_clone().unwrap());
                 drop(guard);
-                for (mut from, mut to) in [(client.try_clone().unwrap(), up.try_clone().unwrap()), (up, client)] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        to.shutdown();
-                        from.shutdown();
-                    });
-                }
+                // Requests flow client → dockerd, answers dockerd → client; an events request
+                // seen on the way up mutes (or closes) the way down.
+                let muted = Arc::new(AtomicBool::new(false));
+                let (mute, drop_ev, muted_up) = (mute.clone(), drop_ev.clone(), muted.clone());
+                let (mut from, mut to) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        if chunk.starts_with(b"GET ") && chunk.windows(8).any(|w| w == b"/events?") {
+                            if drop_ev.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            if mute.load(Ordering::SeqCst) {
+                                muted_up.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        if to.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    to.shutdown();
+                    from.shutdown();
+                });
+                let (mut from, mut to) = (up, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if muted.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    to.shutdown();
+                    from.shutdown();
+                });
             }
         });
-        Proxy { docker_host, stall, conns, stop, accept: Some(thread), _dir: dir }
+        Proxy { docker_host, stall, mute_events, drop_events, conns, stop, accept: Some(thread), _dir: dir }
     }
 
-    fn host(&self) -> Host {
+    pub(crate) fn host(&self) -> Host {
         Host::parse(Some(&self.docker_host)).unwrap()
     }
 
-    fn set_stalled(&self, on: bool) {
+    pub(crate) fn set_stalled(&self, on: bool) {
         self.stall.store(on, Ordering::SeqCst);
     }
 
+    /// Event streams opened from now on deliver nothing (the connection stays up).
+    pub(crate) fn set_events_muted(&self, on: bool) {
+        self.mute_events.store(on, Ordering::SeqCst);
+    }
+
+    /// Event streams opened from now on are closed as soon as they are asked for.
+    pub(crate) fn set_events_dropped(&self, on: bool) {
+        self.drop_events.store(on, Ordering::SeqCst);
+    }
+
     /// Closes every connection it carries (both sides).
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         for s in self.conns.lock().unwrap().drain(..) {
             s.shutdown();
         }
@@ -312,13 +365,13 @@ configs:
 
 /// A deployed test stack (plus an unlabelled `<stack>_x_v1` secret, as abra creates them);
 /// dropping it removes everything, even when the test failed.
-struct TestStack {
-    name: String,
+pub(crate) struct TestStack {
+    pub(crate) name: String,
     dir: tempfile::TempDir,
 }
 
 impl TestStack {
-    fn deploy(name: &str) -> TestStack {
+    pub(crate) fn deploy(name: &str) -> TestStack {
         let dir = tempfile::Builder::new().prefix("ccci-engine-stack-").tempdir().unwrap();
         fs::write(dir.path().join("compose.yml"), COMPOSE).unwrap();
         fs::write(dir.path().join("s1.txt"), "secret one\n").unwrap();
@@ -341,7 +394,7 @@ impl TestStack {
         format!("label={NS_LABEL}={}", self.name)
     }
 
-    fn service(&self) -> String {
+    pub(crate) fn service(&self) -> String {
         format!("{}_app", self.name)
     }
 }
@@ -384,7 +437,7 @@ impl Drop for TestStack {
     }
 }
 
-fn stack_name(tag: &str) -> String {
+pub(crate) fn stack_name(tag: &str) -> String {
     format!("ccci-eng{tag}{}", unique())
 }
 
@@ -619,7 +672,9 @@ fn engine_call_to_a_stalled_dockerd_times_out_and_a_cancel_abandons_it() {
     assert!(engine.api_version(secs(10)).unwrap().starts_with("1."));
     engine.services(Scope::AnyStack, secs(10)).unwrap();
 
+    // Stalled, and the engine's idle keep-alive connections cut: it must connect anew.
     proxy.set_stalled(true);
+    proxy.cut();
     let t = Instant::now();
     let err = engine.services(Scope::Stack("x"), Deadline::after(Duration::from_millis(800))).unwrap_err();
     let took = t.elapsed();

@@ -10,12 +10,14 @@ mod common;
 
 mod contract;
 mod engine;
+mod engine_reads;
 mod fetch;
 mod infra;
 mod input;
 mod janitor_swarm;
 mod junit;
 mod layering;
+mod lease_swarm;
 mod operate;
 mod ops;
 mod output;

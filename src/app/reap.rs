@@ -1,17 +1,68 @@
 //! Taking a run app apart: the routine shared by teardown, the pre-deploy clean-up and the
 //! janitor. Tolerates half-gone stacks (a SIGKILL between `undeploy` and `remove` leaves volumes
 //! and secrets with no service).
+//!
+//! Reads go through [`Docker`]'s read path (the Engine API by default: one request per object
+//! kind); waits for objects to go wake on the stack's removal events, with a backstop look. The
+//! removals themselves (`stack rm`, `<kind> rm`) are docker CLI calls through the spawn path.
+//! Every mutation (`abra app undeploy`, `abra app remove`, `docker stack rm`, each `docker rm`
+//! batch) is preceded by the caller's [`Fence`]: on a shared swarm the caller must prove, right
+//! then, that the domain's app lease is still its own, or the reap stops before touching what
+//! may already be another run's app.
 
 use std::time::{Duration, Instant};
 
 use super::App;
-use crate::adapters::docker::REMOVABLE;
-use crate::adapters::{Abra, Docker, Residue};
-use crate::lifetime;
+use crate::adapters::docker::{READ_BOUND, REMOVABLE};
+use crate::adapters::engine::{Deadline, EventFilter, StackWake, Wake};
+use crate::adapters::{Abra, Docker, DockerError, Residue};
+use crate::lifetime::{self, Watch};
+
+/// With the event stream, a look at least this often anyway while waiting for objects to go.
+pub const GONE_BACKSTOP: Duration = Duration::from_secs(2);
+/// Without events (the CLI read path), how often to look.
+const GONE_POLL: Duration = Duration::from_millis(500);
+/// No single read of a wait for objects to go takes longer than this.
+const PER_CALL: Duration = Duration::from_secs(10);
+
+/// The bound of a read no wait passes in: [`READ_BOUND`], and no later than the bound a sweep
+/// set for everything it starts (the janitor's `--deadline`, the run-start janitor's budget).
+pub fn read_until() -> Deadline<'static> {
+    let d = Deadline::after(READ_BOUND);
+    match crate::process::child_bound() {
+        Some(b) => Deadline::at(d.instant().min(b)),
+        None => d,
+    }
+}
+
+/// What removals look like in the event stream.
+fn gone_events(stack: &str) -> EventFilter {
+    EventFilter::stack(stack).actions(&["remove", "destroy", "die"])
+}
+
+/// The proof, asked immediately before every mutation of a reap, that the caller still owns
+/// the app's domain (the cross-host app lease's fence). `Err` says why not, and stops the reap.
+pub trait Fence {
+    fn check(&self, step: &str) -> Result<(), String>;
+}
+
+/// No lease (one swarm per host): the local app lock alone guards the app.
+pub struct Unfenced;
+
+impl Fence for Unfenced {
+    fn check(&self, _step: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
 
 /// Everything of the stack that still exists, plus the `.env` when it remains.
 pub fn leftovers(docker: &Docker, app: &App) -> Result<Vec<String>, String> {
-    let mut items = docker.residue(&app.stack).map_err(|e| e.to_string())?.items();
+    leftovers_within(docker, app, read_until()).map_err(|e| e.to_string())
+}
+
+/// [`leftovers`] within `until`.
+pub fn leftovers_within(docker: &Docker, app: &App, until: Deadline<'_>) -> Result<Vec<String>, DockerError> {
+    let mut items = docker.residue(&app.stack, until)?.items();
     if app.env_path.exists() {
         items.push(format!("env:{}", app.env_path.display()));
     }
@@ -20,18 +71,22 @@ pub fn leftovers(docker: &Docker, app: &App) -> Result<Vec<String>, String> {
 
 /// Removes the app with docker directly: `stack rm`, wait for its containers to go, then its
 /// volumes, secrets, configs and networks, then the `.env`.
-pub fn docker_reap(docker: &Docker, app: &App) -> Result<(), String> {
+pub fn docker_reap(docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), String> {
     let (stack, env_path) = (app.stack.as_str(), &app.env_path);
-    let residue = docker.residue(stack).map_err(|e| e.to_string())?;
+    let residue = docker.residue(stack, read_until()).map_err(|e| e.to_string())?;
     if !residue.services.is_empty() {
+        fence.check("docker stack rm")?;
         docker.stack_rm(stack).map_err(|e| e.to_string())?;
     }
     wait_gone(docker, stack, Duration::from_secs(60), |r| r.services.is_empty() && r.containers.is_empty())?;
     // Volumes can stay busy for a moment after their containers exit.
     let end = crate::lifetime::instant_after(Duration::from_secs(30));
     loop {
-        let r = docker.residue(stack).map_err(|e| e.to_string())?;
+        let r = docker.residue(stack, read_until()).map_err(|e| e.to_string())?;
         let mut failed = Vec::new();
+        if !r.is_empty() {
+            fence.check("docker rm")?;
+        }
         if !r.containers.is_empty() {
             let _ = docker.rm("container", &r.containers);
         }
@@ -46,7 +101,7 @@ pub fn docker_reap(docker: &Docker, app: &App) -> Result<(), String> {
                 failed.push(format!("{kind}: {e}"));
             }
         }
-        let left = docker.residue(stack).map_err(|e| e.to_string())?;
+        let left = docker.residue(stack, read_until()).map_err(|e| e.to_string())?;
         if left.is_empty() {
             break;
         }
@@ -68,43 +123,123 @@ pub fn docker_reap(docker: &Docker, app: &App) -> Result<(), String> {
     }
 }
 
-/// Polls until `done` holds for the stack's residue, or `within` passes.
+/// How a wait for objects to go ended.
+#[derive(Debug)]
+pub enum GoneEnd<T> {
+    /// `check` said done; its last answer.
+    Done(T),
+    /// `within` passed; the last answer.
+    TimedOut(T),
+    /// The stop condition held (and the last answer, if a look finished).
+    Stopped(Option<T>),
+}
+
+/// Looks at the stack when its objects go (its removal events), at least every
+/// [`GONE_BACKSTOP`] (every [`GONE_POLL`] without events), until `check` says done, `within`
+/// passes, or `stopped` holds. `check` gets the deadline of one look: the time left, at most
+/// [`PER_CALL`], abandoned when `stopped` holds.
+pub fn until_gone<T>(
+    docker: &Docker,
+    stack: &str,
+    within: Duration,
+    stopped: &dyn Fn(&Watch) -> bool,
+    mut check: impl FnMut(Deadline<'_>) -> (bool, T),
+) -> GoneEnd<T> {
+    let end = crate::lifetime::instant_after(within);
+    let end = crate::process::child_bound().map_or(end, |b| end.min(b));
+    let watch = lifetime::watch();
+    let engine = docker.engine();
+    let idle = if engine.is_some() { GONE_BACKSTOP } else { GONE_POLL };
+    let mut wake = StackWake::new(engine, gone_events(stack), end, &watch);
+    let mut last = None;
+    let mut next = Instant::now();
+    loop {
+        if stopped(&watch) {
+            return GoneEnd::Stopped(last);
+        }
+        let now = Instant::now();
+        if now >= next {
+            let cancel = || stopped(&watch);
+            // A look may overrun `within` a little: the last one decides.
+            let until = Deadline::at(end.max(now + Duration::from_secs(2))).cap(PER_CALL).or_when(&cancel);
+            let (done, answer) = check(until);
+            if done {
+                return GoneEnd::Done(answer);
+            }
+            if Instant::now() >= end {
+                return GoneEnd::TimedOut(answer);
+            }
+            last = Some(answer);
+            next = Instant::now() + idle;
+        }
+        match wake.wait(next.min(end)) {
+            Wake::Events(_) | Wake::Lost(_) => next = Instant::now(),
+            Wake::Due | Wake::Nudge => {
+                if Instant::now() >= end {
+                    next = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// Waits until `done` holds for the stack's residue, or `within` passes.
 pub fn wait_gone(
     docker: &Docker,
     stack: &str,
     within: Duration,
     done: impl Fn(&Residue) -> bool,
 ) -> Result<(), String> {
-    let end = crate::lifetime::instant_after(within);
-    loop {
-        let r = docker.residue(stack).map_err(|e| e.to_string())?;
-        if done(&r) {
-            return Ok(());
+    let stop_seen = std::cell::Cell::new(None);
+    let stopped = |w: &Watch| match w.stop() {
+        Some(s) => {
+            stop_seen.set(Some(s));
+            true
         }
-        if Instant::now() >= end {
-            return Err(format!("still present after {}: {}", crate::clock::human(within), r.items().join(", ")));
+        None => false,
+    };
+    // A failed read ends the wait at once (the caller reports it; the janitor retries later).
+    let end = until_gone(docker, stack, within, &stopped, |until| match docker.residue(stack, until) {
+        Ok(r) => (done(&r), Ok(r)),
+        Err(e) => (true, Err(e.to_string())),
+    });
+    match end {
+        GoneEnd::Done(Ok(_)) => Ok(()),
+        GoneEnd::Done(Err(e)) => Err(e),
+        GoneEnd::TimedOut(Ok(r)) => {
+            Err(format!("still present after {}: {}", crate::clock::human(within), r.items().join(", ")))
         }
-        if let Some(stop) = lifetime::sleep(Duration::from_millis(500)) {
-            return Err(format!("stopped: {stop:?}"));
-        }
+        GoneEnd::TimedOut(Err(e)) => Err(e),
+        GoneEnd::Stopped(_) => Err(format!("stopped: {:?}", stop_seen.get())),
     }
 }
 
 /// The janitor's reap routine: abra when the `.env` is there, docker when it is not or abra
 /// fails. Verification is the caller's business.
-pub fn reap(abra: &Abra, docker: &Docker, app: &App) -> Result<(), String> {
+pub fn reap(abra: &Abra, docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), String> {
     let (domain, stack, env_path) = (app.domain.as_str(), app.stack.as_str(), &app.env_path);
     if env_path.exists() {
-        let deployed = docker.residue(stack).map(|r| !r.services.is_empty()).unwrap_or(true);
-        let undeploy = if deployed { abra.app_undeploy(domain).map(|_| ()) } else { Ok(()) };
-        let via_abra = undeploy.and_then(|()| abra.app_remove(domain).map(|_| ()));
-        match via_abra {
-            Ok(()) if docker.residue(stack).map(|r| r.is_empty()).unwrap_or(false) && !env_path.exists() => {
+        let deployed = docker.residue(stack, read_until()).map(|r| !r.services.is_empty()).unwrap_or(true);
+        // A refused fence ends the reap; only abra's own failure falls back to docker.
+        let via_abra = || -> Result<Result<(), String>, String> {
+            if deployed {
+                fence.check("abra app undeploy")?;
+                if let Err(e) = abra.app_undeploy(domain) {
+                    return Ok(Err(e.to_string()));
+                }
+            }
+            fence.check("abra app remove")?;
+            Ok(abra.app_remove(domain).map(|_| ()).map_err(|e| e.to_string()))
+        };
+        match via_abra()? {
+            Ok(())
+                if docker.residue(stack, read_until()).map(|r| r.is_empty()).unwrap_or(false) && !env_path.exists() =>
+            {
                 return Ok(());
             }
             Ok(()) => tracing::info!("reap {domain}: abra left objects behind; removing them with docker"),
             Err(e) => tracing::warn!("reap {domain}: abra failed ({e}); removing the app with docker"),
         }
     }
-    docker_reap(docker, app)
+    docker_reap(docker, app, fence)
 }

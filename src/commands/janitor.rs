@@ -11,8 +11,9 @@
 //! does not change the exit code.
 //!
 //! Exit codes: 0 the sweep completed (whatever it reaped), 1 something failed (a reap, a prune,
-//! discovery; every other candidate was still tried), 2 bad usage or settings, 142 stopped at
-//! `--deadline` (between candidates), 143/130 stopped by SIGTERM/SIGHUP or SIGINT/SIGQUIT.
+//! discovery; every other candidate was still tried), 2 bad usage or settings, 69 dockerd could
+//! not be read for discovery (the infra verdict), 142 stopped at `--deadline` (between
+//! candidates), 143/130 stopped by SIGTERM/SIGHUP or SIGINT/SIGQUIT.
 
 use std::time::Duration;
 
@@ -52,11 +53,16 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
         eprintln!("ccci: {e}");
         return exit::USAGE;
     }
+    // Reaping on a swarm other hosts share, without the app lease, could reap their live runs.
+    if let Err(e) = crate::host::topology::probe(cfg.host.lease.is_some()) {
+        eprintln!("ccci: {e}");
+        return exit::USAGE;
+    }
     // The janitor's children carry no run token: they belong to no run.
     let how = super::session::Start { mask: true, token: None, run_clock: false };
     super::session::start(cli, &env, &cfg.host, how);
     let abra = Abra::new(&cfg.host.abra, &cfg.host.abra_home, &cfg.host.server);
-    let docker = Docker::new(&cfg.host.docker);
+    let docker = Docker::for_host(&cfg.host);
     if cfg.watch {
         return super::watch::main(&cfg, &abra, &docker);
     }

@@ -82,7 +82,7 @@ pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
     let (stacks, docker) = if list.is_empty() {
         (None, DockerOut { ok: true, error: None })
     } else {
-        match Docker::new(&host.docker).namespaces(|name| pattern.stack_of_object(name)) {
+        match Docker::for_host(&host).namespaces(|name| pattern.stack_of_object(name), crate::app::reap::read_until()) {
             Ok(s) => (Some(s), DockerOut { ok: true, error: None }),
             Err(e) => {
                 tracing::warn!("cannot ask docker which stacks exist: {e}");

@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod drain;
 pub mod exec_step;
 pub mod janitor;
+pub mod lease_wait;
 pub mod locks;
 pub mod output;
 pub mod policy;

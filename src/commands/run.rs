@@ -99,6 +99,8 @@ fn preflight(cfg: &config::Run) -> Result<(), String> {
     // The policy gate renders every deploy with `docker stack config`: a docker CLI without it
     // is a host to fix, never a gate to skip.
     crate::policy::check_stack_config(&cfg.host.docker).map_err(|e| e.to_string())?;
+    // A swarm shared by several hosts needs the cross-host app lease.
+    crate::host::topology::probe(cfg.host.lease.is_some()).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -194,14 +196,14 @@ fn run(cfg: config::Run) -> u8 {
         (ev::CCCI_DEPS_FILE.into(), ws.deps_file.display().to_string()),
     ]);
     let abra = Abra::new(&cfg.host.abra, &ws.abra_dir, &cfg.host.server);
-    let docker = Docker::new(&cfg.host.docker);
+    let docker = Docker::for_host(&cfg.host);
     // abra that does not start or answer `version` cannot test anything: the infra verdict,
     // before the run-start janitor and the fetch lean on it.
     let abra_version = abra.version();
     let provenance = Provenance {
         ccci: VERSION.to_string(),
         abra: abra_version.as_ref().map_or_else(|e| format!("unknown ({e})"), |v| v.clone()),
-        docker: docker.server_version().unwrap_or_else(|e| format!("unknown ({e})")),
+        docker: docker.server_version(crate::app::reap::read_until()).unwrap_or_else(|e| format!("unknown ({e})")),
         host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
     };
     tracing::info!(
@@ -222,6 +224,7 @@ fn run(cfg: config::Run) -> u8 {
 
     let ctx = Ctx {
         lock_path: cfg.host.lock_dir.join(names::lock_file_name(&cfg.domain)),
+        lease: cfg.host.lease.as_ref().map(crate::lease::Lease::new),
         git: Git::new(cfg.host.git_token.clone(), cfg.host.token_origins.clone()),
         abra,
         docker,

@@ -254,6 +254,40 @@ pub fn http_url(what: &str, value: &str) -> Result<String, InputError> {
     }
 }
 
+/// A comma list of etcd client URLs (`http://host:port`), at least one, no duplicates.
+pub fn lease_endpoints(what: &str, value: &str) -> Result<Vec<crate::lease::Endpoint>, InputError> {
+    let mut out: Vec<crate::lease::Endpoint> = Vec::new();
+    for e in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let ep = crate::lease::Endpoint::parse(e).map_err(|rule| err(what, e, &rule))?;
+        if !out.contains(&ep) {
+            out.push(ep);
+        }
+    }
+    if out.is_empty() {
+        return Err(err(what, value, "must name at least one http://host:port"));
+    }
+    Ok(out)
+}
+
+/// An etcd key prefix: starts with `/`, no trailing `/`, letters, digits and `._-/` only.
+pub fn lease_prefix(what: &str, value: &str) -> Result<String, InputError> {
+    let ok = value.starts_with('/')
+        && value.len() > 1
+        && value.len() <= 128
+        && !value.ends_with('/')
+        && !value.contains("//")
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(err(
+            what,
+            value,
+            "must start with `/`, not end with one, and use only letters, digits and `._-/` (at most 128)",
+        ))
+    }
+}
+
 /// A comma list of `https://host[:port]` origins.
 pub fn token_origins(what: &str, value: &str) -> Result<Vec<String>, InputError> {
     let mut out = Vec::new();

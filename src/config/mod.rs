@@ -168,6 +168,8 @@ fn labelled(name: &str, origin: &str) -> String {
 pub struct Host {
     pub abra: String,
     pub docker: String,
+    /// Where reads of dockerd go (`CCCI_DOCKER_READS`); writes always use `docker`.
+    pub docker_reads: crate::adapters::docker::ReadPath,
     pub passwd_home: PathBuf,
     pub abra_home: PathBuf,
     pub server: String,
@@ -189,6 +191,10 @@ pub struct Host {
     pub max_teardown_budget: Duration,
     /// MiB a run needs free in the runs dir and docker's data root (0: not checked).
     pub min_free_mb: u64,
+    /// The cross-host app lease (`CCCI_LEASE_ENDPOINTS`); `None`: one swarm per host.
+    pub lease: Option<crate::lease::Settings>,
+    /// This host in a lease holder's words: `DRONE_STAGE_MACHINE`, else the host name.
+    pub machine: String,
     pub config_file: Option<PathBuf>,
     pub warnings: Vec<String>,
 }
@@ -271,6 +277,55 @@ impl Host {
             let (v, o) = s(var, default)?;
             Ok(input::program(&labelled(what, &o), &v)?)
         };
+        let docker_reads = match layers.get(ev::CCCI_DOCKER_READS)? {
+            Some((v, o)) => crate::adapters::docker::ReadPath::parse(&v).ok_or_else(|| InputError {
+                what: labelled("docker reads", &o),
+                value: v.clone(),
+                rule: "must be `api` (the Engine API) or `cli` (the docker CLI)".into(),
+            })?,
+            None => crate::adapters::docker::ReadPath::Api,
+        };
+        if docker_reads == crate::adapters::docker::ReadPath::Api {
+            // The API path reads `DOCKER_HOST` itself: refuse at start what it cannot use
+            // (ssh, TLS) rather than fail every read of the run.
+            let host = layers.env.get(ev::DOCKER_HOST).map(String::as_str);
+            let tls = layers.env.get("DOCKER_TLS_VERIFY").map(String::as_str);
+            if let Err(e) = crate::adapters::engine::Host::from_vars(host, tls) {
+                return Err(InputError {
+                    what: "DOCKER_HOST (read by the Engine API: CCCI_DOCKER_READS=api)".into(),
+                    value: host.unwrap_or("").to_string(),
+                    rule: format!("{e}; set CCCI_DOCKER_READS=cli to read through the docker CLI instead"),
+                }
+                .into());
+            }
+        }
+        let lease = match layers.get(ev::CCCI_LEASE_ENDPOINTS)? {
+            Some((v, o)) => {
+                let endpoints = input::lease_endpoints(&labelled("lease endpoints", &o), &v)?;
+                let ttl = number(
+                    ev::CCCI_LEASE_TTL,
+                    "lease TTL",
+                    crate::lease::DEFAULT_TTL_SECS,
+                    crate::lease::MAX_TTL_SECS,
+                    false,
+                )?;
+                if ttl < crate::lease::MIN_TTL_SECS {
+                    return Err(InputError {
+                        what: "lease TTL (CCCI_LEASE_TTL)".into(),
+                        value: ttl.to_string(),
+                        rule: format!(
+                            "must be at least {} (etcd's smallest TTL with its default election timeout)",
+                            crate::lease::MIN_TTL_SECS
+                        ),
+                    }
+                    .into());
+                }
+                let (prefix, po) = s(ev::CCCI_LEASE_PREFIX, crate::lease::DEFAULT_PREFIX)?;
+                let prefix = input::lease_prefix(&labelled("lease prefix", &po), &prefix)?;
+                Some(crate::lease::Settings { endpoints, ttl: Duration::from_secs(ttl), prefix })
+            }
+            None => None,
+        };
         let skip_fetch = match layers.get(ev::CCCI_SKIP_FETCH)? {
             Some((v, o)) => input::boolean(&labelled("skip fetch", &o), &v)?,
             None => false,
@@ -278,6 +333,7 @@ impl Host {
         Ok(Host {
             abra: program(ev::CCCI_ABRA, "abra", "abra program")?,
             docker: program(ev::CCCI_DOCKER, "docker", "docker program")?,
+            docker_reads,
             passwd_home,
             abra_home,
             server,
@@ -297,6 +353,10 @@ impl Host {
             max_deadline: Duration::from_secs(max_deadline),
             max_teardown_budget: Duration::from_secs(max_budget),
             min_free_mb,
+            lease,
+            machine: layers.env_only(ev::DRONE_STAGE_MACHINE).map(|(m, _)| m).unwrap_or_else(|| {
+                nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+            }),
             config_file: layers.file.path.clone(),
             warnings: layers.warnings(),
         })
@@ -696,6 +756,59 @@ mod tests {
         assert!(e.to_string().contains("absolute"), "{e}");
         let j = JanitorArgs { prune_after: Some("18446744073709551615".into()), ..JanitorArgs::default() };
         assert!(Janitor::resolve(&j, env(&[])).is_err());
+    }
+
+    #[test]
+    fn docker_reads_are_api_or_cli_and_the_api_needs_a_usable_docker_host() {
+        let base = RunArgs { recipe: Some("a".into()), ..RunArgs::default() };
+        let reads = |file: &str, extra: &[(&str, &str)]| {
+            let (_d, f) = host_file(file);
+            let mut pairs = vec![("CCCI_CONFIG", f.as_str())];
+            pairs.extend_from_slice(extra);
+            Run::resolve(&base, env(&pairs)).map(|r| r.host.docker_reads)
+        };
+        use crate::adapters::docker::ReadPath;
+        assert_eq!(reads("", &[]).unwrap(), ReadPath::Api);
+        assert_eq!(reads("CCCI_DOCKER_READS=cli\n", &[]).unwrap(), ReadPath::Cli);
+        assert_eq!(
+            reads("CCCI_DOCKER_READS=api\n", &[("DOCKER_HOST", "tcp://127.0.0.1:2375")]).unwrap(),
+            ReadPath::Api
+        );
+        let e = reads("CCCI_DOCKER_READS=both\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("docker reads") && e.contains("`api`"), "{e}");
+        let e = reads("", &[("DOCKER_HOST", "ssh://me@host")]).unwrap_err().to_string();
+        assert!(e.contains("DOCKER_HOST") && e.contains("CCCI_DOCKER_READS=cli"), "{e}");
+        let e = reads("", &[("DOCKER_TLS_VERIFY", "1")]).unwrap_err().to_string();
+        assert!(e.contains("DOCKER_TLS_VERIFY"), "{e}");
+        // The CLI reads DOCKER_HOST itself, whatever it says.
+        assert_eq!(reads("CCCI_DOCKER_READS=cli\n", &[("DOCKER_HOST", "ssh://me@host")]).unwrap(), ReadPath::Cli);
+        // A host setting: the environment may not change it behind the host's back.
+        let e = reads("CCCI_DOCKER_READS=api\n", &[("CCCI_DOCKER_READS", "cli")]).unwrap_err();
+        assert!(matches!(e, ConfigError::HostSettingFromEnv { .. }), "{e}");
+    }
+
+    #[test]
+    fn lease_settings_from_the_host() {
+        let args = RunArgs { recipe: Some("a".into()), ..RunArgs::default() };
+        assert!(Run::resolve(&args, env(&[])).unwrap().host.lease.is_none(), "off unless endpoints are set");
+        let (_d, f) = host_file("CCCI_LEASE_ENDPOINTS=http://10.0.0.1:2379, 10.0.0.2:2379,http://10.0.0.1:2379\n");
+        let l = Run::resolve(&args, env(&[("CCCI_CONFIG", &f)])).unwrap().host.lease.unwrap();
+        assert_eq!(l.endpoints.len(), 2, "duplicates dropped: {l:?}");
+        assert_eq!((l.ttl.as_secs(), l.prefix.as_str()), (10, "/ccci"));
+        for (text, why) in [
+            ("CCCI_LEASE_ENDPOINTS=https://e:2379\n", "https"),
+            ("CCCI_LEASE_ENDPOINTS=e:2379\nCCCI_LEASE_TTL=1\n", "at least 2"),
+            ("CCCI_LEASE_ENDPOINTS=e:2379\nCCCI_LEASE_TTL=301\n", "from 1 to 300"),
+            ("CCCI_LEASE_ENDPOINTS=e:2379\nCCCI_LEASE_PREFIX=ccci/\n", "must start with"),
+            ("CCCI_LEASE_ENDPOINTS=,\n", "at least one"),
+        ] {
+            let (_d, f) = host_file(text);
+            let e = Run::resolve(&args, env(&[("CCCI_CONFIG", &f)])).unwrap_err();
+            assert!(e.to_string().contains(why), "{text}: {e}");
+        }
+        // A host setting: a build parameter cannot point a run at another cluster.
+        let e = Run::resolve(&args, env(&[("CCCI_LEASE_ENDPOINTS", "http://evil:2379")])).unwrap_err();
+        assert!(matches!(e, ConfigError::HostSettingFromEnv { .. }), "{e}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   *exclusively* returns exactly when the last live run has ended.
 //! - [`disk`]: the free space of the runs dir and of docker's data root against
 //!   `CCCI_MIN_FREE_MB`.
+//! - [`topology`]: whether the swarm is shared by several nodes, which needs the cross-host
+//!   app lease (a refusal is bad settings, exit 2, like any other preflight refusal).
 //!
 //! A run refuses on either *before it creates anything* (no run dir, no results.json: there is
 //! no run to report on), with one line on stderr and the infra verdict (exit 69): the host, not
@@ -13,3 +15,4 @@
 
 pub mod disk;
 pub mod drain;
+pub mod topology;

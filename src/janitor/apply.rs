@@ -1,16 +1,24 @@
 //! Carrying out the app and lockfile actions of a plan. Every change happens under a probe lock
 //! the janitor holds on the inode the lockfile path names; the plan's lock state is only a hint.
+//! With the cross-host app lease, a reap also runs under a lease the janitor takes afresh for
+//! the domain (it fails when any run on any host holds it), and every mutation of the reap
+//! passes that lease's fence — so two hosts' janitors never reap twice and never reap a run
+//! that took the domain meanwhile.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::plan::{Action, Candidate, LockState, long_held};
-use super::report::{AppEntry, LockfileEntry, describe_holder};
+use super::report::{AppEntry, LeaseSeen, LockfileEntry, describe_holder};
 use crate::adapters::{Abra, Docker};
-use crate::app::reap;
-use crate::lifetime;
+use crate::app::reap::{self, Fence, Unfenced};
+use crate::lease::{Held, Holder, Lease, Tried};
+use crate::lifetime::{self, Deadline};
 use crate::lock::{self, HolderInfo, LockGuard, Look, TryLock};
 use crate::names;
+
+/// The most one lease call of a reap may take.
+const LEASE_CALL: Duration = Duration::from_secs(10);
 
 /// What the apply steps need.
 pub struct Sweeper<'a> {
@@ -19,6 +27,19 @@ pub struct Sweeper<'a> {
     pub lock_dir: &'a Path,
     /// When the sweep must stop (between candidates).
     pub deadline_at: Instant,
+    /// The cross-host app lease (`None`: one swarm per host, the flock alone).
+    pub lease: Option<&'a Lease>,
+    /// This host, as a lease holder names it.
+    pub machine: &'a str,
+}
+
+/// The fence of a janitor's reap: its fresh lease must still be its own before each step.
+struct JanitorFence<'a>(&'a Held);
+
+impl Fence for JanitorFence<'_> {
+    fn check(&self, step: &str) -> Result<(), String> {
+        self.0.fence(step, Deadline::after(LEASE_CALL)).map_err(|e| e.to_string())
+    }
 }
 
 fn mins(d: Duration) -> u64 {
@@ -69,14 +90,15 @@ impl Sweeper<'_> {
             TryLock::Acquired(lock) => {
                 e.lock = if lock.created() { "absent" } else { "free" };
                 // The lockfile vanished since the inventory (a reboot, a clean teardown): with
-                // none, only a stamp of this lock dir proves the app is ccci's to reap.
-                match super::plan::unproven(c).filter(|_| lock.created()) {
+                // none, only a stamp of this lock dir proves the app is ccci's to reap (or, with
+                // the lease, its token — once the fresh lease below proves the domain free).
+                match super::plan::unproven(c, self.lease.is_some()).filter(|_| lock.created()) {
                     Some(reason) => {
                         let _ = lock.unlink_if_created();
                         tracing::warn!("janitor: {}: {reason}", c.app.domain);
                         e.reason = Some(reason);
                     }
-                    None => self.reap_held(c, &lock, &mut e),
+                    None => self.reap_leased(c, &lock, &mut e),
                 }
             }
         }
@@ -84,9 +106,57 @@ impl Sweeper<'_> {
         e
     }
 
+    /// With the app lease: take it afresh for the domain (never waiting), reap under it, release
+    /// it. A held key means a live run somewhere (or another janitor reaping): leave the app.
+    fn reap_leased(&self, c: &Candidate, lock: &LockGuard, e: &mut AppEntry) {
+        let Some(lease) = self.lease else { return self.reap_held(c, lock, e, &Unfenced) };
+        let domain = &c.app.domain;
+        let holder = Holder {
+            host: self.machine.to_string(),
+            run_id: "janitor".into(),
+            pid: std::process::id(),
+            started: crate::clock::rfc3339(SystemTime::now()),
+            build_link: None,
+            step: Some("reap".into()),
+        };
+        let quiet = Box::new(|_: &str| {});
+        match lease.try_acquire(domain, &holder, quiet, Deadline::after(LEASE_CALL)) {
+            Ok(Tried::Held(held)) => {
+                e.lease = Some(LeaseSeen::Taken);
+                e.lease_token = Some(held.token());
+                tracing::info!(
+                    "janitor: {domain}: nobody holds its app lease; reaping under a fresh one (token {})",
+                    held.token()
+                );
+                self.reap_held(c, lock, e, &JanitorFence(&held));
+                if let Err(err) = held.release() {
+                    tracing::warn!("janitor: {domain}: cannot release its app lease ({err}); it lapses after its TTL");
+                }
+            }
+            Ok(Tried::Taken { state, .. }) => {
+                let desc = state.as_ref().map_or_else(|| "holder unknown".to_string(), |k| k.describe());
+                tracing::info!(
+                    "janitor: {domain}: its app lease is held ({desc}) — a live run on some host; leaving it"
+                );
+                e.action = "left";
+                e.lease = Some(LeaseSeen::Held);
+                e.lease_token = state.map(|k| k.token);
+                e.reason = Some(format!("app lease held ({desc})"));
+                let _ = lock.unlink_if_created();
+            }
+            Err(err) => {
+                tracing::warn!("janitor: {domain}: cannot prove it orphaned: {err}; leaving it");
+                e.action = "skipped";
+                e.lease = Some(LeaseSeen::Unknown);
+                e.reason = Some(format!("cannot prove it orphaned: {err}"));
+                let _ = lock.unlink_if_created();
+            }
+        }
+    }
+
     /// The reap proper, while holding the probe lock: a run of this domain that starts now waits
     /// on the lock until the reap is done (and the lockfile unlinked).
-    fn reap_held(&self, c: &Candidate, lock: &LockGuard, e: &mut AppEntry) {
+    fn reap_held(&self, c: &Candidate, lock: &LockGuard, e: &mut AppEntry, fence: &dyn Fence) {
         let left = self.deadline_at.saturating_duration_since(Instant::now());
         let _ = lock.write_holder(&HolderInfo {
             pid: std::process::id(),
@@ -120,7 +190,7 @@ impl Sweeper<'_> {
             c.app.domain,
             items.join(", ")
         );
-        match reap::reap(self.abra, self.docker, &c.app) {
+        match reap::reap(self.abra, self.docker, &c.app, fence) {
             Ok(()) => {
                 e.action = "reaped";
                 self.unlink(lock, e);
@@ -235,6 +305,8 @@ pub fn app_entry(c: &Candidate, lock: &'static str, action: &'static str) -> App
         age_secs: None,
         holder_pid: None,
         holder_run_id: None,
+        lease: None,
+        lease_token: None,
         ms: 0,
     }
 }
@@ -303,6 +375,30 @@ pub fn entry_without_applying(a: &Action, dry_run: bool) -> Option<Result<AppEnt
             e.reason = Some(reason.clone());
             Ok(e)
         }
+        Action::LeaseHeld { candidate, token, holder } => {
+            // Final, not a hint: the key existed at the plan's linearizable read, and a reap would
+            // have to take it afresh anyway.
+            let mut e = app_entry(candidate, "unprobed", "left");
+            (e.lease, e.lease_token) = (Some(LeaseSeen::Held), Some(*token));
+            e.reason = Some(lease_held_reason(candidate, *token, holder));
+            Ok(e)
+        }
+        Action::Unprovable { candidate, reason } => {
+            let mut e = app_entry(candidate, "unprobed", "skipped");
+            e.lease = Some(LeaseSeen::Unknown);
+            e.reason = Some(reason.clone());
+            Ok(e)
+        }
         _ => return None,
     })
+}
+
+/// Why an app whose domain's lease is held is left, in words.
+pub fn lease_held_reason(c: &Candidate, token: u64, holder: &str) -> String {
+    match c.lease_token {
+        Some(stamped) if stamped < token => format!(
+            "its stamped token {stamped} is older than the app lease's {token} ({holder}): a newer run owns the domain and clears it"
+        ),
+        _ => format!("app lease held ({holder}): a live run on some host"),
+    }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::plan::{BULKY, Candidate, RunDir, Stamp, TokenProcess};
 use crate::adapters::{Abra, Docker};
-use crate::app::App;
+use crate::app::{App, reap};
 use crate::config::Host;
 use crate::env_vars as ev;
 use crate::lock::proc_locks::HeldLocks;
@@ -24,6 +24,10 @@ pub struct SourceStatus {
     /// Names it listed (run apps or not).
     pub listed: usize,
     pub error: Option<String>,
+    /// The source could not be read at all (dockerd unreachable, erroring, too slow): the
+    /// janitor's infra verdict (exit 69). Not in the report: the exit code says it.
+    #[serde(skip)]
+    pub infra: bool,
 }
 
 /// Run apps found by abra and docker.
@@ -41,29 +45,56 @@ impl Discovery {
     fn add(&mut self, app: App, source: &'static str) {
         self.candidates
             .entry(app.domain.clone())
-            .or_insert_with(|| Candidate { app, stamp: Stamp::None, sources: BTreeSet::new() })
+            .or_insert_with(|| Candidate { app, stamp: Stamp::None, sources: BTreeSet::new(), lease_token: None })
             .sources
             .insert(source);
     }
 }
 
-/// The lock-dir stamp ccci wrote into an app's `.env` (`CCCI_LOCK_DIR`). The file was made by
-/// abra from a PR's `.env.sample`: it is read without following links or blocking, as a dotenv
-/// text, never sourced.
-fn env_stamp(env_path: &Path) -> Option<String> {
+/// A stamp ccci wrote into an app's `.env` (`CCCI_LOCK_DIR`, `CCCI_LEASE_TOKEN`). The file was
+/// made by abra from a PR's `.env.sample`: it is read without following links or blocking, as
+/// a dotenv text, never sourced.
+fn env_stamp(env_path: &Path, key: &str) -> Option<String> {
     let (dir, name) = (env_path.parent()?, env_path.file_name()?);
     let text = crate::untrusted::read_to_string(dir, Path::new(name)).ok()?;
     let assignments = crate::dotenv::parse(&text).ok()?;
-    crate::dotenv::effective(&assignments).remove(ev::CCCI_LOCK_DIR_STAMP).filter(|v| !v.is_empty())
+    crate::dotenv::effective(&assignments).remove(key).filter(|v| !v.is_empty())
 }
 
-/// Candidates: `abra app ls -m` plus every stack namespace docker knows, filtered by the
-/// run-app pattern. A source that fails is reported, and the other one still counts.
+/// The fencing tokens leased runs stamped on the stacks of the swarm (`ccci.lease-token` on
+/// services and volumes), the largest per stack. Read from the Engine API: two requests.
+pub fn lease_tokens() -> Result<BTreeMap<String, u64>, String> {
+    use crate::adapters::engine::{Deadline, Engine, NS_LABEL, Scope};
+    let engine = Engine::from_env().map_err(|e| e.to_string())?;
+    let until = || Deadline::after(std::time::Duration::from_secs(30));
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    let mut add = |labels: Option<&std::collections::HashMap<String, String>>| {
+        let Some(l) = labels else { return };
+        let (Some(ns), Some(token)) = (l.get(NS_LABEL), l.get(crate::lease::TOKEN_LABEL)) else { return };
+        if let Ok(t) = token.trim().parse::<u64>() {
+            let e = out.entry(ns.clone()).or_default();
+            *e = (*e).max(t);
+        }
+    };
+    for s in engine.services(Scope::AnyStack, until()).map_err(|e| e.to_string())? {
+        add(s.spec.as_ref().and_then(|s| s.labels.as_ref()));
+    }
+    for v in engine.volumes(Scope::AnyStack, until()).map_err(|e| e.to_string())? {
+        add(Some(&v.labels));
+    }
+    Ok(out)
+}
+
+/// Candidates: `abra app ls -m` plus every stack namespace docker knows (six Engine API
+/// requests, one per object kind, or the CLI's listings on `CCCI_DOCKER_READS=cli`), filtered by
+/// the run-app pattern. A source that fails is reported, and the other one still counts. The
+/// docker read is bounded by [`reap::read_until`]: at most 30 s, and never past the sweep's own
+/// deadline.
 pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPattern) -> Discovery {
     let mut d = Discovery::default();
     match abra.app_ls() {
         Ok(apps) => {
-            d.abra = SourceStatus { ok: true, listed: apps.len(), error: None };
+            d.abra = SourceStatus { ok: true, listed: apps.len(), ..SourceStatus::default() };
             for app in apps {
                 if !pattern.is_run_domain(&app.domain) {
                     d.ignored.insert(app.domain);
@@ -77,13 +108,13 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
         }
         Err(e) => {
             tracing::warn!("janitor: `abra app ls -m` failed: {e}; using docker's view alone");
-            d.abra = SourceStatus { ok: false, listed: 0, error: Some(e.to_string()) };
+            d.abra = SourceStatus { error: Some(e.to_string()), ..SourceStatus::default() };
         }
     }
     let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    match docker.namespaces_with_stamps(|name| pattern.stack_of_object(name)) {
+    match docker.namespaces_with_stamps(|name| pattern.stack_of_object(name), reap::read_until()) {
         Ok(stacks) => {
-            d.docker = SourceStatus { ok: true, listed: stacks.len(), error: None };
+            d.docker = SourceStatus { ok: true, listed: stacks.len(), ..SourceStatus::default() };
             for (stack, stamps) in stacks {
                 let Some(domain) = pattern.domain_for_stack(&stack) else {
                     d.ignored.insert(stack);
@@ -95,12 +126,30 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
         }
         Err(e) => {
             tracing::warn!("janitor: listing docker stack objects failed: {e}; using abra's view alone");
-            d.docker = SourceStatus { ok: false, listed: 0, error: Some(e.to_string()) };
+            d.docker = SourceStatus { error: Some(e.to_string()), infra: e.is_infra(), ..SourceStatus::default() };
         }
     }
+    // The lease tokens only matter (and are only read) with the app lease.
+    let tokens = match host.lease.as_ref().map(|_| lease_tokens()) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            tracing::warn!("janitor: cannot read the lease tokens stamped on stacks: {e}; only .env stamps count");
+            BTreeMap::new()
+        }
+        None => BTreeMap::new(),
+    };
     for (domain, c) in d.candidates.iter_mut() {
-        let found = labels.remove(domain).unwrap_or_default().into_iter().chain(env_stamp(&c.app.env_path));
+        let found = labels
+            .remove(domain)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(env_stamp(&c.app.env_path, ev::CCCI_LOCK_DIR_STAMP));
         c.stamp = Stamp::of(found, &host.lock_dir);
+        if host.lease.is_some() {
+            let from_env =
+                env_stamp(&c.app.env_path, ev::CCCI_LEASE_TOKEN_STAMP).and_then(|t| t.trim().parse::<u64>().ok());
+            c.lease_token = tokens.get(&c.app.stack).copied().into_iter().chain(from_env).max();
+        }
     }
     d
 }

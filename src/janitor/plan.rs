@@ -56,6 +56,51 @@ pub struct Candidate {
     pub stamp: Stamp,
     /// `abra` and/or `docker`.
     pub sources: BTreeSet<&'static str>,
+    /// The fencing token a leased run stamped on it (`ccci.lease-token` labels, the `.env`'s
+    /// `CCCI_LEASE_TOKEN`; the largest when several): proof that a ccci of the shared swarm
+    /// made it under the app lease, whichever host that was.
+    pub lease_token: Option<u64>,
+}
+
+/// What etcd says of a domain's lease key (the cross-host app lease).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LeaseState {
+    /// No lease backend: the lockfile and the stamp decide alone.
+    #[default]
+    Off,
+    /// The key exists: a run on some host (or a janitor) holds the domain.
+    Held { token: u64, holder: String },
+    /// No key: nobody anywhere holds the domain.
+    Free,
+    /// etcd could not be asked: nothing can be proved orphaned across hosts.
+    Unknown(String),
+}
+
+/// The lease keys one linearizable read of etcd saw, for the whole plan.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Leases {
+    #[default]
+    Off,
+    /// Held domains: `(token, holder in words)`.
+    Read(BTreeMap<String, (u64, String)>),
+    Unknown(String),
+}
+
+impl Leases {
+    pub fn of(&self, domain: &str) -> LeaseState {
+        match self {
+            Leases::Off => LeaseState::Off,
+            Leases::Read(held) => match held.get(domain) {
+                Some((token, holder)) => LeaseState::Held { token: *token, holder: holder.clone() },
+                None => LeaseState::Free,
+            },
+            Leases::Unknown(why) => LeaseState::Unknown(why.clone()),
+        }
+    }
+
+    pub fn on(&self) -> bool {
+        !matches!(self, Leases::Off)
+    }
 }
 
 /// A run dir under the runs dir.
@@ -87,6 +132,8 @@ pub struct TokenProcess {
 #[derive(Debug, Default, Clone)]
 pub struct Inventory {
     pub candidates: BTreeMap<String, Candidate>,
+    /// The app lease keys (`Off` without `CCCI_LEASE_ENDPOINTS`).
+    pub leases: Leases,
     /// App lockfiles of run domains, by domain.
     pub lockfiles: BTreeMap<String, LockState>,
     pub run_dirs: Vec<RunDir>,
@@ -108,6 +155,11 @@ pub enum Action {
     Skip { domain: String, candidate: Option<Candidate>, reason: String },
     /// No lockfile, and nothing proves ccci made the app with this lock dir: leave it, report it.
     Unproven { candidate: Candidate, reason: String },
+    /// The domain's lease key exists: a live run on some host owns the app (or, when the app's
+    /// stamped token is older, a newer run owns the domain and clears it itself). Leave it.
+    LeaseHeld { candidate: Candidate, token: u64, holder: String },
+    /// A leased app, and etcd cannot say whether its run is alive: nothing is proved, leave it.
+    Unprovable { candidate: Candidate, reason: String },
     /// A lockfile with no app behind it: unlink it when the probe acquires it.
     UnlinkStale { domain: String },
     /// Delete the bulky parts of a finished run dir (under its `run.lock`).
@@ -126,7 +178,35 @@ pub fn long_held(age: Option<Duration>, info: Option<&HolderInfo>) -> Option<Dur
     age.filter(|a| *a > threshold).map(|_| threshold)
 }
 
-fn for_lock(domain: &str, lock: &LockState, candidate: Option<&Candidate>) -> Option<Action> {
+/// The lease's word on a candidate, before the local lock's: `Some` when it decides.
+///
+/// | lease key | app | action |
+/// |---|---|---|
+/// | held (token T) | any | leave: a live run on some host owns the domain; if the app's stamped token is older than T, a newer run owns it and clears it under its own lease |
+/// | unknown (no quorum, unreachable) | stamped with a token | leave: nothing can be proved orphaned |
+/// | unknown | no token | the local rules (their reap still takes a fresh lease, which fails) |
+/// | free | any | the local rules; a token stamp then proves ownership without a lockfile |
+fn for_lease(lease: &LeaseState, c: &Candidate) -> Option<Action> {
+    match lease {
+        LeaseState::Held { token, holder } => {
+            Some(Action::LeaseHeld { candidate: c.clone(), token: *token, holder: holder.clone() })
+        }
+        LeaseState::Unknown(why) if c.lease_token.is_some() => {
+            Some(Action::Unprovable { candidate: c.clone(), reason: format!("cannot prove it orphaned: {why}") })
+        }
+        _ => None,
+    }
+}
+
+fn for_lock(domain: &str, lock: &LockState, candidate: Option<&Candidate>, lease: &LeaseState) -> Option<Action> {
+    // A hostile or broken lock path is skipped whatever etcd says; then the lease decides the
+    // cross-host question; then the local lock the local one.
+    if !matches!(lock, LockState::Unsafe(_))
+        && let Some(a) = candidate.and_then(|c| for_lease(lease, c))
+    {
+        return Some(a);
+    }
+    let lease_free = *lease == LeaseState::Free;
     Some(match lock {
         LockState::Unsafe(reason) => {
             Action::Skip { domain: domain.to_string(), candidate: candidate.cloned(), reason: reason.clone() }
@@ -139,7 +219,7 @@ fn for_lock(domain: &str, lock: &LockState, candidate: Option<&Candidate>) -> Op
         },
         // What the listing could not tell (unknown, unprobed) the probe decides at apply time.
         LockState::Absent => match candidate {
-            Some(c) => match unproven(c) {
+            Some(c) => match unproven(c, lease_free) {
                 None => Action::Reap { candidate: c.clone(), lock: lock.clone() },
                 Some(reason) => Action::Unproven { candidate: c.clone(), reason },
             },
@@ -153,10 +233,15 @@ fn for_lock(domain: &str, lock: &LockState, candidate: Option<&Candidate>) -> Op
     })
 }
 
-/// Why an app without a lockfile may not be reaped (`None`: it is stamped with this lock dir).
-/// A lockfile that exists is ccci's own evidence (only ccci, or its predecessor during a
-/// migration, creates them there, under the same name); without one, only the stamp is.
-pub fn unproven(c: &Candidate) -> Option<String> {
+/// Why an app without a lockfile may not be reaped (`None`: it is stamped with this lock dir,
+/// or — with `lease_free`, etcd saying nobody holds its domain — with a lease token). A
+/// lockfile that exists is ccci's own evidence (only ccci, or its predecessor during a
+/// migration, creates them there, under the same name); without one, only a stamp is. A token
+/// is the shared swarm's stamp: some host's leased run made the app, and its lease is gone.
+pub fn unproven(c: &Candidate, lease_free: bool) -> Option<String> {
+    if lease_free && c.lease_token.is_some() {
+        return None;
+    }
     match &c.stamp {
         Stamp::Ours => None,
         Stamp::None => Some(
@@ -175,11 +260,11 @@ pub fn plan(inv: &Inventory, prune_after: Duration) -> Vec<Action> {
     let mut actions = Vec::new();
     for (domain, c) in &inv.candidates {
         let lock = inv.lockfiles.get(domain).cloned().unwrap_or(LockState::Absent);
-        actions.extend(for_lock(domain, &lock, Some(c)));
+        actions.extend(for_lock(domain, &lock, Some(c), &inv.leases.of(domain)));
     }
     for (domain, lock) in &inv.lockfiles {
         if !inv.candidates.contains_key(domain) {
-            actions.extend(for_lock(domain, lock, None));
+            actions.extend(for_lock(domain, lock, None, &LeaseState::Off));
         }
     }
     for d in &inv.run_dirs {
@@ -232,6 +317,7 @@ mod tests {
             app: App::new(domain, std::path::Path::new("/abra/servers/default")),
             stamp: Stamp::Ours,
             sources: BTreeSet::from(["docker"]),
+            lease_token: None,
         }
     }
 
@@ -304,6 +390,63 @@ mod tests {
         assert_eq!(Stamp::of(["/x".to_string(), "/run/lock".to_string()], lock), Stamp::Ours);
         assert_eq!(Stamp::of(["/x".to_string()], lock), Stamp::Foreign("/x".into()));
         assert_eq!(Stamp::of([], lock), Stamp::None);
+    }
+
+    /// The shared swarm's table: the lease key decides the cross-host question, the local lock
+    /// the local one.
+    #[test]
+    fn the_lease_key_decides_across_hosts() {
+        let leased = |d: &str, token: Option<u64>, stamp: Stamp| Candidate { lease_token: token, stamp, ..cand(d) };
+        let foreign = || Stamp::Foreign("/other-host/lock".into());
+        let inv = Inventory {
+            candidates: [
+                // Another host's live run (its key exists): left, whatever this host's lock says.
+                leased("a-000001.x", Some(7), foreign()),
+                // An older run's app under a domain a newer run holds now: left to that run.
+                leased("a-000002.x", Some(5), foreign()),
+                // Another host's dead run (no key): reaped here, with no lockfile, on its token.
+                leased("a-000003.x", Some(9), foreign()),
+                // Unstamped with no key and no lockfile: nothing proves it is ccci's.
+                leased("a-000004.x", None, Stamp::None),
+                // This host's run waiting for the lease (its flock held, no key yet): left.
+                leased("a-000005.x", Some(3), Stamp::Ours),
+                // A hostile lock path is skipped even with the key gone.
+                leased("a-000006.x", Some(4), Stamp::Ours),
+            ]
+            .into_iter()
+            .map(|c| (c.app.domain.clone(), c))
+            .collect(),
+            lockfiles: BTreeMap::from([
+                ("a-000001.x".to_string(), LockState::Free),
+                ("a-000005.x".to_string(), held(5, None)),
+                ("a-000006.x".to_string(), LockState::Unsafe("is a symlink".into())),
+            ]),
+            leases: Leases::Read(BTreeMap::from([
+                ("a-000001.x".to_string(), (7, "host b, run r7, pid 1".to_string())),
+                ("a-000002.x".to_string(), (11, "host b, run r11, pid 2".to_string())),
+            ])),
+            ..Inventory::default()
+        };
+        let p = plan(&inv, 14 * DAY);
+        assert!(matches!(&p[0], Action::LeaseHeld { token: 7, holder, .. } if holder.contains("run r7")), "{:?}", p[0]);
+        assert!(
+            matches!(&p[1], Action::LeaseHeld { token: 11, candidate, .. } if candidate.lease_token == Some(5)),
+            "{:?}",
+            p[1]
+        );
+        assert!(matches!(&p[2], Action::Reap { lock: LockState::Absent, .. }), "{:?}", p[2]);
+        assert!(matches!(&p[3], Action::Unproven { .. }), "{:?}", p[3]);
+        assert!(matches!(&p[4], Action::Leave { .. }), "{:?}", p[4]);
+        assert!(matches!(&p[5], Action::Skip { .. }), "{:?}", p[5]);
+        // etcd without quorum: a leased app is never proved orphaned; an unleased one falls to
+        // the local rules (whose reap takes a fresh lease, which then fails).
+        let unknown = Inventory { leases: Leases::Unknown("no leader".into()), ..inv.clone() };
+        let p = plan(&unknown, 14 * DAY);
+        assert!(matches!(&p[2], Action::Unprovable { reason, .. } if reason.contains("no leader")), "{:?}", p[2]);
+        assert!(matches!(&p[3], Action::Unproven { .. }), "{:?}", p[3]);
+        // Without the lease the token proves nothing: another host's app stays Unproven.
+        let off = Inventory { leases: Leases::Off, ..inv };
+        assert!(matches!(&plan(&off, 14 * DAY)[2], Action::Unproven { .. }));
     }
 
     #[test]

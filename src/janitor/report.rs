@@ -28,7 +28,8 @@ use crate::lock::HolderInfo;
 ///               "lock": "free"|"absent"|"held"|"unsafe"|"gone"|"unprobed",
 ///               "action": "reaped"|"already-gone"|"would-reap"|"left"|"skipped"|"failed"|"not-reached",
 ///               "reason": str|null, "long_held": bool, "age_secs": u64|null,
-///               "holder_pid": u32|null, "holder_run_id": str|null, "ms": u64 } ],
+///               "holder_pid": u32|null, "holder_run_id": str|null,
+///               "lease": null|"held"|"taken"|"unknown", "lease_token": u64|null, "ms": u64 } ],
 ///   "lockfiles": [ { "domain": str,           // app lockfiles with no app behind them
 ///                    "action": "unlinked"|"would-unlink"|"left"|"skipped"|"gone"|"failed"|"not-reached",
 ///                    "reason": str|null, "long_held": bool, "age_secs": u64|null,
@@ -92,7 +93,34 @@ pub struct AppEntry {
     pub age_secs: Option<u64>,
     pub holder_pid: Option<u32>,
     pub holder_run_id: Option<String>,
+    /// With the app lease: `held` (a run on some host owns the domain), `taken` (the janitor
+    /// reaped under a fresh lease), `unknown` (etcd could not be asked); `null` without it.
+    pub lease: Option<LeaseSeen>,
+    /// The token of the lease held or taken.
+    pub lease_token: Option<u64>,
     pub ms: u64,
+}
+
+/// What the janitor learned of an app's lease (`apps[].lease`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaseSeen {
+    /// A run on some host owns the domain: the app is left.
+    Held,
+    /// Nobody held it: the janitor reaped under a fresh lease of its own.
+    Taken,
+    /// etcd could not be asked: the app is left.
+    Unknown,
+}
+
+impl LeaseSeen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseSeen::Held => "held",
+            LeaseSeen::Taken => "taken",
+            LeaseSeen::Unknown => "unknown",
+        }
+    }
 }
 
 /// One lockfile with no app behind it.
@@ -118,11 +146,13 @@ pub fn describe_holder(info: Option<&HolderInfo>) -> String {
 
 impl Report {
     /// The exit code of `ccci janitor`: 0 when the sweep completed, 1 when something failed
-    /// (it still went on), the signal's code when cancelled, 142 at its deadline.
+    /// (it still went on), 69 when dockerd could not be read for discovery (the infra verdict:
+    /// unreachable, erroring or too slow), the signal's code when cancelled, 142 at its deadline.
     pub fn compute_exit_code(&self, cancel_code: Option<u8>) -> u8 {
         match self.stopped {
             Some("deadline") => crate::exit::DEADLINE,
             Some(_) => cancel_code.unwrap_or(crate::exit::TERMINATED),
+            None if self.discovery.docker.infra => crate::exit::INFRA,
             None if self.failed() => crate::exit::FAILED,
             None => crate::exit::OK,
         }
@@ -186,6 +216,9 @@ impl Report {
                 other => other,
             };
             let mut why = format!("lock {}", a.lock);
+            if let Some(l) = a.lease {
+                why.push_str(&format!(", lease {}", l.as_str()));
+            }
             if let Some(pid) = a.holder_pid {
                 why.push_str(&format!(", pid {pid}"));
             }
@@ -226,4 +259,52 @@ impl Report {
 
     /// The header of [`Report::plan_rows`].
     pub const PLAN_COLUMNS: [&'static str; 4] = ["ACTION", "KIND", "NAME", "DETAIL"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            schema: 1,
+            kind: "janitor",
+            dry_run: false,
+            started: String::new(),
+            duration_ms: 0,
+            completed: true,
+            stopped: None,
+            settings: SettingsOut {
+                lock_dir: String::new(),
+                runs_dir: String::new(),
+                domain_suffix: String::new(),
+                prune_after_days: 14,
+                deadline_secs: 600,
+            },
+            discovery: DiscoveryOut::default(),
+            apps: Vec::new(),
+            lockfiles: Vec::new(),
+            run_dirs: Vec::new(),
+            stragglers: Vec::new(),
+            errors: Vec::new(),
+            exit_code: 0,
+        }
+    }
+
+    #[test]
+    fn exit_codes_stop_then_infra_then_failure() {
+        let mut r = report();
+        assert_eq!(r.compute_exit_code(None), 0);
+        r.errors.push("discovery through docker failed: dockerd did not answer".into());
+        assert_eq!(r.compute_exit_code(None), 1);
+        r.discovery.docker = SourceStatus { error: Some("timed out".into()), infra: true, ..SourceStatus::default() };
+        assert_eq!(r.compute_exit_code(None), 69);
+        r.stopped = Some("deadline");
+        assert_eq!(r.compute_exit_code(None), 142);
+        r.stopped = Some("cancelled");
+        assert_eq!(r.compute_exit_code(Some(130)), 130);
+        // The infra flag stays out of the JSON document (its schema is fixed).
+        let v = serde_json::to_value(&r.discovery.docker).unwrap();
+        assert_eq!(v.as_object().unwrap().keys().collect::<Vec<_>>(), ["error", "listed", "ok"]);
+    }
 }

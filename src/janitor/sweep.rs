@@ -7,12 +7,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::apply::{self, Sweeper};
 use super::inventory;
-use super::plan::{self, Action, Candidate, Inventory};
+use super::plan::{self, Action, Candidate, Inventory, Leases};
 use super::prune;
 use super::report::{DiscoveryOut, Report, SettingsOut};
 use super::stragglers;
 use crate::adapters::{Abra, Docker};
 use crate::config::Host;
+use crate::lease::Lease;
 use crate::lock::proc_locks::HeldLocks;
 use crate::lock::{LockDir, LockState, Look};
 use crate::names::RunAppPattern;
@@ -84,7 +85,9 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
     // must not stretch a janitor past its --deadline, nor the run-start janitor past its budget.
     let deadline_at = t0.checked_add(s.deadline).unwrap_or_else(|| crate::lifetime::instant_after(s.deadline));
     let _bound = crate::process::bound_children(deadline_at);
-    let sweeper = Sweeper { abra, docker, lock_dir: &host.lock_dir, deadline_at };
+    let lease = host.lease.as_ref().map(Lease::new);
+    let sweeper =
+        Sweeper { abra, docker, lock_dir: &host.lock_dir, deadline_at, lease: lease.as_ref(), machine: &host.machine };
 
     // Stragglers of dead runs first, prune with them: a surviving grandchild of a SIGKILLed run
     // (a hook's backgrounded deploy, a test looping on the app's domain) could recreate objects
@@ -108,7 +111,13 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
         candidates: disc.candidates.len(),
         ignored: disc.ignored.iter().cloned().collect(),
     };
-    let mut inv = Inventory { candidates: disc.candidates, ..Inventory::default() };
+    let mut inv =
+        Inventory { candidates: disc.candidates, leases: read_leases(lease.as_ref()), ..Inventory::default() };
+    if let Leases::Unknown(why) = &inv.leases
+        && !inv.candidates.is_empty()
+    {
+        report.errors.push(format!("cannot read the app leases: {why}; no leased app is reaped this sweep"));
+    }
     if host.lock_dir.is_dir() {
         match crate::lock::dir::list(&host.lock_dir, &|d| pattern.is_run_domain(d), false, held.as_ref()) {
             Ok(list) => inv.lockfiles = list.into_iter().map(|l| (l.domain, l.state)).collect(),
@@ -157,6 +166,18 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
     report
 }
 
+/// Every held lease key under the prefix, in one linearizable read (`Off` without the lease).
+fn read_leases(lease: Option<&Lease>) -> Leases {
+    let Some(lease) = lease else { return Leases::Off };
+    match lease.read_all(crate::lifetime::Deadline::after(Duration::from_secs(30))) {
+        Ok(all) => Leases::Read(all.into_iter().map(|(d, k)| (d, (k.token, k.describe()))).collect()),
+        Err(e) => {
+            tracing::warn!("janitor: {e}: no app of the shared swarm can be proved orphaned now");
+            Leases::Unknown(e.to_string())
+        }
+    }
+}
+
 /// The straggler sweep and prune.
 fn runs_phase(host: &Host, s: &Settings, sweeper: &Sweeper, held: Option<&HeldLocks>, report: &mut Report) {
     // `/proc/locks` is slow to read with many locks held (about 15 µs a line here): a real
@@ -169,6 +190,7 @@ fn runs_phase(host: &Host, s: &Settings, sweeper: &Sweeper, held: Option<&HeldLo
     }
     let inv = Inventory {
         candidates: BTreeMap::new(),
+        leases: Leases::Off,
         lockfiles: BTreeMap::new(),
         processes,
         live,
@@ -284,6 +306,24 @@ fn apply_apps_and_lockfiles(sweeper: &Sweeper, lock_dir: &Path, actions: &[Actio
             }
             Action::Unproven { candidate, reason } => {
                 tracing::warn!("janitor: {}: {reason}", candidate.app.domain);
+                match apply::entry_without_applying(a, false) {
+                    Some(e) => e,
+                    None => continue,
+                }
+            }
+            Action::LeaseHeld { candidate, token, holder } => {
+                tracing::info!(
+                    "janitor: {}: {}; leaving it",
+                    candidate.app.domain,
+                    apply::lease_held_reason(candidate, *token, holder)
+                );
+                match apply::entry_without_applying(a, false) {
+                    Some(e) => e,
+                    None => continue,
+                }
+            }
+            Action::Unprovable { candidate, reason } => {
+                tracing::warn!("janitor: {}: {reason}; leaving it", candidate.app.domain);
                 match apply::entry_without_applying(a, false) {
                     Some(e) => e,
                     None => continue,

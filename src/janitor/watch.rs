@@ -355,11 +355,14 @@ impl Watcher<'_> {
             Line { domain: Some(domain), holder_pid: pid, run_id: run_id.as_deref(), ..line("released") },
         );
         let killed = run_id.as_deref().map_or(0, |r| self.stragglers(r));
+        let lease = self.host.lease.as_ref().map(crate::lease::Lease::new);
         let sweeper = Sweeper {
             abra: self.abra,
             docker: self.docker,
             lock_dir: &self.host.lock_dir,
             deadline_at: crate::lifetime::instant_after(self.s.deadline),
+            lease: lease.as_ref(),
+            machine: &self.host.machine,
         };
         // The lockfile exists (its holder just died), and that is the proof of ownership; if
         // it is gone (the run ended cleanly and unlinked it), an unstamped candidate is left.
@@ -367,11 +370,21 @@ impl Watcher<'_> {
             app: App::new(domain, &self.host.server_dir()),
             stamp: Stamp::None,
             sources: BTreeSet::from(["watch"]),
+            lease_token: None,
         };
         let entry = sweeper.reap(&candidate);
         if entry.action == "failed" {
             tracing::warn!("watch: {domain}: the reap failed; trying again in {}", crate::clock::human(RETRY));
             self.retry.insert(domain.to_string(), crate::lifetime::instant_after(RETRY));
+        } else if let (Some(super::report::LeaseSeen::Held), Some(l)) = (entry.lease, &self.host.lease) {
+            // A dead holder's app lease outlives it by up to its TTL: look again once it lapsed
+            // (a new holder, if one took the domain meanwhile, is left alone then too).
+            let again = l.ttl + std::time::Duration::from_secs(1);
+            tracing::info!(
+                "watch: {domain}: its app lease is still held; looking again in {}",
+                crate::clock::human(again)
+            );
+            self.retry.insert(domain.to_string(), crate::lifetime::instant_after(again));
         } else {
             self.retry.remove(domain);
         }

@@ -16,6 +16,6 @@ pub use deadline::{CANCEL_TICK, Deadline, instant_after};
 
 pub use guard::{OrphanError, WatchError, arm_deadline, become_subreaper, orphan_guard, watch_pid};
 pub use state::{
-    Event, Phase, Stop, Stream, Watch, abandoned, arm_outer_bound, begin_teardown, cause, configure_deadline,
+    Event, Phase, Stop, Stream, Watch, abandoned, arm_outer_bound, begin_teardown, cancel, cause, configure_deadline,
     exit_now_hook, interrupts, phase, sleep, start_signal_thread, watch,
 };

@@ -26,6 +26,9 @@ pub enum Event {
     LockDone,
     /// dockerd's event stream: an event of the watched stack, or the stream lost.
     Engine(crate::adapters::engine::Notice),
+    /// The etcd watch of an awaited app lease key saw it deleted, or its stream ended: look at
+    /// the key again.
+    LeaseKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +193,8 @@ fn on_signal(sig: i32) {
                             name_of(sig)
                         )
                     }
+                    // Never from a signal: a lost lease comes through `cancel`.
+                    Cause::LeaseLost => {}
                 }
                 notify(&mut s);
             } else if interactive && s.interrupts >= 3 {
@@ -246,6 +251,23 @@ fn on_signal(sig: i32) {
                 }
             }
         },
+    }
+}
+
+/// Cancels the run from inside the program, exactly as the first signal would: records
+/// `cause` (when none is recorded yet), logs `why`, and wakes every waiter, which stops its
+/// child and goes to teardown. During teardown it only logs: teardown steps are guarded on
+/// their own (a lost app lease refuses them at its fence).
+pub fn cancel(cause: Cause, why: &str) {
+    let mut s = lock();
+    match s.phase {
+        Phase::Running if s.cause.is_none() => {
+            s.cause = Some(cause);
+            tracing::error!("{why}: stopping and tearing down");
+            notify(&mut s);
+        }
+        Phase::Running => tracing::warn!("{why} (already stopping)"),
+        Phase::Teardown => tracing::warn!("{why} (during teardown: its steps are fenced)"),
     }
 }
 

@@ -38,8 +38,15 @@ impl Running<'_> {
         let left = reap::leftovers(&ctx.docker, &ctx.app)?;
         if !left.is_empty() {
             tracing::warn!("clearing leftovers of {domain} from an earlier run: {}", left.join(", "));
-            reap::reap(&ctx.abra, &ctx.docker, &ctx.app)
-                .map_err(|e| format!("cannot clear leftovers of {domain}: {e}"))?;
+            // Fenced: on a shared swarm they may be a paused predecessor's, and this run must
+            // still hold the domain when it removes them.
+            reap::reap(&ctx.abra, &ctx.docker, &ctx.app, &self.lease).map_err(|e| {
+                if lifetime::cause().is_some() {
+                    StepError::Stopped
+                } else {
+                    StepError::Failed(format!("cannot clear leftovers of {domain}: {e}"))
+                }
+            })?;
             let still = reap::leftovers(&ctx.docker, &ctx.app)?;
             if !still.is_empty() {
                 return Err(StepError::Failed(format!(
@@ -95,6 +102,11 @@ impl Running<'_> {
             ("DOMAIN".to_string(), domain.clone()),
             ("STACK_NAME".to_string(), stack.clone()),
         ];
+        // The fencing token, when the domain is leased: the janitor of any host tells this
+        // run's app from a newer run's by it.
+        if let Some(token) = self.lease.token() {
+            overrides.push((ev::CCCI_LEASE_TOKEN_STAMP.to_string(), token.to_string()));
+        }
         overrides.extend(self.custom.yml.extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())));
         envfile::set(env_path, &overrides)?;
 
@@ -106,6 +118,7 @@ impl Running<'_> {
         self.gate()?;
         self.count_deploy()?;
         let baseline = ready::baseline(&ctx.docker, stack);
+        self.lease.check_running("abra app deploy")?;
         self.deployed = true;
         ctx.abra.app_deploy(domain, false).map_err(|e| self.abra_err("abra app deploy", e))?;
         let timeout = Duration::from_secs(self.custom.yml.timeouts.deploy);
@@ -135,6 +148,7 @@ impl Running<'_> {
     /// already exist; a failure that only says so is not fatal either: the deploy itself
     /// checks that every declared secret exists.
     pub(super) fn generate_secrets(&self) -> Result<(), StepError> {
+        self.lease.check_running("abra app secret generate")?;
         match self.ctx.abra.secret_generate(&self.ctx.app.domain) {
             Ok(()) => Ok(()),
             Err(crate::adapters::AbraError::Failed(msg)) if msg.contains("already exists") => {
@@ -212,7 +226,7 @@ impl Running<'_> {
             .as_deref()
             .and_then(|f| untrusted::read_to_string(&self.fetched.dir, Path::new(f)).ok())
             .and_then(|text| compose_version(&text));
-        let overlay = stamp_overlay(&rendered, version, &self.ctx.cfg.host.lock_dir)?;
+        let overlay = stamp_overlay(&rendered, version, &self.ctx.cfg.host.lock_dir, self.lease.token())?;
         untrusted::replace_file(&self.fetched.dir, Path::new(STAMP_OVERLAY), overlay.as_bytes(), 0o644)
             .map_err(|e| format!("cannot write {STAMP_OVERLAY} into the recipe tree: {e}"))?;
         envfile::add_compose_file(&self.ctx.app.env_path, STAMP_OVERLAY)?;
@@ -343,6 +357,12 @@ impl Running<'_> {
                 Ok(d)
             }
             Err(NotReady::Failed(reason)) => Err(StepError::Failed(format!("not ready: {reason}"))),
+            // dockerd could not be read: the stage fails, and the run's verdict is infra (69).
+            Err(NotReady::Infra(reason)) => {
+                tracing::error!("readiness could not be judged: {reason}");
+                self.infra.borrow_mut().get_or_insert_with(|| reason.clone());
+                Err(StepError::Failed(format!("readiness could not be judged: {reason}")))
+            }
             Err(NotReady::Stopped(Stop::Cancelled(_))) => Err(StepError::Stopped),
             Err(NotReady::Stopped(s)) => Err(StepError::Failed(format!("readiness wait stopped: {s:?}"))),
         }
@@ -377,8 +397,15 @@ pub(super) const STAMP_OVERLAY: &str = "compose.ccci-stamp.yml";
 
 /// The stamp overlay for a rendered configuration: the `ccci.lock-dir` label on every service
 /// (`deploy.labels`) and every volume the stack creates, so the janitor can tell ccci's apps —
-/// and the lock dir that guards them — from docker's view alone.
-fn stamp_overlay(rendered: &str, version: Option<serde_yaml_ng::Value>, lock_dir: &Path) -> Result<String, StepError> {
+/// and the lock dir that guards them — from docker's view alone; with the app lease, also the
+/// run's fencing token (`ccci.lease-token`), so the janitor of any host sharing the swarm can
+/// tell whose run deployed it.
+fn stamp_overlay(
+    rendered: &str,
+    version: Option<serde_yaml_ng::Value>,
+    lock_dir: &Path,
+    token: Option<u64>,
+) -> Result<String, StepError> {
     use serde_yaml_ng::{Mapping, Value};
     let doc: Value = serde_yaml_ng::from_str(rendered)
         .map_err(|e| StepError::Failed(format!("the rendered compose config cannot be read: {e}")))?;
@@ -386,6 +413,9 @@ fn stamp_overlay(rendered: &str, version: Option<serde_yaml_ng::Value>, lock_dir
     let stamp = Value::String(lock_dir.display().to_string().replace('$', "$$"));
     let label = |m: &mut Mapping| {
         m.insert(Value::String(crate::adapters::docker::STAMP_LABEL.into()), stamp.clone());
+        if let Some(t) = token {
+            m.insert(Value::String(crate::lease::TOKEN_LABEL.into()), Value::String(t.to_string()));
+        }
     };
     let mut services = Mapping::new();
     for (name, _) in doc.get("services").and_then(Value::as_mapping).into_iter().flatten() {
@@ -435,19 +465,24 @@ mod tests {
     #[test]
     fn the_stamp_overlay_labels_every_service_and_own_volume() {
         let rendered = "version: \"3.13\"\nservices:\n  app:\n    image: x\n  db:\n    image: y\nvolumes:\n  data: {}\n  shared:\n    external: true\n";
-        let text = stamp_overlay(rendered, Some(Value::String("3.8".into())), Path::new("/run/ccci$x")).unwrap();
+        let text = stamp_overlay(rendered, Some(Value::String("3.8".into())), Path::new("/run/ccci$x"), None).unwrap();
         let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(doc["version"], "3.8", "the recipe's version, not the renderer's: {text}");
         for svc in ["app", "db"] {
             assert_eq!(doc["services"][svc]["deploy"]["labels"]["ccci.lock-dir"], "/run/ccci$$x", "{text}");
             assert!(doc["services"][svc].get("image").is_none(), "only the label: {text}");
+            assert!(doc["services"][svc]["deploy"]["labels"].get("ccci.lease-token").is_none(), "no lease: {text}");
         }
         assert_eq!(doc["volumes"]["data"]["labels"]["ccci.lock-dir"], "/run/ccci$$x");
         assert!(doc["volumes"].get("shared").is_none(), "an external volume is not the app's: {text}");
-        let bare = stamp_overlay("services:\n  app: {}\n", None, Path::new("/l")).unwrap();
+        let leased = stamp_overlay(rendered, None, Path::new("/l"), Some(42)).unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&leased).unwrap();
+        assert_eq!(doc["services"]["app"]["deploy"]["labels"]["ccci.lease-token"], "42", "{leased}");
+        assert_eq!(doc["volumes"]["data"]["labels"]["ccci.lease-token"], "42", "{leased}");
+        let bare = stamp_overlay("services:\n  app: {}\n", None, Path::new("/l"), None).unwrap();
         let doc: Value = serde_yaml_ng::from_str(&bare).unwrap();
         assert!(doc.get("version").is_none() && doc.get("volumes").is_none(), "{bare}");
-        assert!(stamp_overlay("services: [", None, Path::new("/l")).is_err());
+        assert!(stamp_overlay("services: [", None, Path::new("/l"), None).is_err());
     }
 
     #[test]

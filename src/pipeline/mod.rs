@@ -7,6 +7,7 @@ pub mod customization;
 mod deploy;
 mod diagnostics;
 pub mod envfile;
+mod fence;
 pub mod fetch;
 pub mod lint;
 pub mod ready;
@@ -24,6 +25,7 @@ use crate::adapters::{Abra, Docker};
 use crate::app::App;
 use crate::config;
 use crate::exit::Cause;
+use crate::lease::AcquireError;
 use crate::lifetime;
 use crate::lock::{self, HolderInfo, LockError, LockGuard};
 use crate::report::{StageResult, Teardown, TeardownResult};
@@ -42,6 +44,8 @@ pub struct Ctx {
     /// The run app: domain, stack and `.env`.
     pub app: App,
     pub lock_path: PathBuf,
+    /// The cross-host app lease's client, when the host uses one (`CCCI_LEASE_ENDPOINTS`).
+    pub lease: Option<crate::lease::Lease>,
     pub started: std::time::SystemTime,
 }
 
@@ -114,6 +118,7 @@ impl RunState {
 fn cancel_reason(cause: Cause) -> String {
     match cause {
         Cause::Deadline => "deadline reached".to_string(),
+        Cause::LeaseLost => "stopped: the app lease was lost".to_string(),
         other => format!("cancelled ({})", format!("{other:?}").to_uppercase()),
     }
 }
@@ -211,6 +216,7 @@ pub fn run(ctx: &Ctx) -> RunState {
     }
 
     banner("deploy");
+    let t_lock = Instant::now();
     let lock = match acquire_lock(ctx) {
         Ok(l) => l,
         Err(LockError::Timeout { .. }) | Err(LockError::Cancelled { .. }) if lifetime::cause().is_none() => {
@@ -237,9 +243,36 @@ pub fn run(ctx: &Ctx) -> RunState {
         }
     };
 
+    // The cross-host lease, after the local lock (local contenders never reach etcd) and
+    // before anything is created.
+    let lease = match fence::acquire(ctx, t_lock.elapsed()) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            // Nothing of this run exists: the local lockfile goes with the lock.
+            if let Err(e) = lock.unlink() {
+                tracing::debug!("cannot unlink the app lock {}: {e}", lock.path().display());
+            }
+            let reason = e.to_string();
+            match e {
+                AcquireError::Timeout { .. } => st.lock_timeout = true,
+                AcquireError::Cancelled { .. } => {}
+                AcquireError::Unavailable { .. } | AcquireError::Failed { .. } => st.infra = Some(reason.clone()),
+            }
+            let reason = match lifetime::cause() {
+                Some(c) => format!("{} while waiting for the app lease", cancel_reason(c)),
+                None => reason,
+            };
+            st.rest(&requested, unver, &reason);
+            st.teardown = skipped_teardown();
+            return st;
+        }
+    };
+
     let mut running = Running {
         ctx,
         st,
+        lease,
         custom,
         fetched,
         deployed: false,
@@ -249,17 +282,19 @@ pub fn run(ctx: &Ctx) -> RunState {
         base_error: None,
         rendered: None,
         first_compose: None,
+        infra: Default::default(),
     };
     running.run_stages(&requested);
     let rendered = running.rendered.clone();
     let deployed = running.deployed;
-    let mut st = running.finish_stages(&requested);
+    let (mut st, lease) = running.finish_stages(&requested);
     if deployed && (lifetime::cause().is_some() || st.results.values().any(|r| r.status == crate::report::Status::Fail))
     {
         save_diagnostics(ctx, &mut st, rendered.as_deref());
     }
     banner("teardown");
-    st.teardown = teardown::teardown(ctx, lock);
+    st.teardown = teardown::teardown(ctx, lock, &lease);
+    lease.release();
     st
 }
 
@@ -326,6 +361,8 @@ pub fn banner(what: &str) {
 pub(crate) struct Running<'a> {
     ctx: &'a Ctx,
     st: RunState,
+    /// The cross-host app lease: every mutating step passes its fence first.
+    lease: fence::RunLease,
     custom: Customization,
     fetched: Fetched,
     deployed: bool,
@@ -338,6 +375,9 @@ pub(crate) struct Running<'a> {
     rendered: Option<String>,
     /// The first file of the last gated `COMPOSE_FILE` (the stamp overlay copies its `version`).
     first_compose: Option<String>,
+    /// Why dockerd could not be read during a readiness wait (set where `wait_ready` handles it,
+    /// which borrows `self` shared); becomes `RunState.infra`.
+    infra: std::cell::RefCell<Option<String>>,
 }
 
 impl Running<'_> {
@@ -352,13 +392,16 @@ impl Running<'_> {
         self.st.results.insert(r.stage, r);
     }
 
-    fn finish_stages(mut self, requested: &[Stage]) -> RunState {
+    fn finish_stages(mut self, requested: &[Stage]) -> (RunState, fence::RunLease) {
+        if let Some(why) = self.infra.take() {
+            self.st.infra.get_or_insert(why);
+        }
         if let Some(c) = lifetime::cause() {
             self.st.rest(requested, crate::report::Status::Unver, &cancel_reason(c));
         }
         if self.deployed {
             self.st.version = self.deployed_version();
         }
-        self.st
+        (self.st, self.lease)
     }
 }

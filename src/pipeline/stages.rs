@@ -148,6 +148,7 @@ impl Running<'_> {
             self.generate_secrets()?;
             self.gate()?;
             let baseline = ready::baseline(&self.ctx.docker, &self.ctx.app.stack);
+            self.lease.check_running("abra app deploy -f")?;
             self.ctx.abra.app_deploy(&self.ctx.cfg.domain, true).map_err(|e| self.abra_err("abra app deploy -f", e))?;
             self.wait_ready(baseline, true, Duration::from_secs(self.custom.yml.timeouts.deploy))?;
             self.check_chaos_version(&head)?;
@@ -207,6 +208,7 @@ impl Running<'_> {
     fn backupbot_call(&self, call: &Call, file: &str) -> Result<crate::process::Output, StepError> {
         let abra = &self.ctx.abra;
         let what = format!("abra {}", call.what());
+        self.lease.check_running(&what)?;
         let out = abra.execute(abra.command(call).tee()).map_err(|e| self.abra_err(&what, e))?;
         let path = self.ctx.ws.run_dir.join(file);
         if let Err(e) = std::fs::write(&path, crate::mask::mask(&out.stdout)) {

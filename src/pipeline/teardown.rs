@@ -1,8 +1,11 @@
-//! Teardown (§7.7): always, bounded by the budget, and only while holding the app lock.
+//! Teardown (§7.7): always, bounded by the budget, and only while holding the app lock — and,
+//! on a shared swarm, only while the app lease's fence says the domain is still this run's:
+//! each of `undeploy`, `remove` and the docker routine is fenced right before it runs.
 
 use std::time::{Duration, Instant};
 
 use super::Ctx;
+use super::fence::{RunLease, TeardownFence};
 use crate::app::reap;
 use crate::lifetime;
 use crate::lock::LockGuard;
@@ -28,23 +31,31 @@ fn abandoned(ctx: &Ctx, started: Instant) -> Option<Teardown> {
 
 /// `abra app undeploy` → `abra app remove` → verify nothing of the stack and no `.env` remains;
 /// residue is reported and the janitor's docker routine tried once on it.
-pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
+pub(super) fn teardown(ctx: &Ctx, lock: LockGuard, lease: &RunLease) -> Teardown {
     lifetime::begin_teardown();
     crate::process::env::set_stage("teardown");
     let started = Instant::now();
     let (domain, stack, env_path) = (&ctx.app.domain, &ctx.app.stack, &ctx.app.env_path);
 
-    let deployed = ctx.docker.residue(stack).map(|r| !r.services.is_empty()).unwrap_or(true);
-    if deployed && let Err(e) = ctx.abra.app_undeploy(domain) {
-        tracing::warn!("teardown: abra app undeploy: {e}");
+    let deployed = ctx.docker.residue(stack, reap::read_until()).map(|r| !r.services.is_empty()).unwrap_or(true);
+    if deployed {
+        if let Err(why) = lease.check_teardown("abra app undeploy") {
+            return fenced(ctx, started, &why);
+        }
+        if let Err(e) = ctx.abra.app_undeploy(domain) {
+            tracing::warn!("teardown: abra app undeploy: {e}");
+        }
     }
     if let Some(t) = abandoned(ctx, started) {
         return t;
     }
-    if env_path.exists()
-        && let Err(e) = ctx.abra.app_remove(domain)
-    {
-        tracing::warn!("teardown: abra app remove: {e}");
+    if env_path.exists() {
+        if let Err(why) = lease.check_teardown("abra app remove") {
+            return fenced(ctx, started, &why);
+        }
+        if let Err(e) = ctx.abra.app_remove(domain) {
+            tracing::warn!("teardown: abra app remove: {e}");
+        }
     }
     if let Some(t) = abandoned(ctx, started) {
         return t;
@@ -56,7 +67,7 @@ pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
     }
     if !left.is_empty() {
         tracing::warn!("teardown: residue of {domain}: {}; trying the janitor's docker routine", left.join(", "));
-        if let Err(e) = reap::docker_reap(&ctx.docker, &ctx.app) {
+        if let Err(e) = reap::docker_reap(&ctx.docker, &ctx.app, &TeardownFence(lease)) {
             tracing::warn!("teardown: docker removal: {e}");
         }
         if let Some(t) = abandoned(ctx, started) {
@@ -85,18 +96,38 @@ pub(super) fn teardown(ctx: &Ctx, lock: LockGuard) -> Teardown {
     }
 }
 
+/// The fence refused a teardown step (or could not prove it safe): the app is not touched —
+/// it may already be another run's — and is left to the janitor, which reaps it under a lease
+/// of its own once nobody holds the domain.
+fn fenced(ctx: &Ctx, started: Instant, why: &str) -> Teardown {
+    tracing::error!(
+        "teardown abandoned: {why}; nothing of {} was touched — the janitor reaps it once no run holds its lease",
+        ctx.cfg.domain
+    );
+    Teardown {
+        result: TeardownResult::Abandoned,
+        residue: Vec::new(),
+        reason: Some(format!("the app lease fence refused teardown: {why}")),
+        ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// What is left of the app, looked at again on each of the stack's removal events (and every
+/// couple of seconds) until nothing is, `within` passes, or the teardown is abandoned. A failed
+/// read is residue of an unknown kind (dockerd could not say), retried until the end.
 fn verify(ctx: &Ctx, within: Duration) -> Vec<String> {
-    let end = crate::lifetime::instant_after(within);
-    loop {
-        let left = match reap::leftovers(&ctx.docker, &ctx.app) {
+    let abandoned = |_: &lifetime::Watch| lifetime::abandoned();
+    let end = reap::until_gone(&ctx.docker, &ctx.app.stack, within, &abandoned, |until| {
+        let left = match reap::leftovers_within(&ctx.docker, &ctx.app, until) {
             Ok(l) => l,
             Err(e) => vec![format!("unknown (docker failed: {e})")],
         };
-        if left.is_empty() || Instant::now() >= end || lifetime::abandoned() {
-            return left;
-        }
-        if lifetime::sleep(Duration::from_millis(500)).is_some() && lifetime::abandoned() {
-            return left;
+        (left.is_empty(), left)
+    });
+    match end {
+        reap::GoneEnd::Done(left) | reap::GoneEnd::TimedOut(left) => left,
+        reap::GoneEnd::Stopped(left) => {
+            left.unwrap_or_else(|| vec!["unknown (teardown abandoned before a look)".into()])
         }
     }
 }

@@ -55,7 +55,8 @@ static TIMING: Mutex<Timing> =
 /// The instant every child must have ended by, while a [`ChildBound`] is alive.
 static CHILD_BOUND: Mutex<Option<Instant>> = Mutex::new(None);
 
-fn child_bound() -> Option<Instant> {
+/// The bound [`bound_children`] set, if any: reads of dockerd that spawn nothing honour it too.
+pub fn child_bound() -> Option<Instant> {
     *CHILD_BOUND.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -581,7 +582,7 @@ impl Sink<'_> {
                 }
             }
             Event::Eof(_) => self.eofs += 1,
-            Event::Wake | Event::Exited | Event::LockDone | Event::Engine(_) => {}
+            Event::Wake | Event::Exited | Event::LockDone | Event::Engine(_) | Event::LeaseKey => {}
         }
     }
 

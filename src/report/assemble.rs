@@ -70,6 +70,9 @@ impl Results {
 fn cause_text(cause: Cause) -> String {
     match cause {
         Cause::Deadline => "the run's deadline passed".to_string(),
+        Cause::LeaseLost => {
+            "CI lost the app lease (etcd) mid-run: the run stopped so another host's run is never disturbed".to_string()
+        }
         other => format!("cancelled by SIG{}", format!("{other:?}").to_uppercase()),
     }
 }

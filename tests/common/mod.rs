@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use ccci::env_vars::Role;
 use ccci::process::procfs;
 
+pub mod etcd;
+pub mod netns;
 mod watcher;
 pub use watcher::Watcher;
 
@@ -488,7 +490,14 @@ pub struct LineWatch {
 
 impl LineWatch {
     pub fn stderr_of(child: &mut Child) -> LineWatch {
-        let mut err = child.stderr.take().unwrap();
+        LineWatch::of(child.stderr.take().unwrap())
+    }
+
+    pub fn stdout_of(child: &mut Child) -> LineWatch {
+        LineWatch::of(child.stdout.take().unwrap())
+    }
+
+    pub fn of(mut err: impl Read + Send + 'static) -> LineWatch {
         let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let l2 = lines.clone();
         std::thread::spawn(move || {

@@ -15,6 +15,10 @@
 //!
 //! Swarm tasks emit no events of their own: a task's progress shows as its container's events,
 //! and a task that never gets a container (rejected, pending) shows only on the backstop poll.
+//! A task's state also trails its container's events: a task whose container has a healthcheck
+//! stays `starting` until the container is healthy, and swarm records it `running` a few
+//! milliseconds *after* the `health_status: healthy` event — so the look that event triggers
+//! can come too early, and a waiter looks again shortly after (the readiness wait's follow-ups).
 //!
 //! Filters, as dockerd 20.10 applies them: keys are AND-ed, values of a key OR-ed. `label=` is
 //! matched against every event's attributes, so it would drop service, volume, secret and config

@@ -23,15 +23,20 @@ pub enum Host {
 impl Host {
     /// Reads `DOCKER_HOST` (and refuses `DOCKER_TLS_VERIFY`, which this client cannot honour).
     pub fn from_env() -> Result<Host, EngineError> {
-        let tls = std::env::var("DOCKER_TLS_VERIFY").ok().filter(|v| !v.is_empty());
-        if tls.is_some() {
-            let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+        let host = std::env::var("DOCKER_HOST").ok();
+        let tls = std::env::var("DOCKER_TLS_VERIFY").ok();
+        Host::from_vars(host.as_deref(), tls.as_deref())
+    }
+
+    /// [`Host::from_env`] on given values of `DOCKER_HOST` and `DOCKER_TLS_VERIFY`.
+    pub fn from_vars(docker_host: Option<&str>, tls_verify: Option<&str>) -> Result<Host, EngineError> {
+        if tls_verify.is_some_and(|v| !v.is_empty()) {
             return Err(EngineError::Config {
-                host,
+                host: docker_host.unwrap_or("").to_string(),
                 why: "DOCKER_TLS_VERIFY is set, but ccci reads dockerd over a unix socket or plain tcp only".into(),
             });
         }
-        Host::parse(std::env::var("DOCKER_HOST").ok().as_deref())
+        Host::parse(docker_host)
     }
 
     /// Parses a `DOCKER_HOST` value; unset or empty means the default unix socket.

@@ -21,6 +21,8 @@ mod error;
 pub mod events;
 mod filters;
 mod host;
+mod stack;
+mod wake;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -45,6 +47,8 @@ pub use error::EngineError;
 pub use events::{EngineEvent, EventFilter, Kind, Notice, Subscription};
 pub use filters::{Filters, NS_LABEL, Scope, endpoint};
 pub use host::{DEFAULT_SOCKET, Host};
+pub use stack::{Namespaces, StackLook};
+pub use wake::{StackWake, Wake};
 
 use crate::adapters::docker::Residue;
 
@@ -166,9 +170,7 @@ impl Engine {
         if service_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let f = service_ids.iter().fold(Filters::new(), |f, id| f.with("service", id));
-        let ep = endpoint("/tasks", &[], &f);
-        self.call(ep, until, |d| async move { d.list_tasks(Some(ListTasksOptions { filters: f.to_map() })).await })
+        self.block_on(self.tasks_fut(service_ids, until))
     }
 
     /// `GET /tasks/{id}`; `None` when it is gone.
@@ -251,6 +253,16 @@ impl Engine {
     /// service, stdout and stderr, at most `tail.max_bytes` of messages. A deadline that passes
     /// after some lines came returns those lines, marked truncated.
     pub fn service_logs(&self, id: &str, tail: LogTail, until: Deadline<'_>) -> Result<Logs, EngineError> {
+        // Once more on a new connection when the pooled one was found closed (see `request`).
+        match self.service_logs_once(id, tail, until) {
+            Err(EngineError::Broken { .. }) if !until.expired() && until.stopped().is_none() => {
+                self.service_logs_once(id, tail, until)
+            }
+            r => r,
+        }
+    }
+
+    fn service_logs_once(&self, id: &str, tail: LogTail, until: Deadline<'_>) -> Result<Logs, EngineError> {
         let query = [("stdout", "true".to_string()), ("stderr", "true".into()), ("timestamps", "true".into())];
         let mut query = query.to_vec();
         query.push(("tail", tail.lines.to_string()));
@@ -299,8 +311,9 @@ impl Engine {
     }
 
     /// Names of everything of the stack that still exists: six label queries plus secrets and
-    /// configs by the `<stack>_` prefix (abra's secrets carry no label), all concurrent under
-    /// one deadline. The same [`Residue`] the CLI adapter returns.
+    /// configs by the `<stack>_` prefix (abra's secrets carry no label; one labelled for another
+    /// stack is never taken for this one's), all concurrent under one deadline. The same
+    /// [`Residue`] the CLI adapter returns.
     pub fn residue(&self, stack: &str, until: Deadline<'_>) -> Result<Residue, EngineError> {
         let label = Scope::Stack(stack).filters();
         let prefix = format!("{stack}_");
@@ -325,6 +338,7 @@ impl Engine {
                     .secrets_fut(named.clone(), until)
                     .await?
                     .iter()
+                    .filter(|s| unlabelled_or(s.spec.as_ref().and_then(|s| s.labels.as_ref()), stack))
                     .map(|s| secret_name(s).to_string())
                     .filter(|n| n.starts_with(&prefix))
                     .collect())
@@ -337,6 +351,7 @@ impl Engine {
                     .configs_fut(named.clone(), until)
                     .await?
                     .iter()
+                    .filter(|c| unlabelled_or(c.spec.as_ref().and_then(|s| s.labels.as_ref()), stack))
                     .map(|c| config_name(c).to_string())
                     .filter(|n| n.starts_with(&prefix))
                     .collect())
@@ -423,14 +438,24 @@ impl Engine {
 
     async fn services_fut(&self, f: Filters, until: Deadline<'_>) -> Result<Vec<Service>, EngineError> {
         let ep = endpoint("/services", &[], &f);
+        let f = &f;
         self.request(ep, until, |d| async move {
             d.list_services(Some(ListServicesOptions { filters: f.to_map(), status: None })).await
         })
         .await
     }
 
+    async fn tasks_fut(&self, service_ids: &[String], until: Deadline<'_>) -> Result<Vec<Task>, EngineError> {
+        let f = service_ids.iter().fold(Filters::new(), |f, id| f.with("service", id));
+        let ep = endpoint("/tasks", &[], &f);
+        let f = &f;
+        self.request(ep, until, |d| async move { d.list_tasks(Some(ListTasksOptions { filters: f.to_map() })).await })
+            .await
+    }
+
     async fn containers_fut(&self, f: Filters, until: Deadline<'_>) -> Result<Vec<ContainerSummary>, EngineError> {
         let ep = endpoint("/containers/json", &[("all", "true".into())], &f);
+        let f = &f;
         self.request(ep, until, |d| async move {
             d.list_containers(Some(ListContainersOptions { all: true, filters: f.to_map(), ..Default::default() }))
                 .await
@@ -440,6 +465,7 @@ impl Engine {
 
     async fn volumes_fut(&self, f: Filters, until: Deadline<'_>) -> Result<Vec<Volume>, EngineError> {
         let ep = endpoint("/volumes", &[], &f);
+        let f = &f;
         let r =
             self.request(ep, until, |d| async move {
                 d.list_volumes(Some(ListVolumesOptions { filters: f.to_map() })).await
@@ -450,6 +476,7 @@ impl Engine {
 
     async fn networks_fut(&self, f: Filters, until: Deadline<'_>) -> Result<Vec<Network>, EngineError> {
         let ep = endpoint("/networks", &[], &f);
+        let f = &f;
         self.request(
             ep,
             until,
@@ -460,6 +487,7 @@ impl Engine {
 
     async fn secrets_fut(&self, f: Filters, until: Deadline<'_>) -> Result<Vec<Secret>, EngineError> {
         let ep = endpoint("/secrets", &[], &f);
+        let f = &f;
         self.request(
             ep,
             until,
@@ -470,6 +498,7 @@ impl Engine {
 
     async fn configs_fut(&self, f: Filters, until: Deadline<'_>) -> Result<Vec<Config>, EngineError> {
         let ep = endpoint("/configs", &[], &f);
+        let f = &f;
         self.request(
             ep,
             until,
@@ -513,21 +542,28 @@ impl Engine {
 
     fn call<T, F, Fut>(&self, ep: String, until: Deadline<'_>, f: F) -> Result<T, EngineError>
     where
-        F: FnOnce(bollard::Docker) -> Fut,
+        F: Fn(bollard::Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
         self.block_on(self.request(ep, until, f))
     }
 
     /// One request: connect (and negotiate, the first time), then wait for the answer until the
-    /// deadline or a cancel.
+    /// deadline or a cancel. Every request is a read (idempotent): one that finds its pooled
+    /// connection closed while it sat idle (dockerd restarted, a proxy cut it — nothing runs
+    /// between calls to notice) is sent once more, on a new connection.
     async fn request<T, F, Fut>(&self, ep: String, until: Deadline<'_>, f: F) -> Result<T, EngineError>
     where
-        F: FnOnce(bollard::Docker) -> Fut,
+        F: Fn(bollard::Docker) -> Fut,
         Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
         let d = self.client(until).await?;
-        self.drive(&ep, until, f(d)).await
+        match self.drive(&ep, until, f(d.clone())).await {
+            Err(EngineError::Broken { .. }) if !until.expired() && until.stopped().is_none() => {
+                self.drive(&ep, until, f(d)).await
+            }
+            r => r,
+        }
     }
 
     /// The connected client, negotiating the API version on first use: bollard speaks the newest
@@ -594,12 +630,52 @@ fn new_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
-/// A bollard client for `host` speaking `version`. No I/O: bollard only checks that a unix
-/// socket file exists.
+/// A bollard client for `host` speaking `version`, on a keep-alive connection pool. No I/O: only
+/// a check that a unix socket file exists.
+///
+/// bollard's own `connect_with_unix`/`connect_with_http` build a hyper client with
+/// `pool_max_idle_per_host(0)`: a new connection for every request, which costs dockerd a
+/// connection and this process about 0.15 ms of CPU per request (measured: 0.65 ms per
+/// readiness look of three requests on fresh connections). The same hyper client with its
+/// default pool reuses one idle connection per request in flight; hyper retries a request
+/// whose pooled connection turns out closed before it was sent (dockerd restarted). Idle
+/// connections live until the `Engine` is dropped (nothing runs between calls to close them).
 fn connect(host: &Host, version: &bollard::ClientVersion) -> Result<bollard::Docker, bollard::errors::Error> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
     match host {
-        Host::Unix(p) => bollard::Docker::connect_with_unix(&p.to_string_lossy(), CLIENT_TIMEOUT_SECS, version),
-        Host::Tcp(addr) => bollard::Docker::connect_with_http(&format!("tcp://{addr}"), CLIENT_TIMEOUT_SECS, version),
+        Host::Unix(p) => {
+            if !p.exists() {
+                return Err(bollard::errors::Error::SocketNotFoundError(p.to_string_lossy().into_owned()));
+            }
+            let client = std::sync::Arc::new(Client::builder(TokioExecutor::new()).build(hyperlocal::UnixConnector));
+            let transport = move |req: bollard::BollardRequest| {
+                let client = client.clone();
+                async move { client.request(req).await.map_err(bollard::errors::Error::from) }
+            };
+            // hyperlocal's URIs carry the socket path hex-encoded as the host.
+            let hex: String = p.as_os_str().as_encoded_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            bollard::Docker::connect_with_custom_transport(
+                transport,
+                Some(format!("unix://{hex}")),
+                CLIENT_TIMEOUT_SECS,
+                version,
+            )
+        }
+        Host::Tcp(addr) => {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            let client = std::sync::Arc::new(Client::builder(TokioExecutor::new()).build(connector));
+            let transport = move |req: bollard::BollardRequest| {
+                let client = client.clone();
+                async move { client.request(req).await.map_err(bollard::errors::Error::from) }
+            };
+            bollard::Docker::connect_with_custom_transport(
+                transport,
+                Some(format!("http://{addr}")),
+                CLIENT_TIMEOUT_SECS,
+                version,
+            )
+        }
     }
 }
 
@@ -628,6 +704,15 @@ pub fn secret_name(s: &Secret) -> &str {
 
 pub fn config_name(c: &Config) -> &str {
     c.spec.as_ref().and_then(|s| s.name.as_deref()).unwrap_or("")
+}
+
+/// Whether an object found by name belongs to `stack`: it carries no namespace label (abra's
+/// secrets), or this stack's.
+fn unlabelled_or(labels: Option<&std::collections::HashMap<String, String>>, stack: &str) -> bool {
+    match labels.and_then(|l| l.get(NS_LABEL)).filter(|v| !v.is_empty()) {
+        Some(ns) => ns == stack,
+        None => true,
+    }
 }
 
 fn node_eligible(n: &Node) -> bool {
