@@ -24,6 +24,22 @@ pub fn dep_domain(app_domain: &str, n: usize) -> String {
     }
 }
 
+/// The run app a dependency app's domain names as its owner, from the domain alone (for a
+/// domain already known to be a run app; [`RunAppPattern::owner_of`] checks the suffix too).
+pub fn owner_of_dep(domain: &str) -> Option<String> {
+    let (label, suffix) = domain.split_once('.')?;
+    let (owner, n) = label.rsplit_once("-d")?;
+    let ok = n.len() == 1
+        && matches!(n.as_bytes()[0], b'1'..=b'9')
+        && owner.split_once('-').is_some_and(|(p, h)| {
+            (1..=4).contains(&p.len())
+                && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && h.len() == 6
+                && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+    ok.then(|| format!("{owner}.{suffix}"))
+}
+
 /// abra's rule: the stack name is the domain with every `.` replaced by `_`.
 pub fn stack_name(domain: &str) -> String {
     domain.replace('.', "_")
@@ -205,6 +221,8 @@ mod tests {
         assert!(p.is_run_domain(&dep));
         assert_eq!(p.owner_of(&dep).as_deref(), Some(app));
         assert_eq!(p.owner_of(app), None, "a run app has no owner");
+        assert_eq!(owner_of_dep(&dep).as_deref(), Some(app));
+        assert_eq!(owner_of_dep(app), None);
         assert_eq!(p.domain_for_stack(&stack_name(&dep)).as_deref(), Some(dep.as_str()));
         assert_eq!(
             p.stack_of_object("ssoa-0a1b2c-d8_ci_commoninternet_net_client_secret_v1").as_deref(),
@@ -216,7 +234,7 @@ mod tests {
             "ssoa-0a1b2c-x1.ci.commoninternet.net",
             "ssoa-0a1b2c-d1-d1.ci.commoninternet.net",
         ] {
-            assert!(!p.is_run_domain(not) && p.owner_of(not).is_none(), "{not}");
+            assert!(!p.is_run_domain(not) && p.owner_of(not).is_none() && owner_of_dep(not).is_none(), "{not}");
         }
     }
 

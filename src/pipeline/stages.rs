@@ -34,6 +34,15 @@ impl From<StepError> for Out {
 impl Running<'_> {
     pub(super) fn run_stages(&mut self, requested: &[Stage]) {
         let Some(&first) = requested.first() else { return };
+        // The dependencies first: the app under test may need them to become ready at all.
+        if let Err((name, e)) = self.deploy_deps() {
+            if let StepError::Failed(why) = e {
+                let reason = format!("dependency {name}: {why}");
+                self.record(StageResult::new(first, Status::Fail, 0, Some(reason)));
+                self.st.rest(requested, Status::Unver, &format!("dependency {name} did not come up"));
+            }
+            return;
+        }
         let t = Instant::now();
         let deploy = self.deploy();
         let deploy_ms = t.elapsed().as_millis() as u64;
@@ -138,8 +147,7 @@ impl Running<'_> {
         let mut step = || -> Result<(), StepError> {
             self.hook("pre_upgrade")?;
             self.fresh_tree(&head)?;
-            let extra: Vec<(String, String)> =
-                self.custom.yml.upgrade_extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())).collect();
+            let extra = self.rendered_env(&self.custom.yml.upgrade_extra_env, "upgrade_extra_env")?;
             if !extra.is_empty() {
                 super::envfile::set(&self.ctx.app.env_path, &extra)?;
             }
