@@ -9,6 +9,7 @@
 mod common;
 
 mod contract;
+mod deps_swarm;
 mod engine;
 mod engine_reads;
 mod fetch;

@@ -15,6 +15,9 @@ use crate::process::{Cmd, Stopped, env as child_env};
 use crate::report::{StageResult, Status, TestResult};
 use crate::stage::Stage;
 
+/// The exit status of a custom test that skipped itself.
+const SKIP_CODE: i32 = 77;
+
 enum Out {
     Pass,
     Fail(String),
@@ -345,6 +348,11 @@ impl Running<'_> {
                 }
                 Some(s) => (Status::Fail, Some(s.to_string())),
                 None if out.success() => (Status::Pass, None),
+                // 77: the test could not run here (a dependency it needs is not up, a tool it
+                // needs is missing) — automake's skip code. Its last line says why.
+                None if out.code == Some(SKIP_CODE) => {
+                    (Status::Skip, Some(out.last_error_line().unwrap_or("skipped (exit 77)").to_string()))
+                }
                 None => (Status::Fail, Some(out.describe())),
             };
             tracing::info!("test {name}: {} {}", status.as_str(), reason.as_deref().unwrap_or(""));
@@ -353,7 +361,20 @@ impl Running<'_> {
             }
             results.push(TestResult { name, status, ms, reason });
         }
-        if failed.is_empty() { Out::Pass } else { Out::Fail(format!("failed: {}", failed.join(", "))) }
+        if !failed.is_empty() {
+            return Out::Fail(format!("failed: {}", failed.join(", ")));
+        }
+        // A skipped test proves nothing: the stage is an unintentional skip, never green (the
+        // predecessor's F2-11: a run whose every test skipped for want of a dependency passed).
+        let skipped: Vec<&str> = results.iter().filter(|t| t.status == Status::Skip).map(|t| t.name.as_str()).collect();
+        if skipped.is_empty() {
+            Out::Pass
+        } else {
+            Out::Skip {
+                intentional: false,
+                reason: format!("{} of {} tests skipped: {}", skipped.len(), results.len(), skipped.join(", ")),
+            }
+        }
     }
 }
 

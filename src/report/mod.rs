@@ -58,10 +58,11 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TestResult {
     pub name: String,
-    /// `pass` or `fail`.
+    /// `pass`, `fail`, or `skip` (it exited 77: it could not run; the stage is then an
+    /// unintentional skip).
     pub status: Status,
     pub ms: u64,
-    /// Why it failed; absent when it passed.
+    /// Why it failed or skipped; absent when it passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
