@@ -249,8 +249,7 @@ fn a_run_killed_between_its_dependency_and_its_app_leaves_the_dependency_to_the_
     let dep = dep_domain(&w, "ssoapp");
     let app = w.domain("ssoapp", "0", "");
 
-    // The run is alive: its dependency is never reaped, even with the dependency's own lock
-    // free for a moment (the owner's lock decides).
+    // The run is alive: its dependency is never reaped.
     let v = janitor(&w);
     let apps = v["apps"].as_array().unwrap();
     assert_eq!(apps.len(), 1, "{v}");
@@ -262,6 +261,17 @@ fn a_run_killed_between_its_dependency_and_its_app_leaves_the_dependency_to_the_
     let left = w.leftovers();
     assert!(left.iter().any(|l| l.starts_with("service:") && l.contains(&ccci::names::stack_name(&dep))), "{left:?}");
     assert!(!left.iter().any(|l| l.contains(&ccci::names::stack_name(&app))), "the app was never deployed: {left:?}");
+
+    // The dependency's own lock is free now, but its owner's is held (here by this test, as a
+    // new run of the same app would hold it before taking its dependencies' locks): left.
+    let owner_lock = fs::File::open(w.lock_dir.join(format!("cc-ci-app-{app}.lock"))).unwrap();
+    owner_lock.try_lock().unwrap();
+    let v = janitor(&w);
+    let apps = v["apps"].as_array().unwrap();
+    assert_eq!((apps[0]["domain"].as_str(), apps[0]["action"].as_str()), (Some(dep.as_str()), Some("left")), "{v}");
+    assert!(apps[0]["reason"].as_str().unwrap().contains(&format!("its owning run's app lock ({app}) is held")), "{v}");
+    assert!(w.leftovers().iter().any(|l| l.starts_with("service:")), "{:?}", w.leftovers());
+    drop(owner_lock);
 
     // Dead: the janitor reaps the dependency, and nothing else.
     let v = janitor(&w);
