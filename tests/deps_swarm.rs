@@ -224,6 +224,10 @@ fn a_dependency_that_never_becomes_ready_fails_the_run_cleanly() {
     assert!(install["reason"].as_str().unwrap().starts_with("dependency sick: not ready"), "{r}");
     assert_eq!(stage(&r, "custom")["status"], "unver", "{r}");
     assert_eq!(r["outcome"], "fail");
+    // Its tasks, logs and health were saved before teardown, in a directory of its own.
+    let files: Vec<&str> = r["diagnostics"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(files.contains(&"diagnostics/sick/tasks.txt"), "{r}");
+    assert!(install["reason"].as_str().unwrap().contains("(see diagnostics/sick/"), "{r}");
     assert_eq!(r["deps"][0]["ready_ms"], Value::Null, "{r}");
     assert_eq!(r["deps"][0]["teardown"], "clean", "{r}");
     assert_eq!(r["teardown"]["result"], "clean", "{r}");

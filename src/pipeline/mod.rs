@@ -306,7 +306,11 @@ pub fn run(ctx: &Ctx) -> RunState {
     let (mut st, lease, deps) = running.finish_stages(&requested);
     if deployed && (lifetime::cause().is_some() || st.results.values().any(|r| r.status == crate::report::Status::Fail))
     {
-        save_diagnostics(ctx, &mut st, rendered.as_deref());
+        save_diagnostics(ctx, &mut st, &ctx.app.stack, "", rendered.as_deref());
+    }
+    // A dependency that did not come up: its tasks, logs and health, in a directory of its own.
+    for dep in deps.iter().filter(|d| d.reason.is_some() && d.lock.is_some()) {
+        save_diagnostics(ctx, &mut st, &dep.target.app.stack, &dep.name, None);
     }
     banner("teardown");
     teardown::begin();
@@ -350,7 +354,7 @@ fn teardown_deps(
 
 /// Before teardown destroys the evidence: the app's tasks, logs and health into the run dir's
 /// `diagnostics/`, and the first failed stage's reason pointing at the file that matters.
-fn save_diagnostics(ctx: &Ctx, st: &mut RunState, rendered: Option<&str>) {
+fn save_diagnostics(ctx: &Ctx, st: &mut RunState, stack: &str, sub: &str, rendered: Option<&str>) {
     if lifetime::abandoned() {
         return;
     }
@@ -363,14 +367,14 @@ fn save_diagnostics(ctx: &Ctx, st: &mut RunState, rendered: Option<&str>) {
         }
     };
     let within = diagnostics::share_of(ctx.cfg.teardown_budget);
-    let saved = diagnostics::save(&engine, &ctx.app.stack, rendered, &ctx.ws.run_dir, within);
+    let saved = diagnostics::save(&engine, stack, rendered, &ctx.ws.run_dir, sub, within);
     if let Some(key) = &saved.key
         && let Some(r) = st.results.values_mut().find(|r| r.status == crate::report::Status::Fail)
     {
         let reason = r.reason.get_or_insert_with(String::new);
         reason.push_str(&format!(" (see {key})"));
     }
-    st.diagnostics = saved.files;
+    st.diagnostics.extend(saved.files);
 }
 
 fn skipped_teardown() -> Teardown {
