@@ -33,7 +33,7 @@ command -v cc >/dev/null || { echo "bench-reads: needs a C compiler (cc) for the
 work=$(mktemp -d /tmp/ccci-bench-reads.XXXXXX)
 events_pid=
 cleanup() {
-  [ -n "$events_pid" ] && kill "$events_pid" 2>/dev/null || true
+  if [ -n "$events_pid" ]; then kill "$events_pid" 2>/dev/null || true; fi
   if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench-reads: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT

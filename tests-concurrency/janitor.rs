@@ -167,7 +167,7 @@ fn check_schema(v: &Value) {
         );
         assert!(a["lease"].is_null() || ["held", "taken", "unknown"].iter().any(|l| a["lease"] == *l), "{a}");
         assert!(a["lease_token"].is_null() || a["lease_token"].is_u64(), "{a}");
-        one_of(&a["lock"], &["free", "absent", "held", "unsafe", "gone", "unprobed"]);
+        one_of(&a["lock"], &["free", "absent", "held", "unsafe", "gone", "unprobed", "unknown"]);
         one_of(&a["action"], &["reaped", "already-gone", "would-reap", "left", "skipped", "failed", "not-reached"]);
     }
     for l in v["lockfiles"].as_array().unwrap() {

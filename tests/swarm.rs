@@ -242,3 +242,59 @@ fn a_crash_looping_service_leaves_its_last_log_lines() {
     assert!(summary.contains("crash-loop-marker"), "the summary shows the last log lines: {summary}");
     assert_nothing_left(&w, &run_id);
 }
+
+/// Issue 15.3: a service that takes its time (a slow pull, a slow start) is told apart from a
+/// hung CI — the readiness wait beats with where the tasks stand, in the log and status.json.
+#[test]
+fn a_slow_start_beats_with_the_task_state() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let w = World::new();
+    port_config(&w, "hello", 120);
+    let hello = w.recipe("hello");
+    let slow = w.recipes.join("slow-hello");
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    git(&w.recipes, &["clone", "-q", hello.to_str().unwrap(), slow.to_str().unwrap()]);
+    // The web server comes up 15 s after the container: its healthcheck fails meanwhile, inside
+    // the start period, so swarm keeps the task `starting`.
+    let compose = fs::read_to_string(slow.join("compose.yml")).unwrap();
+    let from = r#"command: ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]"#;
+    assert!(compose.contains(from) && compose.contains("start_period: 1s"), "{compose}");
+    let compose = compose
+        .replace(from, r#"command: ["/bin/sh", "-c", "sleep 15; exec /bin/httpd -f -p 8080 -h /www"]"#)
+        .replace("start_period: 1s", "start_period: 60s");
+    fs::write(slow.join("compose.yml"), compose).unwrap();
+    git(&slow, &["commit", "-q", "-am", "start slowly"]);
+    let run_id = format!("q{}", unique());
+    let mut c = w.ccci();
+    c.env("CCCI_RUN_ID", &run_id).args(["run", "--recipe", "hello", "--stages", "install", "--src"]).arg(&slow);
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let err = LineWatch::stderr_of(&mut child);
+    err.wait_for("still waiting for ", Duration::from_secs(120));
+    // status.json carries the beat before its log line is written.
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(w.run_dir(&run_id).join("status.json")).unwrap()).unwrap();
+    let waiting = &status["waiting"];
+    assert!(waiting["for"].as_str().unwrap().ends_with("to be ready"), "{status}");
+    assert_eq!(waiting["limit_secs"], 120, "{status}");
+    assert!(waiting["detail"].as_str().unwrap().contains("0/1 tasks running (1 starting)"), "{status}");
+    let st = wait_within(&mut child, Duration::from_secs(300));
+    assert_eq!(st.code(), Some(0), "{}", err.text());
+    let text = err.text();
+    let line = text.lines().find(|l| l.contains("still waiting for ")).unwrap();
+    assert!(line.contains("to be ready") && line.contains("of 2m0s") && line.contains("(1 starting)"), "{line}");
+    assert_eq!(w.results(&run_id)["stages"][0]["status"], "pass");
+    assert_nothing_left(&w, &run_id);
+}

@@ -137,12 +137,14 @@ pub enum GoneEnd<T> {
 /// Looks at the stack when its objects go (its removal events), at least every
 /// [`GONE_BACKSTOP`] (every [`GONE_POLL`] without events), until `check` says done, `within`
 /// passes, or `stopped` holds. `check` gets the deadline of one look: the time left, at most
-/// [`PER_CALL`], abandoned when `stopped` holds.
+/// [`PER_CALL`], abandoned when `stopped` holds. A long wait beats ([`crate::progress`]) with
+/// what the last look still found, as `describe` puts it.
 pub fn until_gone<T>(
     docker: &Docker,
     stack: &str,
     within: Duration,
     stopped: &dyn Fn(&Watch) -> bool,
+    describe: &dyn Fn(&T) -> String,
     mut check: impl FnMut(Deadline<'_>) -> (bool, T),
 ) -> GoneEnd<T> {
     let end = crate::lifetime::instant_after(within);
@@ -153,10 +155,14 @@ pub fn until_gone<T>(
     let mut wake = StackWake::new(engine, gone_events(stack), end, &watch);
     let mut last = None;
     let mut next = Instant::now();
+    let mut beat = crate::progress::Heartbeat::new(format!("{stack} to be gone"), Some(within));
     loop {
         if stopped(&watch) {
             return GoneEnd::Stopped(last);
         }
+        beat.tick(|| {
+            last.as_ref().map_or_else(|| "no look finished yet".to_string(), |l| format!("left: {}", describe(l)))
+        });
         let now = Instant::now();
         if now >= next {
             let cancel = || stopped(&watch);
@@ -172,7 +178,7 @@ pub fn until_gone<T>(
             last = Some(answer);
             next = Instant::now() + idle;
         }
-        match wake.wait(next.min(end)) {
+        match wake.wait(next.min(end).min(Instant::now() + beat.due_in())) {
             Wake::Events(_) | Wake::Lost(_) => next = Instant::now(),
             Wake::Due | Wake::Nudge => {
                 if Instant::now() >= end {
@@ -199,7 +205,11 @@ pub fn wait_gone(
         None => false,
     };
     // A failed read ends the wait at once (the caller reports it; the janitor retries later).
-    let end = until_gone(docker, stack, within, &stopped, |until| match docker.residue(stack, until) {
+    let describe = |r: &Result<Residue, String>| match r {
+        Ok(r) => r.items().join(", "),
+        Err(e) => e.clone(),
+    };
+    let end = until_gone(docker, stack, within, &stopped, &describe, |until| match docker.residue(stack, until) {
         Ok(r) => (done(&r), Ok(r)),
         Err(e) => (true, Err(e.to_string())),
     });

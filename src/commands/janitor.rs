@@ -67,7 +67,7 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
         return super::watch::main(&cfg, &abra, &docker);
     }
     let settings = Settings {
-        kind: "janitor",
+        kind: crate::janitor::vocab::Kind::Janitor,
         dry_run: cfg.dry_run,
         prune_after: cfg.prune_after,
         deadline: cfg.deadline,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::plan::{Action, Candidate, LockState, long_held};
 use super::report::{AppEntry, LeaseSeen, LockfileEntry, describe_holder};
+use super::vocab::{Act, Halt, LockSeen};
 use crate::adapters::{Abra, Docker};
 use crate::app::reap::{self, Fence, Unfenced};
 use crate::lease::{Held, Holder, Lease, Tried};
@@ -58,11 +59,11 @@ fn flag_long_held(domain: &str, path: &Path, threshold: Duration) {
 impl Sweeper<'_> {
     /// Why the sweep must stop now: a signal (or the run's own deadline, for the run-start
     /// janitor), or this sweep's deadline.
-    pub fn stopped(&self) -> Option<&'static str> {
+    pub fn stopped(&self) -> Option<Halt> {
         if lifetime::cause().is_some() {
-            Some("cancelled")
+            Some(Halt::Cancelled)
         } else if Instant::now() >= self.deadline_at {
-            Some("deadline")
+            Some(Halt::Deadline)
         } else {
             None
         }
@@ -75,7 +76,7 @@ impl Sweeper<'_> {
     /// Probes the candidate's lock and reaps it when nobody holds it.
     pub fn reap(&self, c: &Candidate) -> AppEntry {
         let t = Instant::now();
-        let mut e = app_entry(c, "unprobed", "skipped");
+        let mut e = app_entry(c, LockSeen::Unprobed, Act::Skipped);
         match lock::try_lock(&self.lock_path(&c.app.domain), true) {
             TryLock::Unsafe(why) => self.unsafe_lock(&mut e, why),
             TryLock::Gone => {
@@ -83,18 +84,18 @@ impl Sweeper<'_> {
                     "janitor: {}: its lockfile was unlinked meanwhile (reaped by another janitor); skipping",
                     c.app.domain
                 );
-                e.lock = "gone";
+                e.lock = LockSeen::Gone;
                 e.reason = Some("the lockfile was unlinked meanwhile: another janitor reaped it".into());
             }
             TryLock::Held { age, info } => left(&mut e, &self.lock_path(&c.app.domain), age, info.as_ref()),
             TryLock::Acquired(lock) => {
-                e.lock = if lock.created() { "absent" } else { "free" };
+                e.lock = if lock.created() { LockSeen::Absent } else { LockSeen::Free };
                 // A dependency app: its owning run's lock decides too. Probed while holding the
                 // dependency's, never blocking (a run takes its own lock first, then its
                 // dependencies', so no wait can close a cycle).
                 if let Some(why) = crate::names::owner_of_dep(&c.app.domain).and_then(|o| self.owner_live(&o)) {
                     tracing::info!("janitor: {}: {why}; leaving it", c.app.domain);
-                    e.action = "left";
+                    e.action = Act::Left;
                     e.reason = Some(why);
                     let _ = lock.unlink_if_created();
                     e.ms = t.elapsed().as_millis() as u64;
@@ -169,7 +170,7 @@ impl Sweeper<'_> {
                 tracing::info!(
                     "janitor: {domain}: its app lease is held ({desc}) — a live run on some host; leaving it"
                 );
-                e.action = "left";
+                e.action = Act::Left;
                 e.lease = Some(LeaseSeen::Held);
                 e.lease_token = state.map(|k| k.token);
                 e.reason = Some(format!("app lease held ({desc})"));
@@ -177,7 +178,7 @@ impl Sweeper<'_> {
             }
             Err(err) => {
                 tracing::warn!("janitor: {domain}: cannot prove it orphaned: {err}; leaving it");
-                e.action = "skipped";
+                e.action = Act::Skipped;
                 e.lease = Some(LeaseSeen::Unknown);
                 e.reason = Some(format!("cannot prove it orphaned: {err}"));
                 let _ = lock.unlink_if_created();
@@ -204,7 +205,7 @@ impl Sweeper<'_> {
             Ok(items) => items,
             Err(err) => {
                 tracing::error!("janitor: {}: cannot list what is left of it: {err}", c.app.domain);
-                e.action = "failed";
+                e.action = Act::Failed;
                 e.reason = Some(format!("cannot list its objects: {err}"));
                 let _ = lock.unlink_if_created();
                 return;
@@ -212,7 +213,7 @@ impl Sweeper<'_> {
         };
         if items.is_empty() {
             tracing::info!("janitor: {}: {why}, and nothing of it is left; removing its lockfile", c.app.domain);
-            e.action = "already-gone";
+            e.action = Act::AlreadyGone;
             self.unlink(lock, e);
             return;
         }
@@ -223,13 +224,13 @@ impl Sweeper<'_> {
         );
         match reap::reap(self.abra, self.docker, &c.app, fence) {
             Ok(()) => {
-                e.action = "reaped";
+                e.action = Act::Reaped;
                 self.unlink(lock, e);
                 tracing::info!("janitor: {}: reaped", c.app.domain);
             }
             Err(err) => {
                 tracing::error!("janitor: {}: reap failed: {err}; the next sweep tries again", c.app.domain);
-                e.action = "failed";
+                e.action = Act::Failed;
                 e.reason = Some(err);
                 lock.clear_holder();
             }
@@ -249,14 +250,14 @@ impl Sweeper<'_> {
             self.lock_path(&e.domain).display(),
             e.domain
         );
-        e.lock = "unsafe";
+        e.lock = LockSeen::Unsafe;
         e.reason = Some(why);
     }
 
     /// The entry of a candidate whose quick look is final (held, or unsafe); `None` when it
     /// needs the full probe (free: it may be an orphan; gone: it may be absent now).
     pub fn from_peek(&self, c: &Candidate, peek: Look) -> Option<AppEntry> {
-        let mut e = app_entry(c, "unprobed", "skipped");
+        let mut e = app_entry(c, LockSeen::Unprobed, Act::Skipped);
         match peek {
             Look::Held { age, info } => left(&mut e, &self.lock_path(&c.app.domain), age, info.as_ref()),
             Look::Unsafe(why) | Look::Failed(why) => self.unsafe_lock(&mut e, why),
@@ -267,15 +268,15 @@ impl Sweeper<'_> {
 
     /// The entry of a lockfile with no app behind it, after [`lock::LockDir::unlink_if_free`].
     pub fn stale_entry(&self, domain: &str, outcome: Look) -> LockfileEntry {
-        let mut e = lockfile_entry(domain, "skipped");
+        let mut e = lockfile_entry(domain, Act::Skipped);
         match outcome {
             Look::Unlinked => {
                 tracing::trace!("janitor: unlinked stale lockfile of {domain}");
-                e.action = "unlinked";
+                e.action = Act::Unlinked;
             }
-            Look::Gone | Look::Free => e.action = "gone",
+            Look::Gone | Look::Free => e.action = Act::Gone,
             Look::Held { age, info } => {
-                e.action = "left";
+                e.action = Act::Left;
                 fill_holder(&mut e.age_secs, &mut e.holder_pid, &mut e.holder_run_id, age, info.as_ref());
                 e.reason = Some(format!("held ({}): a live run that has no app yet", describe_holder(info.as_ref())));
                 if let Some(threshold) = long_held(age, info.as_ref()) {
@@ -292,7 +293,7 @@ impl Sweeper<'_> {
             }
             Look::Failed(why) => {
                 tracing::warn!("janitor: stale lockfile {}: {why}", self.lock_path(domain).display());
-                e.action = "failed";
+                e.action = Act::Failed;
                 e.reason = Some(why);
             }
         }
@@ -302,8 +303,8 @@ impl Sweeper<'_> {
 
 /// A live run holds the lock: leave it, and flag it when it is held for too long.
 fn left(e: &mut AppEntry, path: &Path, age: Option<Duration>, info: Option<&HolderInfo>) {
-    e.lock = "held";
-    e.action = "left";
+    e.lock = LockSeen::Held;
+    e.action = Act::Left;
     fill_holder(&mut e.age_secs, &mut e.holder_pid, &mut e.holder_run_id, age, info);
     tracing::info!("janitor: {}: lock held ({}) — a live run; leaving it", e.domain, describe_holder(info));
     if let Some(threshold) = long_held(age, info) {
@@ -324,7 +325,7 @@ fn fill_holder(
     *run_id = info.map(|i| i.run_id.clone()).filter(|r| !r.is_empty());
 }
 
-pub fn app_entry(c: &Candidate, lock: &'static str, action: &'static str) -> AppEntry {
+pub fn app_entry(c: &Candidate, lock: LockSeen, action: Act) -> AppEntry {
     AppEntry {
         domain: c.app.domain.clone(),
         stack: c.app.stack.clone(),
@@ -342,7 +343,7 @@ pub fn app_entry(c: &Candidate, lock: &'static str, action: &'static str) -> App
     }
 }
 
-pub fn lockfile_entry(domain: &str, action: &'static str) -> LockfileEntry {
+pub fn lockfile_entry(domain: &str, action: Act) -> LockfileEntry {
     LockfileEntry {
         domain: domain.to_string(),
         action,
@@ -357,10 +358,10 @@ pub fn lockfile_entry(domain: &str, action: &'static str) -> LockfileEntry {
 /// The report entry of a planned app or lockfile action without carrying it out (a dry run, or
 /// a sweep stopped before reaching it: `not-reached`).
 pub fn entry_without_applying(a: &Action, dry_run: bool) -> Option<Result<AppEntry, LockfileEntry>> {
-    let planned = |would: &'static str| if dry_run { would } else { "not-reached" };
+    let planned = |would: Act| if dry_run { would } else { Act::NotReached };
     Some(match a {
         Action::Reap { candidate, lock } => {
-            let mut e = app_entry(candidate, lock.name(), planned("would-reap"));
+            let mut e = app_entry(candidate, LockSeen::of(lock), planned(Act::WouldReap));
             if *lock == LockState::Absent {
                 e.reason = Some("no lockfile: reaped at once".into());
             }
@@ -376,9 +377,9 @@ pub fn entry_without_applying(a: &Action, dry_run: bool) -> Option<Result<AppEnt
             let mut run_id = None;
             fill_holder(&mut age_secs, &mut pid, &mut run_id, age, info.as_ref());
             let pid = pid.or_else(|| pids.first().map(|p| *p as u32));
-            let action = if dry_run { "left" } else { "not-reached" };
+            let action = if dry_run { Act::Left } else { Act::NotReached };
             if let Some(c) = candidate {
-                let mut e = app_entry(c, "held", action);
+                let mut e = app_entry(c, LockSeen::Held, action);
                 (e.age_secs, e.holder_pid, e.holder_run_id, e.long_held) = (age_secs, pid, run_id, flag.is_some());
                 e.reason = Some("held by a live run".into());
                 Ok(e)
@@ -391,31 +392,31 @@ pub fn entry_without_applying(a: &Action, dry_run: bool) -> Option<Result<AppEnt
         }
         Action::Skip { domain, candidate, reason } => {
             if let Some(c) = candidate {
-                let mut e = app_entry(c, "unsafe", "skipped");
+                let mut e = app_entry(c, LockSeen::Unsafe, Act::Skipped);
                 e.reason = Some(reason.clone());
                 Ok(e)
             } else {
-                let mut e = lockfile_entry(domain, "skipped");
+                let mut e = lockfile_entry(domain, Act::Skipped);
                 e.reason = Some(reason.clone());
                 Err(e)
             }
         }
-        Action::UnlinkStale { domain } => Err(lockfile_entry(domain, planned("would-unlink"))),
+        Action::UnlinkStale { domain } => Err(lockfile_entry(domain, planned(Act::WouldUnlink))),
         Action::Unproven { candidate, reason } => {
-            let mut e = app_entry(candidate, "absent", "skipped");
+            let mut e = app_entry(candidate, LockSeen::Absent, Act::Skipped);
             e.reason = Some(reason.clone());
             Ok(e)
         }
         Action::LeaseHeld { candidate, token, holder } => {
             // Final, not a hint: the key existed at the plan's linearizable read, and a reap would
             // have to take it afresh anyway.
-            let mut e = app_entry(candidate, "unprobed", "left");
+            let mut e = app_entry(candidate, LockSeen::Unprobed, Act::Left);
             (e.lease, e.lease_token) = (Some(LeaseSeen::Held), Some(*token));
             e.reason = Some(lease_held_reason(candidate, *token, holder));
             Ok(e)
         }
         Action::Unprovable { candidate, reason } => {
-            let mut e = app_entry(candidate, "unprobed", "skipped");
+            let mut e = app_entry(candidate, LockSeen::Unprobed, Act::Skipped);
             e.lease = Some(LeaseSeen::Unknown);
             e.reason = Some(reason.clone());
             Ok(e)

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::plan::{BULKY, Candidate, RunDir, Stamp, TokenProcess};
+use super::vocab::Source;
 use crate::adapters::{Abra, Docker};
 use crate::app::{App, reap};
 use crate::config::Host;
@@ -42,7 +43,7 @@ pub struct Discovery {
 
 impl Discovery {
     /// Records that `source` found `app` (abra and docker often both do).
-    fn add(&mut self, app: App, source: &'static str) {
+    fn add(&mut self, app: App, source: Source) {
         self.candidates
             .entry(app.domain.clone())
             .or_insert_with(|| Candidate { app, stamp: Stamp::None, sources: BTreeSet::new(), lease_token: None })
@@ -103,7 +104,7 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
                 let plain = !app.server.is_empty() && !app.server.contains('/') && app.server != "..";
                 let server_dir =
                     if plain { host.abra_home.join("servers").join(&app.server) } else { host.server_dir() };
-                d.add(App::new(&app.domain, &server_dir), "abra");
+                d.add(App::new(&app.domain, &server_dir), Source::Abra);
             }
         }
         Err(e) => {
@@ -121,7 +122,7 @@ pub fn discover(host: &Host, abra: &Abra, docker: &Docker, pattern: &RunAppPatte
                     continue;
                 };
                 labels.entry(domain.clone()).or_default().extend(stamps);
-                d.add(App::new(&domain, &host.server_dir()), "docker");
+                d.add(App::new(&domain, &host.server_dir()), Source::Docker);
             }
         }
         Err(e) => {

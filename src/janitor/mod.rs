@@ -35,6 +35,7 @@ pub mod prune;
 pub mod report;
 pub mod stragglers;
 pub mod sweep;
+pub mod vocab;
 pub mod watch;
 
 pub use sweep::{RUN_START_BUDGET, Settings, run_start, sweep};

@@ -55,7 +55,7 @@ pub struct Candidate {
     pub app: App,
     pub stamp: Stamp,
     /// `abra` and/or `docker`.
-    pub sources: BTreeSet<&'static str>,
+    pub sources: BTreeSet<super::vocab::Source>,
     /// The fencing token a leased run stamped on it (`ccci.lease-token` labels, the `.env`'s
     /// `CCCI_LEASE_TOKEN`; the largest when several): proof that a ccci of the shared swarm
     /// made it under the app lease, whichever host that was.
@@ -343,7 +343,7 @@ mod tests {
         Candidate {
             app: App::new(domain, std::path::Path::new("/abra/servers/default")),
             stamp: Stamp::Ours,
-            sources: BTreeSet::from(["docker"]),
+            sources: BTreeSet::from([crate::janitor::vocab::Source::Docker]),
             lease_token: None,
         }
     }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::vocab::DirAct;
 use crate::lock::{self, LockGuard, TryLock};
 
 /// What happened to one run dir.
@@ -13,7 +14,7 @@ pub struct PruneEntry {
     pub path: String,
     /// `pruned`, `would-prune`, `live` (its run.lock was held at apply time), `kept` (no
     /// run.lock: ccci did not make it), or `failed`.
-    pub action: &'static str,
+    pub action: DirAct,
     pub removed: Vec<&'static str>,
     pub reason: Option<String>,
 }
@@ -36,19 +37,19 @@ pub fn prune(run_id: &str, dir: &Path, parts: &[&'static str]) -> PruneEntry {
     let mut entry = PruneEntry {
         run_id: run_id.to_string(),
         path: dir.display().to_string(),
-        action: "pruned",
+        action: DirAct::Pruned,
         removed: Vec::new(),
         reason: None,
     };
     let _lock = match take_run_lock(&dir.join("run.lock")) {
         Ok(Some(f)) => f,
         Ok(None) => {
-            entry.action = "live";
+            entry.action = DirAct::Live;
             entry.reason = Some("its run.lock is held by a live run".into());
             return entry;
         }
         Err(e) => {
-            entry.action = "failed";
+            entry.action = DirAct::Failed;
             entry.reason = Some(e);
             return entry;
         }
@@ -68,7 +69,7 @@ pub fn prune(run_id: &str, dir: &Path, parts: &[&'static str]) -> PruneEntry {
         }
     }
     if !errors.is_empty() {
-        entry.action = "failed";
+        entry.action = DirAct::Failed;
         entry.reason = Some(errors.join("; "));
     }
     entry
@@ -92,7 +93,7 @@ mod tests {
             std::fs::write(dir.join(f), "x").unwrap();
         }
         let e = prune("r1", &dir, &["abra", "tests", "state"]);
-        assert_eq!((e.action, e.removed.clone()), ("pruned", vec!["abra", "state"]));
+        assert_eq!((e.action, e.removed.clone()), (DirAct::Pruned, vec!["abra", "state"]));
         for f in ["run.lock", "run.log", "results.json", "junit.xml"] {
             assert!(dir.join(f).exists(), "{f}");
         }
@@ -104,7 +105,7 @@ mod tests {
         let holder = std::fs::File::open(dir.join("run.lock")).unwrap();
         holder.lock().unwrap();
         let e = prune("r1", &dir, &["tests"]);
-        assert_eq!(e.action, "live");
+        assert_eq!(e.action, DirAct::Live);
         assert!(dir.join("tests").exists());
     }
 }

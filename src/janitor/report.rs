@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::inventory::SourceStatus;
 use super::prune::PruneEntry;
 use super::stragglers::StragglerEntry;
+use super::vocab::{Act, DirAct, Halt, Kind, LockSeen, ProcAct, Source};
 use crate::lock::HolderInfo;
 
 /// The `ccci janitor --json` document (schema 1). Every field is always present; optional
@@ -24,8 +25,8 @@ use crate::lock::HolderInfo;
 ///                  "docker": { "ok": bool, "listed": usize, "error": str|null },
 ///                  "candidates": usize,      // run apps found (union of both sources)
 ///                  "ignored": [str] },       // names that are not run apps: never probed
-///   "apps": [ { "domain", "stack": str, "sources": ["abra"|"docker"],
-///               "lock": "free"|"absent"|"held"|"unsafe"|"gone"|"unprobed",
+///   "apps": [ { "domain", "stack": str, "sources": ["abra"|"docker"|"watch"],
+///               "lock": "free"|"absent"|"held"|"unsafe"|"gone"|"unprobed"|"unknown",
 ///               "action": "reaped"|"already-gone"|"would-reap"|"left"|"skipped"|"failed"|"not-reached",
 ///               "reason": str|null, "long_held": bool, "age_secs": u64|null,
 ///               "holder_pid": u32|null, "holder_run_id": str|null,
@@ -47,12 +48,12 @@ use crate::lock::HolderInfo;
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub schema: u32,
-    pub kind: &'static str,
+    pub kind: Kind,
     pub dry_run: bool,
     pub started: String,
     pub duration_ms: u64,
     pub completed: bool,
-    pub stopped: Option<&'static str>,
+    pub stopped: Option<Halt>,
     pub settings: SettingsOut,
     pub discovery: DiscoveryOut,
     pub apps: Vec<AppEntry>,
@@ -85,9 +86,9 @@ pub struct DiscoveryOut {
 pub struct AppEntry {
     pub domain: String,
     pub stack: String,
-    pub sources: Vec<&'static str>,
-    pub lock: &'static str,
-    pub action: &'static str,
+    pub sources: Vec<Source>,
+    pub lock: LockSeen,
+    pub action: Act,
     pub reason: Option<String>,
     pub long_held: bool,
     pub age_secs: Option<u64>,
@@ -127,7 +128,7 @@ impl LeaseSeen {
 #[derive(Debug, Clone, Serialize)]
 pub struct LockfileEntry {
     pub domain: String,
-    pub action: &'static str,
+    pub action: Act,
     pub reason: Option<String>,
     pub long_held: bool,
     pub age_secs: Option<u64>,
@@ -150,7 +151,7 @@ impl Report {
     /// unreachable, erroring or too slow), the signal's code when cancelled, 142 at its deadline.
     pub fn compute_exit_code(&self, cancel_code: Option<u8>) -> u8 {
         match self.stopped {
-            Some("deadline") => crate::exit::DEADLINE,
+            Some(Halt::Deadline) => crate::exit::DEADLINE,
             Some(_) => cancel_code.unwrap_or(crate::exit::TERMINATED),
             None if self.discovery.docker.infra => crate::exit::INFRA,
             None if self.failed() => crate::exit::FAILED,
@@ -160,10 +161,10 @@ impl Report {
 
     pub fn failed(&self) -> bool {
         !self.errors.is_empty()
-            || self.apps.iter().any(|a| a.action == "failed")
-            || self.lockfiles.iter().any(|l| l.action == "failed")
-            || self.run_dirs.iter().any(|d| d.action == "failed")
-            || self.stragglers.iter().any(|s| s.action == "failed")
+            || self.apps.iter().any(|a| a.action == Act::Failed)
+            || self.lockfiles.iter().any(|l| l.action == Act::Failed)
+            || self.run_dirs.iter().any(|d| d.action == DirAct::Failed)
+            || self.stragglers.iter().any(|s| s.action == ProcAct::Failed)
     }
 
     fn count<'a>(actions: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
@@ -190,10 +191,10 @@ impl Report {
             self.kind,
             if self.dry_run { " (dry run)" } else { "" },
             self.duration_ms,
-            fmt(Self::count(self.apps.iter().map(|a| a.action))),
-            fmt(Self::count(self.lockfiles.iter().map(|l| l.action))),
-            fmt(Self::count(self.run_dirs.iter().map(|d| d.action))),
-            fmt(Self::count(self.stragglers.iter().map(|s| s.action))),
+            fmt(Self::count(self.apps.iter().map(|a| a.action.as_str()))),
+            fmt(Self::count(self.lockfiles.iter().map(|l| l.action.as_str()))),
+            fmt(Self::count(self.run_dirs.iter().map(|d| d.action.as_str()))),
+            fmt(Self::count(self.stragglers.iter().map(|s| s.action.as_str()))),
             if long > 0 { format!("; {long} long-held lock(s) flagged") } else { String::new() },
             match self.stopped {
                 Some(s) => format!("; stopped early ({s}): the next sweep continues"),
@@ -211,9 +212,9 @@ impl Report {
         };
         for a in &self.apps {
             let verb = match a.action {
-                "would-reap" => "reap",
-                "left" => "leave",
-                other => other,
+                Act::WouldReap => "reap",
+                Act::Left => "leave",
+                other => other.as_str(),
             };
             let mut why = format!("lock {}", a.lock);
             if let Some(l) = a.lease {
@@ -231,13 +232,18 @@ impl Report {
             if a.long_held {
                 why.push_str("; LONG-HELD: possible leaked run");
             }
-            row(verb, "app", &a.domain, format!("{why}; found by {}", a.sources.join("+")));
+            row(
+                verb,
+                "app",
+                &a.domain,
+                format!("{why}; found by {}", a.sources.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("+")),
+            );
         }
         for l in &self.lockfiles {
             let verb = match l.action {
-                "would-unlink" => "unlink",
-                "left" => "leave",
-                other => other,
+                Act::WouldUnlink => "unlink",
+                Act::Left => "leave",
+                other => other.as_str(),
             };
             let mut why = l.reason.clone().unwrap_or_else(|| "free, no app behind it".into());
             if l.long_held {
@@ -246,12 +252,12 @@ impl Report {
             row(verb, "lockfile", &l.domain, why);
         }
         for d in &self.run_dirs {
-            let verb = if d.action == "would-prune" { "prune" } else { d.action };
+            let verb = if d.action == DirAct::WouldPrune { "prune" } else { d.action.as_str() };
             let what = if d.removed.is_empty() { d.reason.clone().unwrap_or_default() } else { d.removed.join(", ") };
             row(verb, "run-dir", &d.path, what);
         }
         for s in &self.stragglers {
-            let verb = if s.action == "would-kill" { "kill" } else { s.action };
+            let verb = if s.action == ProcAct::WouldKill { "kill" } else { s.action.as_str() };
             row(verb, "process", &s.pid.to_string(), format!("run {} is dead", s.run_id));
         }
         out
@@ -268,7 +274,7 @@ mod tests {
     fn report() -> Report {
         Report {
             schema: 1,
-            kind: "janitor",
+            kind: Kind::Janitor,
             dry_run: false,
             started: String::new(),
             duration_ms: 0,
@@ -299,9 +305,9 @@ mod tests {
         assert_eq!(r.compute_exit_code(None), 1);
         r.discovery.docker = SourceStatus { error: Some("timed out".into()), infra: true, ..SourceStatus::default() };
         assert_eq!(r.compute_exit_code(None), 69);
-        r.stopped = Some("deadline");
+        r.stopped = Some(Halt::Deadline);
         assert_eq!(r.compute_exit_code(None), 142);
-        r.stopped = Some("cancelled");
+        r.stopped = Some(Halt::Cancelled);
         assert_eq!(r.compute_exit_code(Some(130)), 130);
         // The infra flag stays out of the JSON document (its schema is fixed).
         let v = serde_json::to_value(&r.discovery.docker).unwrap();

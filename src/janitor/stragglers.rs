@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::vocab::ProcAct;
 use crate::process::kill::{self, Fate, Target};
 use crate::process::procfs;
 
@@ -16,7 +17,7 @@ pub struct StragglerEntry {
     /// `terminated` (gone after SIGTERM), `killed` (needed SIGKILL), `gone` (exited before the
     /// janitor got to it), `would-kill` (dry run), or `failed` (still running, or not ours to
     /// signal).
-    pub action: &'static str,
+    pub action: ProcAct,
     pub reason: Option<String>,
 }
 
@@ -37,13 +38,13 @@ pub fn stop(targets: &[(i32, u64, String)], grace: Duration) -> Vec<StragglerEnt
         .zip(fates)
         .map(|((pid, _, run_id), fate)| {
             let (action, reason) = match fate {
-                Fate::Gone => ("gone", None),
-                Fate::Terminated => ("terminated", None),
+                Fate::Gone => (ProcAct::Gone, None),
+                Fate::Terminated => (ProcAct::Terminated, None),
                 Fate::Killed => {
                     tracing::warn!("janitor: pid {pid} of dead run {run_id} ignored SIGTERM; it needed SIGKILL");
-                    ("killed", None)
+                    (ProcAct::Killed, None)
                 }
-                Fate::Failed(why) => ("failed", Some(why)),
+                Fate::Failed(why) => (ProcAct::Failed, Some(why)),
             };
             StragglerEntry { pid: *pid, run_id: run_id.clone(), action, reason }
         })

@@ -11,6 +11,7 @@ use super::plan::{self, Action, Candidate, Inventory, Leases};
 use super::prune;
 use super::report::{DiscoveryOut, Report, SettingsOut};
 use super::stragglers;
+use super::vocab::{Act, DirAct, Kind, LockSeen, ProcAct};
 use crate::adapters::{Abra, Docker};
 use crate::config::Host;
 use crate::lease::Lease;
@@ -25,7 +26,7 @@ pub const RUN_START_BUDGET: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `janitor` or `run-start` (in reports and log lines).
-    pub kind: &'static str,
+    pub kind: Kind,
     pub dry_run: bool,
     pub prune_after: Duration,
     /// Stop between candidates once this has passed.
@@ -39,7 +40,7 @@ pub struct Settings {
 /// ABRA_DIR lists the canonical servers through the `servers` symlink).
 pub fn run_start(host: &Host, abra: &Abra, docker: &Docker, budget: Duration) -> Report {
     let settings = Settings {
-        kind: "run-start",
+        kind: Kind::RunStart,
         dry_run: false,
         prune_after: Duration::from_secs(14 * 86_400),
         deadline: budget,
@@ -209,15 +210,17 @@ fn runs_phase(host: &Host, s: &Settings, sweeper: &Sweeper, held: Option<&HeldLo
                     prune::PruneEntry {
                         run_id: run_id.clone(),
                         path: path.display().to_string(),
-                        action: if s.dry_run { "would-prune" } else { "not-reached" },
+                        action: if s.dry_run { DirAct::WouldPrune } else { DirAct::NotReached },
                         removed: parts.clone(),
                         reason: None,
                     }
                 } else {
                     let e = prune::prune(run_id, path, parts);
                     match e.action {
-                        "pruned" => tracing::info!("janitor: pruned {} ({})", path.display(), e.removed.join(", ")),
-                        "failed" => tracing::warn!(
+                        DirAct::Pruned => {
+                            tracing::info!("janitor: pruned {} ({})", path.display(), e.removed.join(", "))
+                        }
+                        DirAct::Failed => tracing::warn!(
                             "janitor: pruning {} failed: {}",
                             path.display(),
                             e.reason.as_deref().unwrap_or("")
@@ -231,7 +234,7 @@ fn runs_phase(host: &Host, s: &Settings, sweeper: &Sweeper, held: Option<&HeldLo
             Action::KeepForeignDir { path } => report.run_dirs.push(prune::PruneEntry {
                 run_id: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                 path: path.display().to_string(),
-                action: "kept",
+                action: DirAct::Kept,
                 removed: Vec::new(),
                 reason: Some("no run.lock: not a ccci run dir, never touched".into()),
             }),
@@ -248,7 +251,7 @@ fn runs_phase(host: &Host, s: &Settings, sweeper: &Sweeper, held: Option<&HeldLo
             .map(|(pid, _, run_id)| stragglers::StragglerEntry {
                 pid: *pid,
                 run_id: run_id.clone(),
-                action: "would-kill",
+                action: ProcAct::WouldKill,
                 reason: None,
             })
             .collect();
@@ -295,7 +298,7 @@ fn apply_apps_and_lockfiles(sweeper: &Sweeper, lock_dir: &Path, actions: &[Actio
                         if report.stopped.is_none() {
                             Ok(sweeper.reap(candidate))
                         } else {
-                            Ok(apply::app_entry(candidate, "unprobed", "not-reached"))
+                            Ok(apply::app_entry(candidate, LockSeen::Unprobed, Act::NotReached))
                         }
                     }
                 }
@@ -355,18 +358,18 @@ fn apply_apps_and_lockfiles(sweeper: &Sweeper, lock_dir: &Path, actions: &[Actio
     let entries = match (&dir, report.stopped) {
         (Some(dir), None) => par_map(&stale, |domain| {
             if sweeper.stopped().is_some() {
-                return apply::lockfile_entry(domain, "not-reached");
+                return apply::lockfile_entry(domain, Act::NotReached);
             }
             sweeper.stale_entry(domain, dir.unlink_if_free(&name_of(domain)))
         }),
-        (None, None) => stale.iter().map(|d| apply::lockfile_entry(d, "failed")).collect(),
-        (_, Some(_)) => stale.iter().map(|d| apply::lockfile_entry(d, "not-reached")).collect(),
+        (None, None) => stale.iter().map(|d| apply::lockfile_entry(d, Act::Failed)).collect(),
+        (_, Some(_)) => stale.iter().map(|d| apply::lockfile_entry(d, Act::NotReached)).collect(),
     };
-    let unlinked = entries.iter().filter(|e| e.action == "unlinked").count();
+    let unlinked = entries.iter().filter(|e| e.action == Act::Unlinked).count();
     if unlinked > 0 {
         tracing::info!("janitor: unlinked {unlinked} stale lockfile(s) with no app behind them");
     }
-    if report.stopped.is_none() && entries.iter().any(|e| e.action == "not-reached") {
+    if report.stopped.is_none() && entries.iter().any(|e| e.action == Act::NotReached) {
         report.stopped = sweeper.stopped();
     }
     report.lockfiles.extend(entries);

@@ -84,7 +84,7 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     run_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    action: Option<&'a str>,
+    action: Option<super::vocab::Act>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stragglers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -275,7 +275,7 @@ impl Watcher<'_> {
 
     fn sweep(&mut self) {
         let settings = Settings {
-            kind: "watch",
+            kind: super::vocab::Kind::Watch,
             dry_run: false,
             prune_after: self.s.prune_after,
             deadline: self.s.deadline,
@@ -369,11 +369,11 @@ impl Watcher<'_> {
         let candidate = Candidate {
             app: App::new(domain, &self.host.server_dir()),
             stamp: Stamp::None,
-            sources: BTreeSet::from(["watch"]),
+            sources: BTreeSet::from([super::vocab::Source::Watch]),
             lease_token: None,
         };
         let entry = sweeper.reap(&candidate);
-        if entry.action == "failed" {
+        if entry.action == super::vocab::Act::Failed {
             tracing::warn!("watch: {domain}: the reap failed; trying again in {}", crate::clock::human(RETRY));
             self.retry.insert(domain.to_string(), crate::lifetime::instant_after(RETRY));
         } else if let (Some(super::report::LeaseSeen::Held), Some(l)) = (entry.lease, &self.host.lease) {
@@ -388,7 +388,7 @@ impl Watcher<'_> {
         } else {
             self.retry.remove(domain);
         }
-        if entry.action == "left" {
+        if entry.action == super::vocab::Act::Left {
             self.arm(domain, &HeldLocks::read());
         }
         emit(

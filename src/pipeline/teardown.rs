@@ -127,7 +127,8 @@ fn fenced(app: &App, started: Instant, why: &str) -> Teardown {
 /// read is residue of an unknown kind (dockerd could not say), retried until the end.
 fn verify(ctx: &Ctx, app: &App, within: Duration) -> Vec<String> {
     let abandoned = |_: &lifetime::Watch| lifetime::abandoned();
-    let end = reap::until_gone(&ctx.docker, &app.stack, within, &abandoned, |until| {
+    let describe = |left: &Vec<String>| left.join(", ");
+    let end = reap::until_gone(&ctx.docker, &app.stack, within, &abandoned, &describe, |until| {
         let left = match reap::leftovers_within(&ctx.docker, app, until) {
             Ok(l) => l,
             Err(e) => vec![format!("unknown (docker failed: {e})")],

@@ -111,6 +111,25 @@ fn task_spec(t: &Task) -> Option<&TaskSpecContainerSpec> {
     t.spec.as_ref()?.container_spec.as_ref()
 }
 
+/// Where the tasks of this version that are meant to run but do not yet stand, for the wait's log
+/// and heartbeat: ` (1 preparing, 1 starting)` — a slow image pull reads differently from a
+/// container that starts and dies.
+fn on_the_way(current: &[&Task]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for t in current.iter().filter(|t| t.desired_state == Some(TaskState::RUNNING) && !is_running(t)) {
+        let st = state(t).map_or_else(|| "unknown".to_string(), |s| s.to_string());
+        match counts.iter_mut().find(|(k, _)| *k == st) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((st, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts.into_iter().map(|(k, n)| format!("{n} {k}")).collect();
+    format!(" ({})", parts.join(", "))
+}
+
 fn state(t: &Task) -> Option<TaskState> {
     t.status.as_ref()?.state
 }
@@ -231,12 +250,17 @@ impl Judge {
             let mode = svc.spec.as_ref().and_then(|s| s.mode.as_ref());
             if let Some(n) = mode.and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas) {
                 if running.len() as i64 != n {
-                    waiting.push(format!("{name}: {}/{n} tasks running", running.len()));
+                    waiting.push(format!("{name}: {}/{n} tasks running{}", running.len(), on_the_way(&current)));
                     continue;
                 }
             } else if mode.is_some_and(|m| m.global.is_some()) {
                 if running.len() != poll.nodes.max(1) {
-                    waiting.push(format!("{name}: {}/{} global tasks running", running.len(), poll.nodes.max(1)));
+                    waiting.push(format!(
+                        "{name}: {}/{} global tasks running{}",
+                        running.len(),
+                        poll.nodes.max(1),
+                        on_the_way(&current)
+                    ));
                     continue;
                 }
             } else if mode.is_some_and(|m| m.replicated_job.is_some() || m.global_job.is_some()) {
@@ -364,6 +388,21 @@ mod tests {
         match Judge::default().judge(&poll(svc_v3(), TASKS_V1, CTR_V1)) {
             Verdict::NotReady(why) => assert!(why[0].contains("0/1 tasks running"), "{why:?}"),
             v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wait_says_where_the_missing_tasks_stand() {
+        // The captured v1 task, caught earlier in its life: still pulling, then starting.
+        for (st, want) in
+            [("preparing", "0/1 tasks running (1 preparing)"), ("starting", "0/1 tasks running (1 starting)")]
+        {
+            let mut tasks = load(TASKS_V1);
+            tasks[0]["Status"]["State"] = json!(st);
+            match Judge::default().judge(&poll_at(svc_v1(), tasks, load(CTR_V1), 0)) {
+                Verdict::NotReady(why) => assert!(why[0].ends_with(want), "{st}: {why:?}"),
+                v => panic!("{st}: {v:?}"),
+            }
         }
     }
 

@@ -136,6 +136,11 @@ impl ReadyState {
 
     /// An event of the stack woke the wait: follow-up looks (while a task is about to run) are
     /// spaced closely again.
+    /// What the last look found missing (the heartbeat's detail).
+    pub fn last_problem(&self) -> &str {
+        &self.last_problem
+    }
+
     pub fn woke_by_event(&mut self) {
         self.follow_ups = 0;
     }

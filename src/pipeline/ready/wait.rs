@@ -165,7 +165,10 @@ impl Readiness<'_> {
         let mut nodes: Option<usize> = None;
         let mut next = started;
         let mut rounds = 0u32;
+        let mut beat = crate::progress::Heartbeat::new(format!("{} to be ready", self.stack), Some(self.timeout));
         loop {
+            // A slow pull and a hung CI look alike in a quiet log: say what the swarm shows.
+            beat.tick(|| state.last_problem().to_string());
             if let Some(stop) = watch.stop() {
                 return Err(NotReady::Stopped(stop));
             }
@@ -206,7 +209,7 @@ impl Readiness<'_> {
                     }
                 }
             }
-            match wake.wait(next.min(end)) {
+            match wake.wait(next.min(end).min(Instant::now() + beat.due_in())) {
                 Wake::Events(_) => {
                     state.woke_by_event();
                     next = Instant::now();
