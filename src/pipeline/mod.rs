@@ -339,9 +339,13 @@ fn teardown_deps(
         };
         let t = teardown::teardown(ctx, &dep.target.app, lock, lease);
         run.ms += t.ms;
-        let worse = matches!(t.result, TeardownResult::Abandoned)
-            || (t.result == TeardownResult::Residue && run.result != TeardownResult::Abandoned);
-        if worse || (t.unclean() && !run.unclean()) {
+        // The worst of the run's teardowns decides: abandoned, then residue, then clean.
+        let rank = |r: TeardownResult| match r {
+            TeardownResult::Abandoned => 2,
+            TeardownResult::Residue => 1,
+            _ => 0,
+        };
+        if rank(t.result) > rank(run.result) {
             run.result = t.result;
             run.reason = t.reason.clone().map(|r| format!("dependency {}: {r}", dep.name));
         }
