@@ -6,6 +6,10 @@
     clippy::disallowed_methods,
     reason = "tests drive the real binary and build their fixtures with plain processes; the spawn-path rule is for ccci itself"
 )]
+#![expect(
+    unreachable_pub,
+    reason = "a test crate is its own root: its shared helpers are pub for the test modules, never for anyone else"
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -209,11 +209,9 @@ fn sample(dir: &Path, name: &str) -> Option<Output> {
     Some(Output {
         name: "abra".into(),
         cmdline: read(dir, &format!("{name}.argv")).unwrap_or_default().trim().to_string(),
-        code,
-        signal: None,
+        ended: code.map_or(ccci::process::Ended::Unknown, ccci::process::Ended::Exited),
         stdout,
         tail,
-        stopped: None,
         leaky: Vec::new(),
         duration: Duration::ZERO,
     })
@@ -279,9 +277,9 @@ fn the_recorded_outputs_parse_as_ccci_needs() {
         }
         for name in backups {
             let out = sample(&dir, &name).unwrap();
-            if out.code != Some(0) {
+            if out.code() != Some(0) {
                 // e.g. `.notty`: the same call without a terminal.
-                eprintln!("{d}: {name}: exit {:?}: {:?}", out.code, out.last_error_line());
+                eprintln!("{d}: {name}: exit {:?}: {:?}", out.code(), out.last_error_line());
                 continue;
             }
             let id = parse::snapshot_id(&out.stdout);
@@ -298,7 +296,7 @@ fn the_recorded_outputs_parse_as_ccci_needs() {
         // Failure lines.
         for name in samples_named(&dir, "app-deploy") {
             let out = sample(&dir, &name).unwrap();
-            if out.code == Some(0) {
+            if out.code() == Some(0) {
                 continue;
             }
             let line = out.last_error_line().map(str::to_string);
@@ -315,7 +313,7 @@ fn the_recorded_outputs_parse_as_ccci_needs() {
             let out = sample(&dir, &name).unwrap();
             let lint = classify(&out);
             let expected = m["expect"].get(&name).is_some();
-            if (expected || out.code == Some(0)) && parse::lint_table(&out.stdout).is_none_or(|t| t.is_empty()) {
+            if (expected || out.code() == Some(0)) && parse::lint_table(&out.stdout).is_none_or(|t| t.is_empty()) {
                 problems.push(format!("{d}: {name}: no lint table"));
             }
             eprintln!("{d}: {name}: lint {:?} {:?} {:?}", lint.status, lint.detail, lint.rules_failed);

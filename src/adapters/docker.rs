@@ -372,7 +372,7 @@ impl Docker {
             cmd = cmd.timeout(t);
         }
         let out = cmd.run()?;
-        if let Some(s) = out.stopped {
+        if let Some(s) = out.stopped() {
             return Err(DockerError::Stopped(s));
         }
         if !out.success() {

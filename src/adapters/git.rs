@@ -145,7 +145,7 @@ impl Git {
 }
 
 fn check(out: &Output) -> Result<(), GitError> {
-    if let Some(s) = out.stopped {
+    if let Some(s) = out.stopped() {
         return Err(GitError::Stopped(s));
     }
     if !out.success() {

@@ -124,17 +124,8 @@ fn signal_verified(v: &Verified) -> Result<(), String> {
 }
 
 pub fn main(cli: &Cli, args: &CancelArgs) -> u8 {
-    if args.wait
-        && let Err(c) = super::session::signals()
-    {
-        return c;
-    }
-    let host = match super::session::operator(cli, false) {
+    let (host, timeout) = match super::session::waiting_operator(cli, args.wait, args.timeout.as_deref()) {
         Ok(h) => h,
-        Err(c) => return c,
-    };
-    let timeout = match super::drain::timeout_arg(args.timeout.as_deref()) {
-        Ok(t) => t,
         Err(c) => return c,
     };
     let mut out = CancelOut { schema: 1, target: args.target.clone(), waited: args.wait, ..CancelOut::default() };

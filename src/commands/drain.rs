@@ -81,17 +81,8 @@ fn live_runs(runs_dir: &std::path::Path) -> Vec<LiveOut> {
 }
 
 pub fn drain(cli: &Cli, args: &DrainArgs) -> u8 {
-    if args.wait
-        && let Err(c) = super::session::signals()
-    {
-        return c;
-    }
-    let host = match super::session::operator(cli, false) {
+    let (host, timeout) = match super::session::waiting_operator(cli, args.wait, args.timeout.as_deref()) {
         Ok(h) => h,
-        Err(c) => return c,
-    };
-    let timeout = match timeout_arg(args.timeout.as_deref()) {
-        Ok(t) => t,
         Err(c) => return c,
     };
     let lock_dir = &host.lock_dir;

@@ -39,16 +39,19 @@ pub fn main(cli: &Cli, args: &ExecStepArgs) -> u8 {
     let code = match &result {
         Ok(out) => {
             let report = json!({
-                "code": out.code,
-                "signal": out.signal,
-                "stopped": out.stopped.map(|s| s.to_string()),
+                "code": out.code(),
+                "signal": match out.ended {
+                    crate::process::Ended::Signaled(s) => Some(s),
+                    _ => None,
+                },
+                "stopped": out.stopped().map(|s| s.to_string()),
                 "leaky": out.leaky,
                 "tail": out.tail,
                 "duration_ms": out.duration.as_millis() as u64,
                 "adopted_killed": adopted,
             });
             println!("{report}");
-            match (lifetime::cause(), out.code) {
+            match (lifetime::cause(), out.code()) {
                 (Some(c), _) => c.exit_code(),
                 (None, Some(c)) => u8::try_from(c).unwrap_or(exit::FAILED),
                 (None, None) => exit::FAILED,

@@ -4,6 +4,8 @@
 //! because a log line before the masker is installed could carry a secret, and a child spawned
 //! before the timing is configured would stop with the default grace.
 
+use std::time::Duration;
+
 use crate::cli::Cli;
 use crate::config::{self, Host};
 use crate::mask::{self, Masker};
@@ -61,4 +63,15 @@ pub(crate) fn operator(cli: &Cli, mask: bool) -> Result<Host, u8> {
     let (env, host) = host()?;
     start(cli, &env, &host, Start { mask, token: None, run_clock: false });
     Ok(host)
+}
+
+/// The prologue of an operator command that may wait (`cancel --wait`, `drain --wait`): the
+/// signal thread only when it waits (a signal must end the wait, not ccci mid-write), then
+/// [`operator`], then its `--timeout`.
+pub(crate) fn waiting_operator(cli: &Cli, wait: bool, timeout: Option<&str>) -> Result<(Host, Option<Duration>), u8> {
+    if wait {
+        signals()?;
+    }
+    let host = operator(cli, false)?;
+    Ok((host, super::drain::timeout_arg(timeout)?))
 }

@@ -54,7 +54,7 @@ pub(super) fn valid_until(sent: Instant, ttl: Duration) -> Instant {
 }
 
 impl KeepAlive {
-    pub fn start(
+    pub(super) fn start(
         gw: Gateway,
         lease_id: i64,
         ttl: Duration,
@@ -79,31 +79,31 @@ impl KeepAlive {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn lost(&self) -> Option<String> {
+    pub(super) fn lost(&self) -> Option<String> {
         let k = self.lock();
         k.lost
             .clone()
             .or_else(|| (Instant::now() >= k.valid_until).then(|| "no keepalive was answered in time".to_string()))
     }
 
-    pub fn gone(&self) -> bool {
+    pub(super) fn gone(&self) -> bool {
         self.lock().gone
     }
 
     /// A keepalive sent at `sent` by someone else (the fence) was answered with `ttl`.
-    pub fn refreshed(&self, sent: Instant, ttl: Duration) {
+    pub(super) fn refreshed(&self, sent: Instant, ttl: Duration) {
         let mut k = self.lock();
         k.valid_until = k.valid_until.max(valid_until(sent, ttl));
     }
 
-    pub fn mark_gone(&self, why: &str) {
+    pub(super) fn mark_gone(&self, why: &str) {
         let mut k = self.lock();
         k.gone = true;
         k.lost.get_or_insert_with(|| why.to_string());
     }
 
     /// Stops the thread and waits for it (at most one keepalive call, bounded by its deadline).
-    pub fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -117,7 +117,10 @@ impl Drop for KeepAlive {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the keepalive thread's whole state, moved in once; a struct would only be unpacked again"
+)]
 fn run(
     gw: Gateway,
     id: i64,

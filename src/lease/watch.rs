@@ -20,7 +20,12 @@ pub(super) struct KeyWatch {
 }
 
 impl KeyWatch {
-    pub fn start(gw: Gateway, key: &str, from_revision: i64, notify: Sender<Event>) -> std::io::Result<KeyWatch> {
+    pub(super) fn start(
+        gw: Gateway,
+        key: &str,
+        from_revision: i64,
+        notify: Sender<Event>,
+    ) -> std::io::Result<KeyWatch> {
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
         let req = WatchReq { create_request: WatchCreate { key: B64::of(key), start_revision: I64(from_revision) } };
         let key = key.to_string();
@@ -52,7 +57,7 @@ impl KeyWatch {
     }
 
     /// Whether the stream is still being read.
-    pub fn is_live(&self) -> bool {
+    pub(super) fn is_live(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 }

@@ -39,7 +39,7 @@ pub(crate) struct DepApp {
 }
 
 impl DepApp {
-    pub fn out(&self, teardown: TeardownResult, teardown_reason: Option<String>) -> DepOut {
+    pub(super) fn out(&self, teardown: TeardownResult, teardown_reason: Option<String>) -> DepOut {
         let reason = match (&self.reason, teardown_reason) {
             (Some(a), Some(b)) => Some(format!("{a}; teardown: {b}")),
             (Some(a), None) => Some(a.clone()),
@@ -166,7 +166,7 @@ impl Running<'_> {
             .capture()
             .run()
             .map_err(|e| StepError::Failed(e.to_string()))?;
-        match out.stopped {
+        match out.stopped() {
             Some(Stopped::Cancelled(_)) => return Err(StepError::Stopped),
             _ if out.success() => {}
             _ => return Err(StepError::Failed(format!("provision hook failed: {}", out.describe()))),

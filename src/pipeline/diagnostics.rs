@@ -27,13 +27,13 @@ const TASKS_PER_SERVICE: usize = 10;
 
 /// What was saved, relative to the run dir, and the file the failure reason should point at.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Saved {
+pub(super) struct Saved {
     pub files: Vec<String>,
     pub key: Option<String>,
 }
 
 /// The time diagnostics may take: a fifth of the teardown budget, at most 30 s.
-pub fn share_of(budget: Duration) -> Duration {
+pub(super) fn share_of(budget: Duration) -> Duration {
     (budget / 5).min(Duration::from_secs(30))
 }
 
@@ -41,7 +41,7 @@ pub fn share_of(budget: Duration) -> Duration {
 /// what cannot be read is noted in the files and logged.
 /// `sub`: a subdirectory of `diagnostics/` (a dependency app's name; `""` for the app under
 /// test), so two apps' `tasks.txt` and service logs never overwrite each other.
-pub fn save(
+pub(super) fn save(
     engine: &Engine,
     stack: &str,
     rendered: Option<&str>,
@@ -131,7 +131,7 @@ fn service_of_container(c: &ContainerInspectResponse, services: &[Service]) -> O
 
 /// A file name for a service: without the stack prefix, only `[A-Za-z0-9._-]`, never starting
 /// with a dot. Service names come from the PR's compose file.
-pub fn file_stem(service: &str, stack: &str) -> String {
+pub(super) fn file_stem(service: &str, stack: &str) -> String {
     let short = service.strip_prefix(&format!("{stack}_")).unwrap_or(service);
     let clean: String = short
         .chars()
@@ -160,7 +160,7 @@ fn state_of(t: &Task) -> Option<TaskState> {
 
 /// The service a failure is most likely about: one with a failed or rejected task, else one
 /// with an unhealthy container, else one with no running task, else the first.
-pub fn problem_service(services: &[Service], tasks: &[Task], unhealthy: &[String]) -> Option<String> {
+pub(super) fn problem_service(services: &[Service], tasks: &[Task], unhealthy: &[String]) -> Option<String> {
     let states = |id: Option<&str>| -> Vec<TaskState> {
         tasks.iter().filter(|t| id.is_some() && t.service_id.as_deref() == id).filter_map(state_of).collect()
     };
@@ -179,7 +179,7 @@ pub fn problem_service(services: &[Service], tasks: &[Task], unhealthy: &[String
 
 /// `docker service ps --no-trunc` for every service: the newest tasks first, with the state,
 /// since when, the exit code and the error or message.
-pub fn task_table(stack: &str, services: &[Service], tasks: &[Task]) -> String {
+pub(super) fn task_table(stack: &str, services: &[Service], tasks: &[Task]) -> String {
     let mut out = format!("tasks of stack {stack} (newest first, at most {TASKS_PER_SERVICE} per service)\n");
     let _ = writeln!(
         out,

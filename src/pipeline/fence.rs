@@ -62,7 +62,7 @@ pub(super) fn acquire(ctx: &Ctx, waited: Duration) -> Result<RunLease, AcquireEr
 
 impl RunLease {
     /// The fencing token, when a lease is held.
-    pub fn token(&self) -> Option<u64> {
+    pub(super) fn token(&self) -> Option<u64> {
         self.held.as_ref().map(Held::token)
     }
 
@@ -73,7 +73,7 @@ impl RunLease {
     }
 
     /// Immediately before a mutating step of the stages: a failed fence cancels the run.
-    pub fn check_running(&self, step: &str) -> Result<(), StepError> {
+    pub(super) fn check_running(&self, step: &str) -> Result<(), StepError> {
         match self.fence(step) {
             Ok(()) => Ok(()),
             Err(FenceError::Cancelled(_)) => Err(StepError::Stopped),
@@ -86,7 +86,7 @@ impl RunLease {
 
     /// Immediately before a teardown step: `Err` means do not touch the app (refused, or not
     /// provable within the budget); the reason is in words for the report.
-    pub fn check_teardown(&self, step: &str) -> Result<(), String> {
+    pub(super) fn check_teardown(&self, step: &str) -> Result<(), String> {
         let mut waiting = false;
         loop {
             match self.fence(step) {
@@ -118,7 +118,7 @@ impl RunLease {
 
     /// Ends the lease (the key goes, a waiter on any host wakes). A lease already lost has
     /// nothing to release.
-    pub fn release(self) {
+    pub(super) fn release(self) {
         if let Some(h) = self.held
             && let Err(e) = h.release()
         {

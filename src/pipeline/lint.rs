@@ -80,7 +80,7 @@ fn pristine_copy(ctx: &Ctx, fetched: &Fetched, root: &Path) -> Result<std::path:
 pub fn classify(out: &Output) -> Lint {
     let rules = parse::lint_table(&out.stdout);
     let failed: Vec<String> = rules.iter().flatten().filter(|r| !r.satisfied).map(|r| r.rule.clone()).collect();
-    match out.stopped {
+    match out.stopped() {
         Some(Stopped::TimedOut(d)) => {
             return Lint::unver(&format!("abra recipe lint timed out after {}", crate::clock::human(d)));
         }
@@ -117,11 +117,9 @@ mod tests {
         Output {
             name: "abra".into(),
             cmdline: "abra recipe lint -n -o hello".into(),
-            code: Some(code),
-            signal: None,
+            ended: stopped.map_or(crate::process::Ended::Exited(code), crate::process::Ended::Stopped),
             stdout: stdout.into(),
             tail: stdout.lines().map(str::to_string).collect(),
-            stopped,
             leaky: Vec::new(),
             duration: Duration::ZERO,
         }

@@ -131,7 +131,7 @@ impl Running<'_> {
             .timeout(Duration::from_secs(self.custom.yml.timeouts.hook))
             .run()
             .map_err(|e| StepError::Failed(e.to_string()))?;
-        match out.stopped {
+        match out.stopped() {
             Some(Stopped::Cancelled(_)) => Err(StepError::Stopped),
             _ if out.success() => Ok(()),
             _ => Err(StepError::Failed(format!("hook {name} failed: {}", out.describe()))),
@@ -341,7 +341,7 @@ impl Running<'_> {
                 }
             };
             let ms = out.duration.as_millis() as u64;
-            let (status, reason) = match out.stopped {
+            let (status, reason) = match out.stopped() {
                 Some(Stopped::Cancelled(_)) => return Out::Stopped,
                 Some(Stopped::TimedOut(_)) => {
                     (Status::Fail, Some(format!("timed out after {}", crate::clock::human(timeout))))
@@ -350,7 +350,7 @@ impl Running<'_> {
                 None if out.success() => (Status::Pass, None),
                 // 77: the test could not run here (a dependency it needs is not up, a tool it
                 // needs is missing) — automake's skip code. Its last line says why.
-                None if out.code == Some(SKIP_CODE) => {
+                None if out.code() == Some(SKIP_CODE) => {
                     (Status::Skip, Some(out.last_error_line().unwrap_or("skipped (exit 77)").to_string()))
                 }
                 None => (Status::Fail, Some(out.describe())),

@@ -192,7 +192,7 @@ pub fn check_stack_config(docker: &str) -> Result<(), RenderError> {
         .timeout(HELP_TIMEOUT)
         .hint(" (set CCCI_DOCKER to a Docker CLI 23.0 or newer)")
         .run()?;
-    if let Some(s) = out.stopped {
+    if let Some(s) = out.stopped() {
         return Err(RenderError::Stopped(s));
     }
     // Help goes to stdout; look at stderr's tail as well in case a build prints it there.
@@ -250,7 +250,7 @@ pub fn render(
         .timeout(timeout);
     cmd = cmd.hint(" (is coreutils' env on PATH?)");
     let out = cmd.run()?;
-    if let Some(s) = out.stopped {
+    if let Some(s) = out.stopped() {
         return Err(RenderError::Stopped(s));
     }
     if !out.success() {

@@ -114,19 +114,43 @@ impl fmt::Display for Stopped {
     }
 }
 
+/// How a child ended. A child ccci stopped is `Stopped` whatever its wait status says (the
+/// SIGKILL was ccci's, not the child's failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// It exited by itself with this code.
+    Exited(i32),
+    /// A signal ccci did not send ended it (an OOM kill, a crash).
+    Signaled(i32),
+    /// ccci stopped it, or never started it (see [`Stopped`]).
+    Stopped(Stopped),
+    /// Its wait status was lost (reaped elsewhere).
+    Unknown,
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ended::Exited(c) => write!(f, "exited {c}"),
+            Ended::Signaled(s) => write!(f, "killed by signal {s}"),
+            Ended::Stopped(s) => s.fmt(f),
+            Ended::Unknown => f.write_str("ended"),
+        }
+    }
+}
+
 /// What a finished child left behind.
 #[derive(Debug, Clone)]
 pub struct Output {
     pub name: String,
     pub cmdline: String,
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
+    /// How it ended: the one answer to "exit code, signal, or stopped by ccci?".
+    pub ended: Ended,
     /// Captured stdout (only when asked for; unmasked and byte-exact, for parsing). Under a
     /// pseudo-terminal: everything the child wrote.
     pub stdout: String,
     /// The last lines of both streams, masked.
     pub tail: Vec<String>,
-    pub stopped: Option<Stopped>,
     /// Pids still alive in the group after the child exited (they were stopped).
     pub leaky: Vec<i32>,
     pub duration: Duration,
@@ -134,7 +158,23 @@ pub struct Output {
 
 impl Output {
     pub fn success(&self) -> bool {
-        self.code == Some(0) && self.stopped.is_none()
+        self.ended == Ended::Exited(0)
+    }
+
+    /// Its exit code, when it exited by itself.
+    pub fn code(&self) -> Option<i32> {
+        match self.ended {
+            Ended::Exited(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Why ccci stopped it, when it did.
+    pub fn stopped(&self) -> Option<Stopped> {
+        match self.ended {
+            Ended::Stopped(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// The line that says why the child failed (see [`error_line`]).
@@ -144,12 +184,7 @@ impl Output {
 
     /// One line for reports: what ran, how it ended, and its last error line.
     pub fn describe(&self) -> String {
-        let how = match (self.stopped, self.code, self.signal) {
-            (Some(s), _, _) => s.to_string(),
-            (None, Some(c), _) => format!("exited {c}"),
-            (None, None, Some(sig)) => format!("killed by signal {sig}"),
-            (None, None, None) => "ended".to_string(),
-        };
+        let how = self.ended;
         match self.last_error_line() {
             Some(line) if !self.success() => format!("`{}` {how}: {line}", self.cmdline),
             _ => format!("`{}` {how}", self.cmdline),
@@ -401,23 +436,21 @@ impl Cmd {
         let mut out = Output {
             name: self.name.clone(),
             cmdline: cmdline.clone(),
-            code: None,
-            signal: None,
+            ended: Ended::Unknown,
             stdout: String::new(),
             tail: Vec::new(),
-            stopped: None,
             leaky: Vec::new(),
             duration: Duration::ZERO,
         };
         if let Some(stop) = watch.stop() {
-            out.stopped = Some(stopped_of(stop, None));
+            out.ended = Ended::Stopped(stopped_of(stop, None));
             return Ok(out);
         }
         if let Some(bound) = child_bound()
             && Instant::now() >= bound
         {
             // The caller's bound has passed: do not start what would be stopped at once.
-            out.stopped = Some(Stopped::TimedOut(Duration::ZERO));
+            out.ended = Ended::Stopped(Stopped::TimedOut(Duration::ZERO));
             return Ok(out);
         }
         tracing::event!(target: "ccci::process", Level::DEBUG, "$ {cmdline}");
@@ -503,7 +536,7 @@ impl Cmd {
             let escalate = || watch.epoch_moved();
             group::terminate_group(pid, grace, &escalate);
             status = group::reap_leader(pid, true);
-            out.stopped = Some(s);
+            out.ended = Ended::Stopped(s);
         } else {
             status = status.or_else(|| group::reap_leader(pid, true));
             // Leak check: the pipes should close and the group empty within the leak timeout.
@@ -537,10 +570,12 @@ impl Cmd {
             sink.handle(ev);
         }
         group::unregister(pid);
-        match status {
-            Some(WaitStatus::Exited(_, code)) => out.code = Some(code),
-            Some(WaitStatus::Signaled(_, sig, _)) => out.signal = Some(sig as i32),
-            _ => {}
+        if out.stopped().is_none() {
+            out.ended = match status {
+                Some(WaitStatus::Exited(_, code)) => Ended::Exited(code),
+                Some(WaitStatus::Signaled(_, sig, _)) => Ended::Signaled(sig as i32),
+                _ => Ended::Unknown,
+            };
         }
         out.stdout =
             String::from_utf8(sink.stdout).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
@@ -725,7 +760,7 @@ mod tests {
     #[test]
     fn a_pty_child_is_stopped_by_its_timeout() {
         let out = sh("sleep 100").pty().timeout(Duration::from_millis(300)).run().unwrap();
-        assert!(matches!(out.stopped, Some(Stopped::TimedOut(_))), "{}", out.describe());
+        assert!(matches!(out.stopped(), Some(Stopped::TimedOut(_))), "{}", out.describe());
     }
 
     #[test]

@@ -17,7 +17,7 @@ const COLS: u16 = 200;
 /// Opens a master/slave pair, both close-on-exec (the child gets the slave through its
 /// standard descriptors, which are not). The slave echoes nothing and does no output
 /// processing, so a child's `\n` reaches ccci as `\n`, not `\r\n`.
-pub fn open() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn open() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: plain libc calls on descriptors owned here; every pointer handed over points at a
     // live, correctly sized local.
     unsafe {

@@ -10,9 +10,9 @@ use std::path::{Component, Path, PathBuf};
 use super::{Results, Status};
 
 /// Lines kept of each failing step's output.
-pub const TAIL_LINES: usize = 20;
+pub(super) const TAIL_LINES: usize = 20;
 /// Lines shown of each diagnostics file.
-pub const DIAGNOSTICS_LINES: usize = 15;
+pub(super) const DIAGNOSTICS_LINES: usize = 15;
 /// Diagnostics files shown at most.
 const DIAGNOSTICS_FILES: usize = 6;
 /// Bytes read from the end of a diagnostics file.
@@ -63,7 +63,7 @@ impl Evidence {
 }
 
 /// The last `n` output lines of each of `steps` in a `run.log` (`<time> <LEVEL> <step>| <line>`).
-pub fn step_tails(log: impl BufRead, steps: &[&str], n: usize) -> BTreeMap<String, Vec<String>> {
+pub(super) fn step_tails(log: impl BufRead, steps: &[&str], n: usize) -> BTreeMap<String, Vec<String>> {
     let mut tails: BTreeMap<String, VecDeque<String>> = BTreeMap::new();
     for line in log.split(b'\n').map_while(Result::ok) {
         let line = String::from_utf8_lossy(&line);

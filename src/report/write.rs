@@ -10,10 +10,10 @@ use super::{Evidence, Results, badge_svg, junit_xml, summary_md};
 use crate::mask::{self, Masker};
 use crate::workspace::Workspace;
 
-pub const RESULTS: &str = "results.json";
-pub const SUMMARY: &str = "summary.md";
-pub const BADGE: &str = "badge.svg";
-pub const JUNIT: &str = "junit.xml";
+pub(super) const RESULTS: &str = "results.json";
+pub(super) const SUMMARY: &str = "summary.md";
+pub(super) const BADGE: &str = "badge.svg";
+pub(super) const JUNIT: &str = "junit.xml";
 
 fn write(path: &Path, text: &str) -> bool {
     match Workspace::write_atomic(path, mask::mask(text).as_bytes()) {

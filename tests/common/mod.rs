@@ -1,7 +1,10 @@
 //! The test world: a real ccci binary, the fixture abra, a real swarm, and nothing shared with
 //! other tests. Each world has its own lock dir, runs dir, abra home and domain suffix, so
 //! janitors of parallel tests never see each other's apps.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "shared by two test crates (integration and concurrency): each uses a different part, so `expect` would fail in one of them"
+)]
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -79,7 +79,7 @@ impl Abra {
 
     /// A stop or a non-zero exit as an error naming the call and abra's failure line.
     pub fn check(call: &Call, out: Output) -> Result<Output, AbraError> {
-        if let Some(stopped) = out.stopped {
+        if let Some(stopped) = out.stopped() {
             return Err(AbraError::Stopped { what: call.what(), stopped });
         }
         if !out.success() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// An `http://` URL split for a request line and a Host header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlainUrl {
+pub(super) struct PlainUrl {
     /// `host` or `host:port` as written (the Host header).
     pub authority: String,
     /// What to connect to (`host:80` when no port is written).
@@ -22,7 +22,7 @@ pub struct PlainUrl {
 }
 
 /// The URL, when it is a plain one this module can GET itself.
-pub fn plain(url: &str) -> Option<PlainUrl> {
+pub(super) fn plain(url: &str) -> Option<PlainUrl> {
     let rest = url.strip_prefix("http://")?;
     let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -47,14 +47,14 @@ pub fn plain(url: &str) -> Option<PlainUrl> {
 }
 
 /// Whether ccci's environment names a proxy (curl would send the request through it).
-pub fn proxy_configured() -> bool {
+pub(super) fn proxy_configured() -> bool {
     let vars = std::iter::once(crate::env_vars::HTTP_PROXY).chain(crate::env_vars::PROXY_VARS.iter().copied());
     vars.filter(|v| !v.eq_ignore_ascii_case("no_proxy")).any(|v| std::env::var(v).is_ok_and(|x| !x.trim().is_empty()))
 }
 
 /// GETs the URL and returns the status code, or why there is none. Bounded by `max` in all;
 /// `stop` is checked every 100 ms (a cancel abandons the request).
-pub fn get_status(url: &PlainUrl, max: Duration, stop: &dyn Fn() -> bool) -> Result<u16, String> {
+pub(super) fn get_status(url: &PlainUrl, max: Duration, stop: &dyn Fn() -> bool) -> Result<u16, String> {
     let end = Instant::now() + max;
     let addrs: Vec<_> =
         url.connect.to_socket_addrs().map_err(|e| format!("could not resolve {}: {e}", url.authority))?.collect();
