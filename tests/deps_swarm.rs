@@ -159,6 +159,8 @@ echo "deploys so far: $(cat "$CCCI_DEPLOY_COUNT_FILE")"
     assert_eq!(d["teardown"], "clean", "{r}");
     assert_eq!(r["teardown"]["result"], "clean");
     assert!(err.contains(&format!("dep idp    {dep} 1.0.0+1  ready in")), "the summary names it: {err}");
+    let md = fs::read_to_string(w.run_dir(&run_id).join("summary.md")).unwrap();
+    assert!(md.contains("### Dependencies") && md.contains(&format!("`{dep}`")), "{md}");
 
     // The credentials reached the test…
     let deps: Value = serde_json::from_str(&fs::read_to_string(&seen).unwrap()).unwrap();
