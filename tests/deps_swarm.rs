@@ -384,3 +384,58 @@ fn a_skip_only_custom_stage_is_an_unintentional_skip() {
     assert_eq!(r["skips"]["unintentional"], serde_json::json!(["functional"]), "{r}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
+
+/// On a shared swarm (issue 20) runs lease only their app's domain, so a dependency is leased
+/// through its owner: host B's janitor leaves host A's dependency while A's run holds the
+/// app's lease — B has no lockfile of it to probe — and reaps it under the owner's lease once
+/// that lapsed.
+#[test]
+fn on_a_shared_swarm_a_dependency_is_reaped_only_after_its_owners_lease_lapsed() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let cluster = crate::common::etcd::Cluster::start();
+    let mut a = World::new();
+    let mut b = World::new();
+    b.suffix = a.suffix.clone();
+    for (w, name) in [(&mut a, "host-a"), (&mut b, "host-b")] {
+        w.set("CCCI_LEASE_ENDPOINTS", &cluster.endpoints());
+        w.set("CCCI_LEASE_TTL", "3");
+        w.set("CCCI_LEASE_PREFIX", "/t");
+        w.set("DRONE_STAGE_MACHINE", name);
+    }
+    // Host B has run nothing yet; its lock dir exists as `ccci run` would have made it.
+    fs::create_dir_all(&b.lock_dir).unwrap();
+    let gate = a.path().join("provision-gate");
+    sso_world(&a, "ssoapp", Some(&gate));
+    let run_id = format!("l{}", unique());
+    let token = format!("CCCI_RUN_TOKEN={run_id}:");
+    let _guard = KillTokens(token.clone());
+    let (mut run, err) = start(&a, "ssoapp", &run_id, "install");
+    err.wait_for("parked-in-provision", Duration::from_secs(180));
+    let (app, dep) = (a.domain("ssoapp", "0", ""), dep_domain(&a, "ssoapp"));
+
+    let v = janitor(&b);
+    let apps = v["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), 1, "{v}");
+    assert_eq!((apps[0]["domain"].as_str(), apps[0]["action"].as_str()), (Some(dep.as_str()), Some("left")), "{v}");
+    assert!(apps[0]["reason"].as_str().unwrap().contains(&format!("its owner {app}")), "{v}");
+
+    signal(run.id(), libc::SIGKILL);
+    let _ = run.wait();
+    wait_until("the run's children to die with it", Duration::from_secs(20), || pids_with_env(&token).is_empty());
+    let key = format!("/t/apps/{app}");
+    wait_until("the owner's lease to lapse", Duration::from_secs(60), || cluster.exists(&key) == Some(false));
+
+    let v = janitor(&b);
+    let apps = v["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), 1, "{v}");
+    assert_eq!((apps[0]["domain"].as_str(), apps[0]["action"].as_str()), (Some(dep.as_str()), Some("reaped")), "{v}");
+    assert_eq!(apps[0]["lease"], "taken", "{v}");
+    assert!(!a.leftovers().iter().any(|l| !l.starts_with("env:")), "{:?}", a.leftovers());
+    // Host A's own leftovers (the dependency's .env and the lockfiles) are its janitor's.
+    janitor(&a);
+    assert!(a.leftovers().is_empty() && b.leftovers().is_empty(), "{:?} {:?}", a.leftovers(), b.leftovers());
+    assert_eq!(cluster.exists(&key), Some(false), "the janitors released the owner's lease");
+}
