@@ -152,8 +152,11 @@ class Judge:
         return [c for c in self.calls if c["caller"] == caller]
 
     def hold_interval(self, rid, rdir):
-        """(lock acquired, last run.log line) in epoch seconds, and whether it waited for the lock."""
-        t_acq = t_last = None
+        """(lock acquired, lock released) in epoch seconds, and whether it waited for the lock. The
+        release is ccci's "app lock released" line, logged just after the lockfile is closed (the
+        reports are written after it); without that line (a run killed before it), the last
+        run.log line stands for it."""
+        t_acq = t_last = t_rel = None
         waited = False
         for line in read(f"{rdir}/run.log").splitlines():
             m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z) ", line)
@@ -162,9 +165,12 @@ class Judge:
             t_last = ts(m.group(1))
             if "app lock held:" in line and t_acq is None:
                 t_acq = t_last
+            if "app lock released:" in line and t_acq is not None and t_rel is None:
+                t_rel = t_last
             if "is in flight" in line:
                 waited = True
-        return (t_acq, t_last) if t_acq is not None and t_last is not None else None, waited
+        t_end = t_rel if t_rel is not None else t_last
+        return (t_acq, t_end) if t_acq is not None and t_end is not None else None, waited
 
     def check_run(self, s):
         rid, fault, kind = s["id"], s["fault"], s["kind"]
@@ -195,7 +201,8 @@ class Judge:
             return self.check_refused_param(s, res, rc, err, dirs)
         if not dirs:
             if not (fault == "kill9" and res.get("injected") == "1" and rc == 137):
-                self.v(f"{rid}: no run dir (fault {fault}, exit {rc})")
+                last = (err.strip().splitlines() or ["(no stderr)"])[-1][-300:]
+                self.v(f"{rid}: no run dir (fault {fault}, exit {rc}): {last}")
             return
         rdir = dirs[0]
         hold, waited = self.hold_interval(rid, rdir)
@@ -330,8 +337,11 @@ class Judge:
             if state is None or tuple(state) != before or not before[0]:
                 ok = False
                 self.v(f"{rid}: the file linked at the lock path changed {when}: {before} -> {state}")
+        dom = s["app"] + "." + self.suffix
         for c in self.calls_of(rid):
-            if c["destructive"]:
+            # Its run-start janitor may legitimately reap another domain's orphan: only a call on
+            # the hard-linked domain itself means the run went on.
+            if c["destructive"] and dom in c["domains"]:
                 ok = False
                 self.v(f"{rid}: went on past a hard-linked lockfile: {c['text']}")
         if res.get("link_intact") != "1":
@@ -635,10 +645,19 @@ def synthetic_world(d):
         def stamp(t):
             return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         log = [f"{stamp(start)} INFO ==== fetch"]
+        if fault == "hardlink":
+            # Its run-start janitor reaps an orphan of another domain (nobody holds it then).
+            calls.append(f"{start + 0.5:.3f} {rid} - abra app remove -n -o -f hell-000001.{suffix}")
         if fault != "hardlink":
             log.append(f"{stamp(start + 1)} INFO app lock held: {d}/lock/{LOCKFILE.format(dom)} (after 0s)")
             calls.append(f"{start + 2:.3f} {rid} install abra app new hello -D {dom}")
             calls.append(f"{end - 2:.3f} {rid} teardown abra app undeploy -n {dom}")
+            if fault != "kill9":
+                log.append(f"{stamp(end - 1)} INFO app lock released: {d}/lock/{LOCKFILE.format(dom)}")
+            if fault == "wedged":
+                # An abandoned teardown leaves the app; a janitor may reap it once the lock is
+                # released, while the run is still writing its reports: not a violation.
+                calls.append(f"{end - 0.5:.3f} jan1 - docker service rm {app}_{suffix.replace('.', '_')}_app")
         log.append(f"{stamp(end)} INFO ==== done")
         with open(f"{rdir}/run.log", "w") as f:
             f.write("\n".join(log) + "\n")
@@ -727,6 +746,9 @@ def self_test():
         ("the watch never ran", lambda d: os.remove(f"{d}/watch.rc"), "--watch process never reported"),
         ("a janitor removes a live run's app", append("logs/calls.log", "1700000010.000 watch - docker service rm hell-000000_sk1_soak_test_app\n"),
          "while sk1-0 held the lock"),
+        ("a janitor removes an app just before its lock is released", append("logs/calls.log",
+            f"{1_700_000_000 + 100 * run['wedged'] + 28.5:.3f} jan2 - docker service rm hell-{run['wedged']:06x}_sk1_soak_test_app\n"),
+         f"while sk1-{run['wedged']} held the lock"),
         ("a live run loses its app", edit_json("runs/sk1-0/results.json", lambda r: r.update(outcome="fail", exit_code=1)),
          "expected pass/exit 0/clean"),
         ("SIGTERM ends in a pass", edit_json(f"runs/sk1-{run['term']}/results.json", lambda r: r.update(outcome="pass", exit_code=0)),

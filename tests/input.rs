@@ -97,6 +97,11 @@ fn hostile_host_inputs_exit_2_and_create_nothing() {
         c(&[], &[("CCCI_MAX_DEADLINE", MAX)], &[], "max deadline"),
         c(&[], &[("CCCI_MAX_TEARDOWN_BUDGET", MAX)], &[], "max teardown budget"),
         c(&[], &[("CCCI_KILL_GRACE", "3601")], &[], "kill grace"),
+        c(&[], &[], &[("CCCI_LOCK_TIMEOUT", MAX)], "CCCI_LOCK_TIMEOUT|lock timeout"),
+        c(&[], &[], &[("CCCI_TEARDOWN_BUDGET", MAX)], "CCCI_TEARDOWN_BUDGET|teardown budget"),
+        c(&[], &[("CCCI_MIN_FREE_MB", MAX)], &[], "CCCI_MIN_FREE_MB|free"),
+        c(&[], &[("CCCI_LEASE_ENDPOINTS", "http://127.0.0.1:1"), ("CCCI_LEASE_TTL", MAX)], &[], "lease TTL"),
+        c(&[], &[("CCCI_LEASE_ENDPOINTS", "http://127.0.0.1:1"), ("CCCI_LEASE_TTL", "1")], &[], "lease TTL"),
         // Relative paths for every dir/file setting.
         c(&[], &[("CCCI_APP_LOCK_DIR", "run/lock")], &[], "absolute"),
         c(&[], &[("CCCI_RUNS_DIR", "runs")], &[], "absolute"),
@@ -220,4 +225,25 @@ fn help_lists_env_vars_and_examples_and_version_has_commit() {
     let o = w.run(&["--version"]);
     let v = String::from_utf8_lossy(&o.stdout);
     assert!(v.starts_with("ccci 0.") && v.contains('('), "{v}");
+}
+
+#[test]
+fn janitor_numbers_out_of_range_exit_2_and_touch_nothing() {
+    const MAX: &str = "18446744073709551615";
+    for (flag, value, needle) in [
+        ("--deadline", MAX, "deadline"),
+        ("--deadline", "0", "deadline"),
+        ("--prune-after", MAX, "prune-after|prune after"),
+        ("--prune-after", "99999999999999999999999", "prune-after|prune after"),
+    ] {
+        let (w, calls) = recording_world();
+        let mut cmd = w.ccci();
+        cmd.args(["janitor", flag, value]);
+        let o = output_within(cmd, std::time::Duration::from_secs(30));
+        let err = stderr_of(&o);
+        assert_eq!(code(&o), 2, "{flag} {value}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{flag} {value}: expected one line, got: {err}");
+        assert!(needle.split('|').any(|n| err.contains(n)), "{flag} {value}: {err:?} should name {needle}");
+        assert_nothing_created(&w, &calls);
+    }
 }

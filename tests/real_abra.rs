@@ -73,7 +73,7 @@ fn a_compose_file_idiom_recipe_with_an_overlay_and_a_head_adding_a_secret_reache
         "multi",
         "ccci.yml",
         &format!(
-            "extra_env: {{ HTTP_PORT: \"{port}\" }}\n\
+            "extra_env: {{ HTTP_PORT: \"{port}\", SMTP_PASSWORD: \"extra-env-credential-7f3a\" }}\n\
              upgrade_extra_env: {{ SECRET_API_TOKEN_VERSION: \"v1\" }}\n\
              timeouts: {{ deploy: 90, http: 30, test: 60, hook: 60 }}\n\
              health: {{ url: \"http://127.0.0.1:{port}/\", expect: [200] }}\n"
@@ -140,6 +140,11 @@ if grep -q 'API token' "$env"; then fail "the .env came from the head"; fi"#,
     let run_log = fs::read_to_string(w.run_dir(&run_id).join("run.log")).unwrap();
     assert!(!run_log.contains("fixture-secret-value"), "a generated secret value reached run.log");
     assert!(run_log.contains("already exists"), "the second generate met the existing secret: {run_log}");
+    // An operator's extra_env value (a credential, say) reaches the app's .env, never the
+    // public report.
+    let results = fs::read_to_string(w.run_dir(&run_id).join("results.json")).unwrap();
+    assert!(!results.contains("extra-env-credential-7f3a"), "an extra_env value reached results.json");
+    assert!(results.contains("SMTP_PASSWORD"), "the key stays, its value hidden: {results}");
     // Everything is gone, the unlabelled secrets included.
     assert!(secrets_of(&stack).is_empty(), "{:?}", secrets_of(&stack));
     assert_eq!(r["teardown"]["result"], "clean", "{r}");

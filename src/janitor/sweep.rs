@@ -1,4 +1,6 @@
-//! One sweep: discovery, the app and lockfile phase, prune, stragglers.
+//! One sweep: the runs phase first (stragglers of dead runs stopped, run dirs pruned: a
+//! straggler could otherwise still be deploying or writing to an app the sweep is about to
+//! reap), then discovery, then the app and lockfile phase.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -54,7 +56,7 @@ pub fn run_start(host: &Host, abra: &Abra, docker: &Docker, budget: Duration) ->
     report
 }
 
-/// One sweep: discovery, the app and lockfile phase, prune, stragglers.
+/// One sweep: the runs phase (stragglers, then prune), discovery, the app and lockfile phase.
 pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report {
     let t0 = Instant::now();
     let started = SystemTime::now();

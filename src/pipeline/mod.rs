@@ -278,7 +278,7 @@ pub fn run(ctx: &Ctx) -> RunState {
             st.internal_error = Some(reason.clone());
             st.rest(&requested, unver, &reason);
             teardown::begin();
-            st.teardown = teardown::teardown(ctx, &ctx.app, lock, &lease);
+            st.teardown = teardown::teardown(ctx, &ctx.app, &lock, &lease);
             lease.release();
             return st;
         }
@@ -315,9 +315,15 @@ pub fn run(ctx: &Ctx) -> RunState {
     banner("teardown");
     teardown::begin();
     // The app under test first (it may still talk to its dependencies), then the dependencies
-    // in reverse order of deploy.
-    st.teardown = teardown::teardown(ctx, &ctx.app, lock, &lease);
+    // in reverse order of deploy; the app's lock is held until they are gone too, so a new run
+    // of this app never meets them half torn down.
+    st.teardown = teardown::teardown(ctx, &ctx.app, &lock, &lease);
     st.deps = teardown_deps(ctx, deps, &lease, &mut st.teardown);
+    // Released here, before the reports are written: a waiting run or a janitor may act on the
+    // app from now on, and this line (paired with "app lock held") says from when.
+    let path = lock.path().to_path_buf();
+    drop(lock);
+    tracing::info!("app lock released: {}", path.display());
     lease.release();
     st
 }
@@ -337,7 +343,8 @@ fn teardown_deps(
             out.push(dep.out(TeardownResult::None, None));
             continue;
         };
-        let t = teardown::teardown(ctx, &dep.target.app, lock, lease);
+        let t = teardown::teardown(ctx, &dep.target.app, &lock, lease);
+        drop(lock);
         run.ms += t.ms;
         // The worst of the run's teardowns decides: abandoned, then residue, then clean.
         let rank = |r: TeardownResult| match r {

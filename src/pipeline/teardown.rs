@@ -40,7 +40,7 @@ pub(super) fn begin() {
 /// residue is reported and the janitor's docker routine tried once on it. The same for the app
 /// under test and for each dependency app (`app`), each under its own lock; the run's lease
 /// (when there is one) covers the dependencies too, whose domains derive from the app's.
-pub(super) fn teardown(ctx: &Ctx, app: &App, lock: LockGuard, lease: &RunLease) -> Teardown {
+pub(super) fn teardown(ctx: &Ctx, app: &App, lock: &LockGuard, lease: &RunLease) -> Teardown {
     let started = Instant::now();
     if let Some(t) = abandoned(app, started) {
         return t;

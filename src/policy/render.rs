@@ -184,6 +184,19 @@ fn resolve_docker(docker: &str) -> Result<PathBuf, RenderError> {
 /// of `docker stack --help`, never from an exit code: Debian's 20.10 CLI answers
 /// `docker stack config --help` with the `docker stack` help and exit 0.
 pub fn check_stack_config(docker: &str) -> Result<(), RenderError> {
+    // The answer cannot change within one ccci process: ask once per program (the preflight),
+    // not before every render (a run renders up to five times).
+    static CONFIRMED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let confirmed = || CONFIRMED.lock().unwrap_or_else(|e| e.into_inner());
+    if confirmed().iter().any(|d| d == docker) {
+        return Ok(());
+    }
+    ask_stack_config(docker)?;
+    confirmed().push(docker.to_string());
+    Ok(())
+}
+
+fn ask_stack_config(docker: &str) -> Result<(), RenderError> {
     let out = Cmd::new(docker)
         .args(["stack", "--help"])
         .name("docker")
