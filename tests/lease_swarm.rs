@@ -405,3 +405,78 @@ fn without_quorum_new_runs_exit_infra_nothing_is_reaped_and_the_holder_tears_dow
     assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());
     assert_eq!(h.cluster.exists(&h.key()), Some(false), "A released its lease (token {ta})");
 }
+
+/// Row "two janitors": the janitors of both hosts sweep the same orphan at once. The lease
+/// they each need decides: exactly one reaps it, the other leaves it (held) or finds it gone;
+/// neither fails, and nothing is left once each host's janitor has cleaned its own files.
+#[test]
+fn two_hosts_janitors_racing_for_one_orphan_reap_it_once() {
+    if !swarm_available() {
+        return;
+    }
+    let _slot = swarm_slot();
+    let h = two_hosts("4");
+    let a_id = format!("a{}", unique());
+    let _guard = KillTokens(vec![token_env(&a_id)]);
+    let (mut a, a_err) = start(&h.a, &a_id, "install,custom", &[]);
+    a_err.wait_for("parked-in-test", Duration::from_secs(120));
+    signal(a.id(), libc::SIGKILL);
+    let _ = a.wait();
+    wait_until("A's children to die with it", Duration::from_secs(20), || pids_with_env(&token_env(&a_id)).is_empty());
+    wait_until("A's lease key to lapse", Duration::from_secs(60), || h.cluster.exists(&h.key()) == Some(false));
+    assert!(h.leftovers().iter().any(|l| l.starts_with("service:")), "{:?}", h.leftovers());
+    // Host B has run nothing yet: its lock dir is what its first run would create.
+    fs::create_dir_all(&h.b.lock_dir).unwrap();
+    fs::set_permissions(&h.b.lock_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let sweep = |w: &World| {
+        let mut c = w.ccci();
+        c.args(["janitor", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    };
+    // Both started before either is waited on: their sweeps overlap.
+    let ja = sweep(&h.a).spawn().unwrap();
+    let jb = sweep(&h.b).spawn().unwrap();
+    let (oa, ob) = (wait_output_of(ja), wait_output_of(jb));
+    let report = |o: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("no report ({e}): {}", stderr_of(o)))
+    };
+    let (va, vb) = (report(&oa), report(&ob));
+    assert_eq!((code(&oa), code(&ob)), (0, 0), "A: {va}\nB: {vb}");
+    let reaped = |v: &serde_json::Value| {
+        v["apps"].as_array().unwrap().iter().filter(|a| a["domain"] == h.domain() && a["action"] == "reaped").count()
+    };
+    assert_eq!(reaped(&va) + reaped(&vb), 1, "exactly one janitor reaped the orphan\nA: {va}\nB: {vb}");
+    for v in [&va, &vb] {
+        for app in v["apps"].as_array().unwrap().iter().filter(|a| a["domain"] == h.domain()) {
+            let act = app["action"].as_str().unwrap();
+            assert!(["reaped", "left", "already-gone"].contains(&act), "{app}");
+            if act == "reaped" {
+                assert_eq!(app["lease"], "taken", "{app}");
+            }
+        }
+    }
+    // What is left is each host's own bookkeeping (a .env, a lockfile): its janitor's.
+    for w in [&h.a, &h.b] {
+        let (c, v) = janitor(w);
+        assert_eq!(c, 0, "{v}");
+    }
+    assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());
+    assert_eq!(h.cluster.exists(&h.key()), Some(false), "the janitors released their leases");
+}
+
+fn wait_output_of(mut child: Child) -> std::process::Output {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut v);
+        v
+    });
+    let status = wait_within(&mut child, Duration::from_secs(240));
+    std::process::Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+}
