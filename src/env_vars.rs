@@ -110,6 +110,11 @@ registry! {
     CCCI_APP_ENV = "CCCI_APP_ENV", Child, None, None, "for hooks and tests: the app's `.env` path";
     CCCI_DEPLOY_COUNT_FILE = "CCCI_DEPLOY_COUNT_FILE", Child, None, None, "run-scoped deploy counter file";
     CCCI_OP_STATE_FILE = "CCCI_OP_STATE_FILE", Child, None, None, "run-scoped JSON state file shared by hooks and stages";
+    CCCI_DEPS_FILE = "CCCI_DEPS_FILE", Child, None, None, "run-scoped JSON of the run's dependency apps: {<dep>: {domain, …what its provision hook printed}} (mode 0600; `{}` without deps)";
+    CCCI_DEP_NAME = "CCCI_DEP_NAME", Child, None, None, "for a dependency's provision hook: the dependency's name (its recipe)";
+    CCCI_DEP_DOMAIN = "CCCI_DEP_DOMAIN", Child, None, None, "for a dependency's provision hook: the dependency app's domain";
+    CCCI_DEP_STACK = "CCCI_DEP_STACK", Child, None, None, "for a dependency's provision hook: the dependency app's stack name";
+    CCCI_DEP_ENV = "CCCI_DEP_ENV", Child, None, None, "for a dependency's provision hook: the dependency app's `.env` path";
     CCCI_RUN_TOKEN = "CCCI_RUN_TOKEN", Child, None, None, "`<run id>:<ccci pid>:<ccci start time>` marking every descendant of a run; minted by ccci, never trusted from outside";
     CCCI_LEASE_TOKEN_STAMP = "CCCI_LEASE_TOKEN", Stamp, None, None, "written into every run app's `.env` (and as the `ccci.lease-token` label) when the app lease is on: the run's fencing token, the `create_revision` of its lease key";
     CCCI_LOCK_DIR_STAMP = "CCCI_LOCK_DIR", Stamp, None, None, "written into every run app's `.env` (and as the `ccci.lock-dir` label): the lock dir the app was locked in; the janitor reaps an app without a lockfile only when this names its own lock dir";

@@ -9,6 +9,7 @@
 //! `cli` and `config` turn flags, environment and the host config file into settings; `stage`
 //! names the stages and rungs; `app` is a run app and how to take one apart; `workspace` is the
 //! run dir; `pipeline` fetches, deploys, checks readiness, runs stages and tears down;
+//! `deps` are the apps a recipe needs next to it;
 //! `janitor` reaps what dead runs left; `report` writes results; `commands` holds one entry
 //! point per subcommand. `policy` decides what a PR's recipe may deploy, reading its tree only
 //! through `untrusted` and its `.env` through `dotenv`.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod deps;
 pub mod dotenv;
 pub mod env_vars;
 pub mod exit;

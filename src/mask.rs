@@ -79,6 +79,15 @@ pub fn install(masker: Masker) {
     *GLOBAL.write().unwrap_or_else(|e| e.into_inner()) = masker;
 }
 
+/// Adds values to the process-wide masker (secrets learnt during a run: a dependency's
+/// credentials). Everything logged or written from now on masks them too.
+pub fn add(values: impl IntoIterator<Item = String>) {
+    let mut g = GLOBAL.write().unwrap_or_else(|e| e.into_inner());
+    let mut all = g.secrets.clone();
+    all.extend(values);
+    *g = Masker::new(all);
+}
+
 /// Masks with the process-wide masker.
 pub fn mask(text: &str) -> String {
     GLOBAL.read().unwrap_or_else(|e| e.into_inner()).mask(text).into_owned()
@@ -101,6 +110,14 @@ mod tests {
         assert_eq!(m.mask("line AAAABBBBCCCCDDDD end"), "line *** end");
         assert!(m.leaks("xx EEEEFFFF"));
         assert!(!m.leaks("nothing here"));
+    }
+
+    #[test]
+    fn secrets_learnt_later_join_the_global_masker() {
+        install(Masker::new(["first-secret-value".to_string()]));
+        add(["client-secret-from-a-dep".to_string(), "short".to_string()]);
+        assert_eq!(mask("first-secret-value client-secret-from-a-dep short"), "*** *** short");
+        install(Masker::default());
     }
 
     #[test]

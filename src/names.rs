@@ -13,6 +13,33 @@ pub fn app_domain(recipe: &str, pr: &str, git_ref: &str, suffix: &str) -> String
     format!("{prefix}-{}.{suffix}", &hex[..6])
 }
 
+/// The domain of the `n`th dependency (1-based) of the run app `app_domain`:
+/// `<p>-<h>-d<n>.<suffix>`. Derived from the run's domain so the janitor can tell whose it is
+/// ([`RunAppPattern::owner_of`]), and flat (not a subdomain) so a wildcard certificate for the
+/// suffix still covers it.
+pub fn dep_domain(app_domain: &str, n: usize) -> String {
+    match app_domain.split_once('.') {
+        Some((label, suffix)) => format!("{label}-d{n}.{suffix}"),
+        None => format!("{app_domain}-d{n}"),
+    }
+}
+
+/// The run app a dependency app's domain names as its owner, from the domain alone (for a
+/// domain already known to be a run app; [`RunAppPattern::owner_of`] checks the suffix too).
+pub fn owner_of_dep(domain: &str) -> Option<String> {
+    let (label, suffix) = domain.split_once('.')?;
+    let (owner, n) = label.rsplit_once("-d")?;
+    let ok = n.len() == 1
+        && matches!(n.as_bytes()[0], b'1'..=b'9')
+        && owner.split_once('-').is_some_and(|(p, h)| {
+            (1..=4).contains(&p.len())
+                && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && h.len() == 6
+                && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+    ok.then(|| format!("{owner}.{suffix}"))
+}
+
 /// abra's rule: the stack name is the domain with every `.` replaced by `_`.
 pub fn stack_name(domain: &str) -> String {
     domain.replace('.', "_")
@@ -24,27 +51,37 @@ pub fn domain_of_stack(stack: &str) -> String {
     stack.replace('_', ".")
 }
 
-/// Recognises run apps; nothing else is ever a janitor candidate.
+/// Recognises run apps and their dependency apps; nothing else is ever a janitor candidate.
 #[derive(Clone, Debug)]
 pub struct RunAppPattern {
     domain: Regex,
     stack: Regex,
     object: Regex,
+    dep: Regex,
 }
 
 impl RunAppPattern {
     pub fn new(suffix: &str) -> Self {
         let esc = regex::escape(suffix);
         let stack_suffix = regex::escape(&suffix.replace('.', "_"));
+        // A run app's short name, optionally `-d<n>`: one of its dependencies (dep_domain).
+        let app = r"[a-z0-9]{1,4}-[0-9a-f]{6}(?:-d[1-9])?";
         RunAppPattern {
-            domain: Regex::new(&format!(r"^[a-z0-9]{{1,4}}-[0-9a-f]{{6}}\.{esc}$")).expect("valid regex"),
-            stack: Regex::new(&format!(r"^[a-z0-9]{{1,4}}-[0-9a-f]{{6}}_{stack_suffix}$")).expect("valid regex"),
-            object: Regex::new(&format!(r"^([a-z0-9]{{1,4}}-[0-9a-f]{{6}}_{stack_suffix})_.")).expect("valid regex"),
+            domain: Regex::new(&format!(r"^{app}\.{esc}$")).expect("valid regex"),
+            stack: Regex::new(&format!(r"^{app}_{stack_suffix}$")).expect("valid regex"),
+            object: Regex::new(&format!(r"^({app}_{stack_suffix})_.")).expect("valid regex"),
+            dep: Regex::new(&format!(r"^([a-z0-9]{{1,4}}-[0-9a-f]{{6}})-d[1-9]\.({esc})$")).expect("valid regex"),
         }
     }
 
     pub fn is_run_domain(&self, domain: &str) -> bool {
         self.domain.is_match(domain)
+    }
+
+    /// The run app a dependency app belongs to (`None` for anything else, run apps included):
+    /// the janitor reaps a dependency only while its owner's lock is free too.
+    pub fn owner_of(&self, domain: &str) -> Option<String> {
+        self.dep.captures(domain).map(|c| format!("{}.{}", &c[1], &c[2]))
     }
 
     /// Maps a stack namespace back to its run-app domain, or `None` when it is not a run app.
@@ -173,6 +210,32 @@ mod tests {
         assert_eq!(p.stack_of_object("hell-620c9a_ci_commoninternet_net"), None);
         assert_eq!(p.stack_of_object("warm-keycloak_ci_commoninternet_net_db_v1"), None);
         assert_eq!(p.stack_of_object("hell-620c9a_ci_commoninternet_netX_a"), None);
+    }
+
+    #[test]
+    fn dependency_apps_are_run_apps_that_name_their_owner() {
+        let p = RunAppPattern::new(SUFFIX);
+        let app = "ssoa-0a1b2c.ci.commoninternet.net";
+        let dep = dep_domain(app, 1);
+        assert_eq!(dep, "ssoa-0a1b2c-d1.ci.commoninternet.net");
+        assert!(p.is_run_domain(&dep));
+        assert_eq!(p.owner_of(&dep).as_deref(), Some(app));
+        assert_eq!(p.owner_of(app), None, "a run app has no owner");
+        assert_eq!(owner_of_dep(&dep).as_deref(), Some(app));
+        assert_eq!(owner_of_dep(app), None);
+        assert_eq!(p.domain_for_stack(&stack_name(&dep)).as_deref(), Some(dep.as_str()));
+        assert_eq!(
+            p.stack_of_object("ssoa-0a1b2c-d8_ci_commoninternet_net_client_secret_v1").as_deref(),
+            Some("ssoa-0a1b2c-d8_ci_commoninternet_net")
+        );
+        for not in [
+            "ssoa-0a1b2c-d0.ci.commoninternet.net",
+            "ssoa-0a1b2c-d10.ci.commoninternet.net",
+            "ssoa-0a1b2c-x1.ci.commoninternet.net",
+            "ssoa-0a1b2c-d1-d1.ci.commoninternet.net",
+        ] {
+            assert!(!p.is_run_domain(not) && p.owner_of(not).is_none() && owner_of_dep(not).is_none(), "{not}");
+        }
     }
 
     #[test]

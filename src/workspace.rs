@@ -96,6 +96,8 @@ pub struct Workspace {
     pub state_dir: PathBuf,
     pub deploy_count_file: PathBuf,
     pub op_state_file: PathBuf,
+    /// `$CCCI_DEPS_FILE` (`crate::deps::DepsFile`): `{}` until a dependency is up.
+    pub deps_file: PathBuf,
     pub tests_dir: PathBuf,
     run_lock: LockGuard,
 }
@@ -170,6 +172,8 @@ impl Workspace {
         fs::write(&deploy_count_file, "0\n").map_err(io("write", &deploy_count_file))?;
         let op_state_file = state_dir.join("op-state.json");
         fs::write(&op_state_file, "{}\n").map_err(io("write", &op_state_file))?;
+        let deps_file = state_dir.join("deps.json");
+        crate::deps::DepsFile::create(&deps_file).map_err(io("write", &deps_file))?;
         Ok(Workspace {
             attempt,
             tests_dir: run_dir.join("tests"),
@@ -178,6 +182,7 @@ impl Workspace {
             state_dir,
             deploy_count_file,
             op_state_file,
+            deps_file,
             run_lock,
         })
     }

@@ -172,6 +172,25 @@ fn unknown_key_in_trusted_ccci_yml_is_bad_input() {
 }
 
 #[test]
+fn hostile_deps_in_trusted_ccci_yml_are_bad_input() {
+    for (yml, want) in [
+        ("deps: [ { recipe: hello } ]\n", "hello cannot be a dependency of itself"),
+        ("deps: [ { recipe: \"../../etc\" } ]\n", "deps[0].recipe must match"),
+        ("deps: [ { recipe: idp }, { recipe: idp } ]\n", "idp is listed twice"),
+        ("deps: [ { recipe: idp, provision: { run: /bin/sh } } ]\n", "hooks/provision_<name>"),
+        ("extra_env: { A: \"{{deps.kc.domain}}\" }\n", "names no dependency"),
+    ] {
+        let (w, calls) = recording_world();
+        w.trusted("hello", "ccci.yml", yml, false);
+        let o = w.run(&["run", "--recipe", "hello"]);
+        let err = stderr_of(&o);
+        assert_eq!(code(&o), 2, "{yml}: {err}");
+        assert!(err.contains(want) && err.trim().lines().count() == 1, "{yml}: {err}");
+        assert_nothing_created(&w, &calls);
+    }
+}
+
+#[test]
 fn missing_server_dir_names_abra_server_add() {
     let (w, calls) = recording_world();
     fs::remove_dir_all(w.abra_home.join("servers/default")).unwrap();

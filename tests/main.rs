@@ -13,6 +13,7 @@
 mod common;
 
 mod contract;
+mod deps_swarm;
 mod engine;
 mod engine_reads;
 mod fetch;

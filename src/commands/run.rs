@@ -193,6 +193,7 @@ fn run(cfg: config::Run) -> u8 {
         (ev::CCCI_APP_ENV.into(), app.env_path.display().to_string()),
         (ev::CCCI_DEPLOY_COUNT_FILE.into(), ws.deploy_count_file.display().to_string()),
         (ev::CCCI_OP_STATE_FILE.into(), ws.op_state_file.display().to_string()),
+        (ev::CCCI_DEPS_FILE.into(), ws.deps_file.display().to_string()),
     ]);
     let abra = Abra::new(&cfg.host.abra, &ws.abra_dir, &cfg.host.server);
     let docker = Docker::for_host(&cfg.host);

@@ -7,11 +7,16 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::limits::{MAX_BACKUP_ATTEMPTS, MAX_PROBE_STABLE, MAX_TIMEOUT_SECS};
+use super::limits::{MAX_BACKUP_ATTEMPTS, MAX_DEPS, MAX_PROBE_STABLE, MAX_TIMEOUT_SECS};
 use crate::policy::AllowList;
 use crate::stage::Rung;
 
 static ENV_KEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z_][A-Z0-9_]*$").expect("regex"));
+static RECIPE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9-]{0,63}$").expect("regex"));
+/// A release tag: what `abra` and git accept as a tag name, without `..` or a leading `-`.
+static VERSION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,99}$").expect("regex"));
+static PROVISION_HOOK: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^hooks/provision_[A-Za-z0-9_-]{1,64}$").expect("regex"));
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +42,59 @@ pub struct CcciYml {
     /// that could loosen the gate would not be gated; the pipeline refuses `policy:` there.
     #[serde(default)]
     pub policy: Option<AllowList>,
+    /// Apps this recipe needs next to it (issue 19), each deployed before the app under test
+    /// from its catalogue release. Honoured only in the trusted ccci.yml: a PR must not choose
+    /// what else runs on the CI host, nor the hooks that hand credentials to its tests.
+    #[serde(default)]
+    pub deps: Vec<Dep>,
+}
+
+/// One dependency app (`deps:` entry). Its recipe name is its name: in `$CCCI_DEPS_FILE`, in
+/// `{{deps.<name>.<key>}}` templates and in reasons.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Dep {
+    /// A catalogue recipe, fetched with `abra recipe fetch` (never from the PR).
+    pub recipe: String,
+    /// The release tag to deploy; the newest release in the catalogue when absent.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Overrides written into the dependency's `.env`, like `extra_env`; values may name
+    /// earlier dependencies (`{{deps.<name>.<key>}}`).
+    #[serde(default)]
+    pub env: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    pub provision: Option<Provision>,
+    #[serde(default)]
+    pub ready: DepReady,
+}
+
+/// The hook that prepares a ready dependency for the run (a realm, a client) and prints what
+/// the tests need as one JSON object on stdout.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Provision {
+    /// `hooks/provision_<x>` of the trusted customisation (any language, executable).
+    pub run: String,
+    /// Keys of the printed object whose values are secret: masked in every log and report
+    /// (keys naming a secret, password, token or key are masked without being listed).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// How a dependency's readiness is judged: the app's rules (§7.5) with its own HTTP floor,
+/// probes and time limit.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DepReady {
+    /// Seconds to become ready [`timeouts.deploy`].
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    /// `{domain}` is the dependency's domain; the host's `CCCI_HEALTH_URL` when absent.
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub ready_probes: Vec<ReadyProbe>,
 }
 
 /// A YAML scalar written into the app's `.env`, exactly as the YAML text shows it: `TIMEOUT: 900`
@@ -224,7 +282,13 @@ impl CcciYml {
     /// credentials there; the dashboard is public).
     pub fn redacted(&self) -> CcciYml {
         let hide = |m: &BTreeMap<String, Scalar>| m.keys().map(|k| (k.clone(), Scalar::new("***"))).collect();
-        CcciYml { extra_env: hide(&self.extra_env), upgrade_extra_env: hide(&self.upgrade_extra_env), ..self.clone() }
+        let deps = self.deps.iter().map(|d| Dep { env: hide(&d.env), ..d.clone() }).collect();
+        CcciYml {
+            extra_env: hide(&self.extra_env),
+            upgrade_extra_env: hide(&self.upgrade_extra_env),
+            deps,
+            ..self.clone()
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -244,37 +308,122 @@ impl CcciYml {
                 }
             }
         }
-        if let Some(url) = &self.health.url
-            && url != "off"
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(format!("health.url {url:?} must be an http:// or https:// URL, or `off`"));
-        }
-        if let Some(expect) = &self.health.expect
-            && (expect.is_empty() || expect.iter().any(|s| !(100..=599).contains(s)))
-        {
-            return Err("health.expect must list HTTP statuses (100-599)".to_string());
-        }
-        for probe in &self.ready_probes {
-            let ok = probe
-                .tcp
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-            if !ok {
-                return Err(format!("ready_probes tcp {:?} must be host:port", probe.tcp));
-            }
-            if probe.stable == 0 || probe.stable > MAX_PROBE_STABLE {
-                return Err(format!("ready_probes stable must be from 1 to {MAX_PROBE_STABLE}"));
-            }
-        }
+        validate_health(&self.health, "health")?;
+        validate_probes(&self.ready_probes, "ready_probes")?;
         if self.backup.attempts == 0 || self.backup.attempts > MAX_BACKUP_ATTEMPTS {
             return Err(format!("backup.attempts must be from 1 to {MAX_BACKUP_ATTEMPTS}"));
         }
         if let Some(policy) = &self.policy {
             policy.validate()?;
         }
+        self.validate_deps()
+    }
+
+    fn validate_deps(&self) -> Result<(), String> {
+        if self.deps.len() > MAX_DEPS {
+            return Err(format!("deps lists {} dependencies; at most {MAX_DEPS}", self.deps.len()));
+        }
+        for (i, dep) in self.deps.iter().enumerate() {
+            let at = format!("deps[{i}]");
+            if !RECIPE.is_match(&dep.recipe) {
+                return Err(format!("{at}.recipe must match ^[a-z0-9][a-z0-9-]{{0,63}}$"));
+            }
+            if self.deps[..i].iter().any(|d| d.recipe == dep.recipe) {
+                return Err(format!("{at}: {} is listed twice (a recipe is its dependency's name)", dep.recipe));
+            }
+            let at = format!("deps.{}", dep.recipe);
+            if let Some(v) = &dep.version
+                && (!VERSION.is_match(v) || v.contains(".."))
+            {
+                return Err(format!("{at}.version must be a release tag (^[0-9A-Za-z][0-9A-Za-z.+_-]*$, no `..`)"));
+            }
+            for (k, v) in &dep.env {
+                if !ENV_KEY.is_match(k) {
+                    return Err(format!("{at}.env key {k:?} must match ^[A-Z_][A-Z0-9_]*$"));
+                }
+                if v.as_env_value().contains(['\n', '\r']) {
+                    return Err(format!("{at}.env.{k} must not contain a newline"));
+                }
+                // A dependency is deployed after the ones listed before it, never after itself.
+                let earlier: Vec<&str> = self.deps[..i].iter().map(|d| d.recipe.as_str()).collect();
+                check_templates(&v.as_env_value(), &earlier).map_err(|e| format!("{at}.env.{k}: {e}"))?;
+            }
+            if let Some(p) = &dep.provision {
+                if !PROVISION_HOOK.is_match(&p.run) {
+                    return Err(format!(
+                        "{at}.provision.run must name a trusted hook hooks/provision_<name> ([A-Za-z0-9_-])"
+                    ));
+                }
+                if let Some(k) = p.secrets.iter().find(|k| !crate::deps::template::KEY.is_match(k)) {
+                    return Err(format!("{at}.provision.secrets: {k:?} must match ^[a-z_][a-z0-9_]*$"));
+                }
+            }
+            if let Some(t) = dep.ready.timeout
+                && (t == 0 || t > MAX_TIMEOUT_SECS)
+            {
+                return Err(format!("{at}.ready.timeout must be from 1 to {MAX_TIMEOUT_SECS} seconds"));
+            }
+            validate_health(&dep.ready.health, &format!("{at}.ready.health"))?;
+            validate_probes(&dep.ready.ready_probes, &format!("{at}.ready.ready_probes"))?;
+        }
+        let all: Vec<&str> = self.deps.iter().map(|d| d.recipe.as_str()).collect();
+        for (field, map) in [("extra_env", &self.extra_env), ("upgrade_extra_env", &self.upgrade_extra_env)] {
+            for (k, v) in map {
+                check_templates(&v.as_env_value(), &all).map_err(|e| format!("{field}.{k}: {e}"))?;
+            }
+        }
         Ok(())
     }
+
+    /// What only makes sense next to the recipe: a dependency on the recipe itself would be
+    /// deployed twice under two names.
+    pub fn validate_for(&self, recipe: &str) -> Result<(), String> {
+        if self.deps.iter().any(|d| d.recipe == recipe) {
+            return Err(format!("deps: {recipe} cannot be a dependency of itself"));
+        }
+        Ok(())
+    }
+}
+
+/// Every `{{deps.<name>.<key>}}` of `value` names one of `deps`.
+fn check_templates(value: &str, deps: &[&str]) -> Result<(), String> {
+    for r in crate::deps::template::references(value).map_err(|e| e.to_string())? {
+        if !deps.contains(&r.dep.as_str()) {
+            return Err(format!("{{{{deps.{}.{}}}}} names no dependency listed before it", r.dep, r.key));
+        }
+    }
+    Ok(())
+}
+
+fn validate_health(health: &Health, field: &str) -> Result<(), String> {
+    if let Some(url) = &health.url
+        && url != "off"
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(format!("{field}.url {url:?} must be an http:// or https:// URL, or `off`"));
+    }
+    if let Some(expect) = &health.expect
+        && (expect.is_empty() || expect.iter().any(|s| !(100..=599).contains(s)))
+    {
+        return Err(format!("{field}.expect must list HTTP statuses (100-599)"));
+    }
+    Ok(())
+}
+
+fn validate_probes(probes: &[ReadyProbe], field: &str) -> Result<(), String> {
+    for probe in probes {
+        let ok = probe
+            .tcp
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(format!("{field} tcp {:?} must be host:port", probe.tcp));
+        }
+        if probe.stable == 0 || probe.stable > MAX_PROBE_STABLE {
+            return Err(format!("{field} stable must be from 1 to {MAX_PROBE_STABLE}"));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a regular file of at most [`MAX_SIZE`] bytes without following a final symlink and
@@ -409,6 +558,72 @@ policy:
         ] {
             let e = CcciYml::parse(Path::new("/t/ccci.yml"), bad).unwrap_err();
             assert!(e.starts_with("/t/ccci.yml: "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn deps_parse_with_their_defaults() {
+        let text = r#"
+extra_env: { IDP_DOMAIN: "{{deps.idp.domain}}", IDP_URL: "https://{{ deps.idp.domain }}/{{deps.mail.realm}}" }
+deps:
+  - recipe: idp
+    version: "1.0.0+1"
+    env: { HTTP_PORT: 18090 }
+    provision: { run: hooks/provision_idp, secrets: [client_secret] }
+    ready: { timeout: 60, health: { url: "http://127.0.0.1:18090/", expect: [200] }, ready_probes: [ { tcp: "127.0.0.1:18090" } ] }
+  - recipe: mail
+    env: { IDP: "{{deps.idp.domain}}" }
+"#;
+        let y = CcciYml::parse(Path::new("c"), text).unwrap();
+        assert_eq!(y.deps.len(), 2);
+        let (idp, mail) = (&y.deps[0], &y.deps[1]);
+        assert_eq!(idp.version.as_deref(), Some("1.0.0+1"));
+        assert_eq!(idp.env["HTTP_PORT"].as_env_value(), "18090");
+        assert_eq!(idp.provision.as_ref().unwrap().secrets, ["client_secret"]);
+        assert_eq!(idp.ready.timeout, Some(60));
+        assert_eq!(
+            (mail.version.clone(), mail.provision.clone(), mail.ready.clone()),
+            (None, None, DepReady::default())
+        );
+        assert!(y.validate_for("ssoapp").is_ok());
+        let e = y.validate_for("idp").unwrap_err();
+        assert!(e.contains("idp cannot be a dependency of itself"), "{e}");
+        let hidden = y.redacted();
+        assert_eq!(hidden.deps[0].env["HTTP_PORT"].as_env_value(), "***", "dep env values are hidden like extra_env");
+    }
+
+    #[test]
+    fn bad_deps_are_errors_naming_the_rule() {
+        let nine: String = (0..9).map(|i| format!("  - recipe: r{i}\n")).collect();
+        for (text, want) in [
+            ("deps: [ { recipe: Idp } ]".to_string(), "deps[0].recipe must match"),
+            ("deps: [ { recipe: ../x } ]".into(), "deps[0].recipe must match"),
+            ("deps: [ { recipe: idp }, { recipe: idp } ]".into(), "deps[1]: idp is listed twice"),
+            ("deps: [ { recipe: idp, name: x } ]".into(), "unknown field"),
+            ("deps: [ { version: 1.0.0 } ]".into(), "missing field"),
+            ("deps: [ { recipe: idp, version: \"-x\" } ]".into(), "deps.idp.version must be a release tag"),
+            ("deps: [ { recipe: idp, version: \"a..b\" } ]".into(), "deps.idp.version"),
+            ("deps: [ { recipe: idp, env: { lower: x } } ]".into(), "deps.idp.env key"),
+            (
+                "deps: [ { recipe: idp, env: { A: \"{{deps.idp.domain}}\" } } ]".into(),
+                "names no dependency listed before it",
+            ),
+            ("deps: [ { recipe: idp, provision: { run: /bin/sh } } ]".into(), "hooks/provision_<name>"),
+            ("deps: [ { recipe: idp, provision: { run: hooks/provision_../x } } ]".into(), "hooks/provision_<name>"),
+            ("deps: [ { recipe: idp, provision: { run: hooks/pre_upgrade } } ]".into(), "hooks/provision_<name>"),
+            ("deps: [ { recipe: idp, provision: { run: hooks/provision_idp, secrets: [A] } } ]".into(), "secrets"),
+            ("deps: [ { recipe: idp, ready: { timeout: 0 } } ]".into(), "deps.idp.ready.timeout"),
+            ("deps: [ { recipe: idp, ready: { health: { url: ftp://x } } } ]".into(), "deps.idp.ready.health.url"),
+            (
+                "deps: [ { recipe: idp, ready: { ready_probes: [ { tcp: x } ] } } ]".into(),
+                "deps.idp.ready.ready_probes",
+            ),
+            ("extra_env: { A: \"{{deps.kc.domain}}\" }\ndeps: [ { recipe: idp } ]".into(), "extra_env.A"),
+            ("upgrade_extra_env: { A: \"{{deps.idp.Domain}}\" }\ndeps: [ { recipe: idp } ]".into(), "must match"),
+            (format!("deps:\n{nine}"), "at most 8"),
+        ] {
+            let e = CcciYml::parse(Path::new("/t/ccci.yml"), &text).unwrap_err();
+            assert!(e.starts_with("/t/ccci.yml: ") && e.contains(want), "{text}: {e}");
         }
     }
 

@@ -23,6 +23,9 @@ pub const MAX_JANITOR_DEADLINE_SECS: u64 = 86_400;
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// `backup.attempts` of `ccci.yml`.
 pub const MAX_BACKUP_ATTEMPTS: u32 = 100;
+/// `deps:` of `ccci.yml`: each is a deploy of its own on the run's host; the domain scheme
+/// (`<app>-d<N>`) numbers them with one digit.
+pub const MAX_DEPS: usize = 8;
 /// `ready_probes[].stable` of `ccci.yml`.
 pub const MAX_PROBE_STABLE: u32 = 1_000;
 /// `CCCI_MIN_FREE_MB` (1 TiB).

@@ -528,7 +528,11 @@ impl Run {
             Some(dir) => {
                 let path = dir.join(&recipe).join("ccci.yml");
                 match CcciYml::load_trusted(&path) {
-                    Ok(Some(y)) => Some((path, y)),
+                    Ok(Some(y)) => {
+                        y.validate_for(&recipe)
+                            .map_err(|e| ConfigError::TrustedYml(format!("{}: {e}", path.display())))?;
+                        Some((path, y))
+                    }
                     Ok(None) => None,
                     Err(e) => return Err(ConfigError::TrustedYml(e)),
                 }

@@ -90,6 +90,17 @@ impl Sweeper<'_> {
             TryLock::Held { age, info } => left(&mut e, &self.lock_path(&c.app.domain), age, info.as_ref()),
             TryLock::Acquired(lock) => {
                 e.lock = if lock.created() { LockSeen::Absent } else { LockSeen::Free };
+                // A dependency app: its owning run's lock decides too. Probed while holding the
+                // dependency's, never blocking (a run takes its own lock first, then its
+                // dependencies', so no wait can close a cycle).
+                if let Some(why) = crate::names::owner_of_dep(&c.app.domain).and_then(|o| self.owner_live(&o)) {
+                    tracing::info!("janitor: {}: {why}; leaving it", c.app.domain);
+                    e.action = Act::Left;
+                    e.reason = Some(why);
+                    let _ = lock.unlink_if_created();
+                    e.ms = t.elapsed().as_millis() as u64;
+                    return e;
+                }
                 // The lockfile vanished since the inventory (a reboot, a clean teardown): with
                 // none, only a stamp of this lock dir proves the app is ccci's to reap (or, with
                 // the lease, its token — once the fresh lease below proves the domain free).
@@ -107,11 +118,31 @@ impl Sweeper<'_> {
         e
     }
 
+    /// Why a dependency app's owner is alive: its app lock held (or not provably free). `None`
+    /// when the lock is free or gone: the owning run is dead.
+    fn owner_live(&self, owner: &str) -> Option<String> {
+        match lock::try_lock(&self.lock_path(owner), false) {
+            TryLock::Acquired(probe) => {
+                drop(probe);
+                None
+            }
+            TryLock::Gone => None,
+            TryLock::Held { info, .. } => Some(format!(
+                "its owning run's app lock ({owner}) is held ({}): a live run deploying or using its dependencies",
+                describe_holder(info.as_ref())
+            )),
+            TryLock::Unsafe(why) => Some(format!("the app lock of its owner {owner} cannot be probed: {why}")),
+        }
+    }
+
     /// With the app lease: take it afresh for the domain (never waiting), reap under it, release
     /// it. A held key means a live run somewhere (or another janitor reaping): leave the app.
+    /// A dependency app is leased through its owner (runs lease only their app's domain): the
+    /// janitor takes the owner's lease, so no run of the owner can start on any host meanwhile.
     fn reap_leased(&self, c: &Candidate, lock: &LockGuard, e: &mut AppEntry) {
         let Some(lease) = self.lease else { return self.reap_held(c, lock, e, &Unfenced) };
-        let domain = &c.app.domain;
+        let owner = crate::names::owner_of_dep(&c.app.domain);
+        let domain = owner.as_ref().unwrap_or(&c.app.domain);
         let holder = Holder {
             host: self.machine.to_string(),
             run_id: "janitor".into(),

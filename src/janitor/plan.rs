@@ -233,6 +233,29 @@ fn for_lock(domain: &str, lock: &LockState, candidate: Option<&Candidate>, lease
     })
 }
 
+/// A dependency app (issue 19) is its owning run's as much as its own: while the owner's lease
+/// or app lock is held — a run between deploying its dependencies and its app, or using them —
+/// it is left, whatever its own lock says. (Apply probes the owner's lock again before a reap:
+/// this plan's lock states may be hints.)
+fn for_owner(domain: &str, c: &Candidate, lock: &LockState, inv: &Inventory) -> Option<Action> {
+    let owner = crate::names::owner_of_dep(domain)?;
+    if matches!(lock, LockState::Unsafe(_)) {
+        return None;
+    }
+    if let LeaseState::Held { token, holder } = inv.leases.of(&owner) {
+        return Some(Action::LeaseHeld { candidate: c.clone(), token, holder: format!("its owner {owner}: {holder}") });
+    }
+    match inv.lockfiles.get(&owner) {
+        Some(owner_lock @ LockState::Held { .. }) => Some(Action::Leave {
+            domain: domain.to_string(),
+            candidate: Some(c.clone()),
+            lock: owner_lock.clone(),
+            flag: None,
+        }),
+        _ => None,
+    }
+}
+
 /// Why an app without a lockfile may not be reaped (`None`: it is stamped with this lock dir,
 /// or — with `lease_free`, etcd saying nobody holds its domain — with a lease token). A
 /// lockfile that exists is ccci's own evidence (only ccci, or its predecessor during a
@@ -260,6 +283,10 @@ pub fn plan(inv: &Inventory, prune_after: Duration) -> Vec<Action> {
     let mut actions = Vec::new();
     for (domain, c) in &inv.candidates {
         let lock = inv.lockfiles.get(domain).cloned().unwrap_or(LockState::Absent);
+        if let Some(a) = for_owner(domain, c, &lock, inv) {
+            actions.push(a);
+            continue;
+        }
         actions.extend(for_lock(domain, &lock, Some(c), &inv.leases.of(domain)));
     }
     for (domain, lock) in &inv.lockfiles {
@@ -447,6 +474,35 @@ mod tests {
         // Without the lease the token proves nothing: another host's app stays Unproven.
         let off = Inventory { leases: Leases::Off, ..inv };
         assert!(matches!(&plan(&off, 14 * DAY)[2], Action::Unproven { .. }));
+    }
+
+    #[test]
+    fn a_dependency_app_is_left_while_its_owner_is_held() {
+        // ssoa-0000aa owns -d1; its run holds its lock (deploying its app, or using it).
+        let dep = "ssoa-0000aa-d1.x";
+        let inv = inv_with(
+            &[dep, "ssoa-0000bb-d1.x"],
+            &[
+                (dep, LockState::Free),
+                ("ssoa-0000aa.x", held(60, Some(info(3600)))),
+                ("ssoa-0000bb-d1.x", LockState::Free),
+                ("ssoa-0000bb.x", LockState::Free),
+            ],
+        );
+        let p = plan(&inv, 14 * DAY);
+        assert!(matches!(&p[0], Action::Leave { domain, candidate: Some(_), .. } if domain == dep), "{:?}", p[0]);
+        assert!(matches!(&p[1], Action::Reap { candidate, .. } if candidate.app.domain == "ssoa-0000bb-d1.x"));
+        // Its owner's lease held on some host: left, naming the owner.
+        let leased = Inventory {
+            leases: Leases::Read(BTreeMap::from([("ssoa-0000bb.x".to_string(), (9, "run r9".to_string()))])),
+            ..inv
+        };
+        let p = plan(&leased, 14 * DAY);
+        assert!(
+            matches!(&p[1], Action::LeaseHeld { token: 9, holder, .. } if holder.contains("its owner ssoa-0000bb.x")),
+            "{:?}",
+            p[1]
+        );
     }
 
     #[test]

@@ -106,7 +106,9 @@ const MAX_CUSTOM_FILE: u64 = 16 * 1024 * 1024;
 /// Honoured files found in one source (`root`/`rel`: the trusted `<tests dir>/<recipe>`, or an
 /// approved recipe's `tests/`), as paths relative to it. Only regular files count; nothing is
 /// followed: a link to `/root/.docker/config.json` in a PR's `tests/` is not a `ccci.yml`.
-fn honoured(root: &Path, rel: &Path) -> Result<Vec<String>, CustomizationError> {
+/// `trusted`: the operator's own dir, whose `hooks/provision_*` (a dependency's provision hook,
+/// which sees its credentials) are honoured too.
+fn honoured(root: &Path, rel: &Path, trusted: bool) -> Result<Vec<String>, CustomizationError> {
     let list = |sub: &Path| match untrusted::list(root, sub) {
         Ok(entries) => Ok(entries),
         Err(UntrustedError::NotFound { .. }) => Ok(Vec::new()),
@@ -119,6 +121,14 @@ fn honoured(root: &Path, rel: &Path) -> Result<Vec<String>, CustomizationError> 
     if top.iter().any(|(n, k)| n == "hooks" && *k == FileKind::Directory) {
         let hooks = list(&rel.join("hooks"))?;
         out.extend(HOOKS.iter().filter(|h| regular(&hooks, h)).map(|h| format!("hooks/{h}")));
+        if trusted {
+            out.extend(
+                hooks
+                    .iter()
+                    .filter(|(n, k)| n.starts_with("provision_") && *k == FileKind::Regular)
+                    .map(|(n, _)| format!("hooks/{n}")),
+            );
+        }
     }
     out.extend(top.iter().filter(|(n, k)| n.starts_with("test_") && *k == FileKind::Regular).map(|(n, _)| n.clone()));
     Ok(out)
@@ -158,7 +168,7 @@ pub fn snapshot(req: &SnapshotRequest<'_>) -> Result<Customization, Customizatio
     let recipe_local = if !has_local {
         "absent"
     } else if approved(req.tests_dir, req.recipe) {
-        for file in honoured(req.recipe_tree, local)? {
+        for file in honoured(req.recipe_tree, local, false)? {
             copy_into(req.recipe_tree, local, &file, req.dest)?;
             files.insert(file, Origin::RecipeLocal);
         }
@@ -176,7 +186,7 @@ pub fn snapshot(req: &SnapshotRequest<'_>) -> Result<Customization, Customizatio
     if let Some(dir) = req.tests_dir {
         // Precedence is by whole file: a trusted file replaces a recipe-local one.
         let own = Path::new(req.recipe);
-        for file in honoured(dir, own)? {
+        for file in honoured(dir, own, true)? {
             copy_into(dir, own, &file, req.dest)?;
             files.insert(file, Origin::Trusted);
         }
@@ -201,6 +211,14 @@ pub fn snapshot(req: &SnapshotRequest<'_>) -> Result<Customization, Customizatio
             if y.policy.is_some() {
                 return Err(CustomizationError::LocalYml(
                     "policy: is honoured only in the trusted ccci.yml (<CCCI_TESTS_DIR>/<recipe>/ccci.yml), never in a recipe's own"
+                        .into(),
+                ));
+            }
+            // What else runs on the CI host, and the hooks that hand it credentials, are the
+            // operator's choice too.
+            if !y.deps.is_empty() {
+                return Err(CustomizationError::LocalYml(
+                    "deps: is honoured only in the trusted ccci.yml (<CCCI_TESTS_DIR>/<recipe>/ccci.yml), never in a recipe's own"
                         .into(),
                 ));
             }

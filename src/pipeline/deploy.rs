@@ -1,13 +1,14 @@
 //! Deploy exactly once (§7.1 step 3), under the app lock. The upgrade redeploy is not a new
 //! deploy; a second deploy in one run is a bug the deploy counter catches.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::ready::{self, HttpFloor, NotReady, Readiness};
 use super::{Running, base, envfile};
 use crate::adapters::git::Git;
-use crate::app::reap;
+use crate::app::{App, reap};
+use crate::config::ccci_yml::{Health, ReadyProbe};
 use crate::env_vars as ev;
 use crate::lifetime::{self, Stop};
 use crate::policy;
@@ -27,34 +28,37 @@ impl From<String> for StepError {
     }
 }
 
+/// The app a deploy step works on: the app under test or one of its dependencies (issue 19).
+/// Every step of a deploy — the clear under the lock, `app new`, the `.env` overrides, the
+/// secrets, the gate with ccci's stamp, the deploy and the readiness wait — is the same for
+/// both; only these differ.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub app: App,
+    pub recipe: String,
+    /// The checked-out recipe tree `abra app deploy` deploys.
+    pub tree: PathBuf,
+    pub health: Health,
+    pub probes: Vec<ReadyProbe>,
+}
+
 impl Running<'_> {
+    /// The app under test as a deploy target.
+    pub(super) fn app_target(&self) -> Target {
+        Target {
+            app: self.ctx.app.clone(),
+            recipe: self.ctx.cfg.recipe.clone(),
+            tree: self.fetched.dir.clone(),
+            health: self.custom.yml.health.clone(),
+            probes: self.custom.yml.ready_probes.clone(),
+        }
+    }
+
     pub(super) fn deploy(&mut self) -> Result<Duration, StepError> {
         let ctx = self.ctx;
-        let (domain, stack, env_path) = (&ctx.app.domain, &ctx.app.stack, &ctx.app.env_path);
+        let t = self.app_target();
         let started = Instant::now();
-
-        // Under the lock, anything of this domain belongs to a dead run (a live one would hold
-        // the lock): clear it before `app new` would trip over it.
-        let left = reap::leftovers(&ctx.docker, &ctx.app)?;
-        if !left.is_empty() {
-            tracing::warn!("clearing leftovers of {domain} from an earlier run: {}", left.join(", "));
-            // Fenced: on a shared swarm they may be a paused predecessor's, and this run must
-            // still hold the domain when it removes them.
-            reap::reap(&ctx.abra, &ctx.docker, &ctx.app, &self.lease).map_err(|e| {
-                if lifetime::cause().is_some() {
-                    StepError::Stopped
-                } else {
-                    StepError::Failed(format!("cannot clear leftovers of {domain}: {e}"))
-                }
-            })?;
-            let still = reap::leftovers(&ctx.docker, &ctx.app)?;
-            if !still.is_empty() {
-                return Err(StepError::Failed(format!(
-                    "leftovers of {domain} remain after clearing: {}",
-                    still.join(", ")
-                )));
-            }
-        }
+        self.clear_leftovers(&t)?;
         self.stopped()?;
 
         // The base first (SPEC §7.1 steps 3 and 5, swapped by issue 13): `app new` copies the
@@ -89,8 +93,49 @@ impl Running<'_> {
             }
         }
 
-        ctx.abra.app_new(&ctx.cfg.recipe, domain).map_err(|e| self.abra_err("abra app new", e))?;
-        self.check_recipe_of_env()?;
+        // `{{deps.<name>.<key>}}` filled from the dependencies that are up by now.
+        let extra = self.rendered_env(&self.custom.yml.extra_env, "extra_env")?;
+        self.new_app(&t, &extra)?;
+        self.prepare_tree("install")?;
+        let baseline = self.gated_deploy(&t)?;
+        let timeout = Duration::from_secs(self.custom.yml.timeouts.deploy);
+        self.wait_ready(baseline, false, timeout)?;
+        Ok(started.elapsed())
+    }
+
+    /// Under the lock, anything of the target's domain belongs to a dead run (a live one would
+    /// hold the lock): clear it before `app new` would trip over it.
+    pub(super) fn clear_leftovers(&self, t: &Target) -> Result<(), StepError> {
+        let ctx = self.ctx;
+        let domain = &t.app.domain;
+        let left = reap::leftovers(&ctx.docker, &t.app)?;
+        if !left.is_empty() {
+            tracing::warn!("clearing leftovers of {domain} from an earlier run: {}", left.join(", "));
+            // Fenced: on a shared swarm they may be a paused predecessor's, and this run must
+            // still hold the domain when it removes them.
+            reap::reap(&ctx.abra, &ctx.docker, &t.app, &self.lease).map_err(|e| {
+                if lifetime::cause().is_some() {
+                    StepError::Stopped
+                } else {
+                    StepError::Failed(format!("cannot clear leftovers of {domain}: {e}"))
+                }
+            })?;
+            let still = reap::leftovers(&ctx.docker, &t.app)?;
+            if !still.is_empty() {
+                return Err(StepError::Failed(format!(
+                    "leftovers of {domain} remain after clearing: {}",
+                    still.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `abra app new` and the `.env` overrides: ccci's own, then `extra`.
+    pub(super) fn new_app(&self, t: &Target, extra: &[(String, String)]) -> Result<(), StepError> {
+        let ctx = self.ctx;
+        ctx.abra.app_new(&t.recipe, &t.app.domain).map_err(|e| self.abra_err("abra app new", e))?;
+        self.check_recipe_of_env(t)?;
         // LETS_ENCRYPT_ENV first: no ACME request is ever made for a test app. Then the stamp:
         // from here on the janitor can prove this app is ccci's and which lock dir guards it,
         // even if the lockfile is gone (a reboot). DOMAIN and STACK_NAME: abra templates only
@@ -99,40 +144,60 @@ impl Running<'_> {
         let mut overrides = vec![
             ("LETS_ENCRYPT_ENV".to_string(), String::new()),
             (ev::CCCI_LOCK_DIR_STAMP.to_string(), ctx.cfg.host.lock_dir.display().to_string()),
-            ("DOMAIN".to_string(), domain.clone()),
-            ("STACK_NAME".to_string(), stack.clone()),
+            ("DOMAIN".to_string(), t.app.domain.clone()),
+            ("STACK_NAME".to_string(), t.app.stack.clone()),
         ];
         // The fencing token, when the domain is leased: the janitor of any host tells this
         // run's app from a newer run's by it.
         if let Some(token) = self.lease.token() {
             overrides.push((ev::CCCI_LEASE_TOKEN_STAMP.to_string(), token.to_string()));
         }
-        overrides.extend(self.custom.yml.extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())));
-        envfile::set(env_path, &overrides)?;
+        overrides.extend(extra.iter().cloned());
+        envfile::set(&t.app.env_path, &overrides)?;
+        Ok(())
+    }
 
-        self.prepare_tree("install")?;
+    /// The secrets, the gate, the deploy counter and `abra app deploy`; returns the readiness
+    /// baseline taken just before the deploy.
+    pub(super) fn gated_deploy(&mut self, t: &Target) -> Result<ready::Baseline, StepError> {
+        let ctx = self.ctx;
         // After the overrides and the overlay, which may enable compose files that declare
         // more secrets than the `.env.sample` did.
-        self.generate_secrets()?;
-        // The policy gate: exactly what is deployed next, judged before anything of the PR runs.
-        self.gate()?;
+        self.generate_secrets_of(t)?;
+        // The policy gate: exactly what is deployed next, judged before anything of it runs.
+        self.gate_target(t)?;
         self.count_deploy()?;
-        let baseline = ready::baseline(&ctx.docker, stack);
+        let baseline = ready::baseline(&ctx.docker, &t.app.stack);
         self.lease.check_running("abra app deploy")?;
-        self.deployed = true;
-        ctx.abra.app_deploy(domain, false).map_err(|e| self.abra_err("abra app deploy", e))?;
-        let timeout = Duration::from_secs(self.custom.yml.timeouts.deploy);
-        self.wait_ready(baseline, false, timeout)?;
-        Ok(started.elapsed())
+        if t.app == ctx.app {
+            self.deployed = true;
+        }
+        ctx.abra.app_deploy(&t.app.domain, false).map_err(|e| self.abra_err("abra app deploy", e))?;
+        Ok(baseline)
+    }
+
+    /// `.env` overrides of `ccci.yml` with their `{{deps.<name>.<key>}}` filled in.
+    pub(super) fn rendered_env(
+        &self,
+        map: &std::collections::BTreeMap<String, crate::config::ccci_yml::Scalar>,
+        field: &str,
+    ) -> Result<Vec<(String, String)>, StepError> {
+        map.iter()
+            .map(|(k, v)| {
+                crate::deps::template::render(&v.as_env_value(), self.deps_file.entries())
+                    .map(|v| (k.clone(), v))
+                    .map_err(|e| StepError::Failed(format!("{field}.{k}: {e}")))
+            })
+            .collect()
     }
 
     /// `abra app new` copied the recipe's `.env.sample`; abra deploys the recipe its `TYPE`
     /// (or `RECIPE`) names, so a sample naming another recipe would deploy another tree.
-    fn check_recipe_of_env(&self) -> Result<(), StepError> {
-        let env_path = &self.ctx.app.env_path;
+    fn check_recipe_of_env(&self, t: &Target) -> Result<(), StepError> {
+        let env_path = &t.app.env_path;
         let text = std::fs::read_to_string(env_path)
             .map_err(|e| format!("`abra app new` left no readable .env at {}: {e}", env_path.display()))?;
-        let recipe = &self.ctx.cfg.recipe;
+        let recipe = &t.recipe;
         match envfile::recipe_in(&text) {
             Some(r) if &r == recipe => Ok(()),
             found => Err(StepError::Failed(format!(
@@ -148,8 +213,12 @@ impl Running<'_> {
     /// already exist; a failure that only says so is not fatal either: the deploy itself
     /// checks that every declared secret exists.
     pub(super) fn generate_secrets(&self) -> Result<(), StepError> {
+        self.generate_secrets_of(&self.app_target())
+    }
+
+    fn generate_secrets_of(&self, t: &Target) -> Result<(), StepError> {
         self.lease.check_running("abra app secret generate")?;
-        match self.ctx.abra.secret_generate(&self.ctx.app.domain) {
+        match self.ctx.abra.secret_generate(&t.app.domain) {
             Ok(()) => Ok(()),
             Err(crate::adapters::AbraError::Failed(msg)) if msg.contains("already exists") => {
                 tracing::warn!("abra app secret generate: {msg}; carrying on (the deploy checks the secrets)");
@@ -216,34 +285,45 @@ impl Running<'_> {
     /// alone) added to `COMPOSE_FILE` and the exact configuration rendered and judged again.
     /// A refusal fails the step with a `policy:` reason; nothing is deployed.
     pub(super) fn gate(&mut self) -> Result<(), StepError> {
-        self.st.policy.checked += 1;
-        self.judge()?;
-        let rendered = self.rendered.clone().unwrap_or_default();
-        // docker's loader refuses files of different `version`s and renders its own newest
-        // version: the overlay copies the first compose file's, whatever the recipe wrote.
-        let version = self
-            .first_compose
-            .as_deref()
-            .and_then(|f| untrusted::read_to_string(&self.fetched.dir, Path::new(f)).ok())
-            .and_then(|text| compose_version(&text));
-        let overlay = stamp_overlay(&rendered, version, &self.ctx.cfg.host.lock_dir, self.lease.token())?;
-        untrusted::replace_file(&self.fetched.dir, Path::new(STAMP_OVERLAY), overlay.as_bytes(), 0o644)
-            .map_err(|e| format!("cannot write {STAMP_OVERLAY} into the recipe tree: {e}"))?;
-        envfile::add_compose_file(&self.ctx.app.env_path, STAMP_OVERLAY)?;
-        self.judge()
+        self.gate_target(&self.app_target())
     }
 
-    /// One render and judgement of what `COMPOSE_FILE` names now.
-    fn judge(&mut self) -> Result<(), StepError> {
+    /// The gate of [`Self::gate`] for any target. The app under test's rendering is kept (backup
+    /// capability and diagnostics read it); a dependency's is judged the same way, with the
+    /// operator's allow-list, and then dropped.
+    pub(super) fn gate_target(&mut self, t: &Target) -> Result<(), StepError> {
+        self.st.policy.checked += 1;
+        let (rendered, first_compose) = self.judge(t)?;
+        // docker's loader refuses files of different `version`s and renders its own newest
+        // version: the overlay copies the first compose file's, whatever the recipe wrote.
+        let version = first_compose
+            .as_deref()
+            .and_then(|f| untrusted::read_to_string(&t.tree, Path::new(f)).ok())
+            .and_then(|text| compose_version(&text));
+        let overlay = stamp_overlay(&rendered, version, &self.ctx.cfg.host.lock_dir, self.lease.token())?;
+        untrusted::replace_file(&t.tree, Path::new(STAMP_OVERLAY), overlay.as_bytes(), 0o644)
+            .map_err(|e| format!("cannot write {STAMP_OVERLAY} into the recipe tree: {e}"))?;
+        envfile::add_compose_file(&t.app.env_path, STAMP_OVERLAY)?;
+        let (rendered, first_compose) = self.judge(t)?;
+        if t.app == self.ctx.app {
+            self.rendered = Some(rendered);
+            self.first_compose = first_compose;
+        }
+        Ok(())
+    }
+
+    /// One render and judgement of what `COMPOSE_FILE` names now: the rendered configuration
+    /// and its first compose file.
+    fn judge(&mut self, t: &Target) -> Result<(String, Option<String>), StepError> {
         let ctx = self.ctx;
         let pctx = policy::Context {
-            tree: self.fetched.dir.clone(),
-            domain: ctx.app.domain.clone(),
-            stack: ctx.app.stack.clone(),
-            recipe: Some(ctx.cfg.recipe.clone()),
+            tree: t.tree.clone(),
+            domain: t.app.domain.clone(),
+            stack: t.app.stack.clone(),
+            recipe: Some(t.recipe.clone()),
         };
-        let env_dir = ctx.app.env_path.parent().unwrap_or(Path::new("/"));
-        let env_name = ctx.app.env_path.file_name().map(Path::new).unwrap_or(Path::new(""));
+        let env_dir = t.app.env_path.parent().unwrap_or(Path::new("/"));
+        let env_name = t.app.env_path.file_name().map(Path::new).unwrap_or(Path::new(""));
         // The allow-list is the operator's: the trusted ccci.yml's alone.
         let allow = ctx.cfg.trusted_yml.as_ref().and_then(|(_, y)| y.policy.clone()).unwrap_or_default();
         let checked = policy::read_env(env_dir, env_name)
@@ -256,8 +336,6 @@ impl Running<'_> {
             }
             Err(e) => return Err(StepError::Failed(format!("policy: cannot render the recipe: {e}"))),
         };
-        self.rendered = Some(checked.rendered.clone());
-        self.first_compose = checked.compose_files.first().cloned();
         if let Some(reason) = checked.report.reason() {
             for v in &checked.report.violations {
                 tracing::error!("policy: {v}");
@@ -265,7 +343,7 @@ impl Running<'_> {
             self.st.policy.violations.extend(checked.report.violations);
             return Err(StepError::Failed(reason));
         }
-        Ok(())
+        Ok((checked.rendered, checked.compose_files.first().cloned()))
     }
 
     /// After every checkout that precedes a deploy: the overlay and `install_steps.sh` again.
@@ -308,12 +386,19 @@ impl Running<'_> {
         self.check_deploy_count()
     }
 
+    /// The app once, and each dependency once: `1 + deps`.
     pub(super) fn check_deploy_count(&self) -> Result<(), StepError> {
         let path = &self.ctx.ws.deploy_count_file;
         let n: u32 = std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
-        if n > 1 {
+        let deps = self.custom.yml.deps.len() as u32;
+        if n > 1 + deps {
+            let each = if deps == 0 {
+                "a run deploys exactly once".to_string()
+            } else {
+                format!("a run deploys its app and each of its {deps} dependencies exactly once")
+            };
             return Err(StepError::Failed(format!(
-                "deploy-count guard: {n} deploys recorded in {} ({}); a run deploys exactly once",
+                "deploy-count guard: {n} deploys recorded in {} ({}); {each}",
                 path.display(),
                 ev::CCCI_DEPLOY_COUNT_FILE
             )));
@@ -321,39 +406,50 @@ impl Running<'_> {
         Ok(())
     }
 
-    fn http_floor(&self) -> Option<HttpFloor> {
+    fn http_floor(&self, t: &Target) -> Option<HttpFloor> {
         let host_url = &self.ctx.cfg.host.health_url;
         if host_url == "off" {
             return None;
         }
-        let template = self.custom.yml.health.url.clone().unwrap_or_else(|| host_url.clone());
+        let template = t.health.url.clone().unwrap_or_else(|| host_url.clone());
         if template == "off" {
             return None;
         }
         Some(HttpFloor {
-            url: template.replace("{domain}", &self.ctx.cfg.domain),
-            expect: self.custom.yml.health.expect.clone().unwrap_or_else(|| vec![200, 301, 302]),
+            url: template.replace("{domain}", &t.app.domain),
+            expect: t.health.expect.clone().unwrap_or_else(|| vec![200, 301, 302]),
             timeout: Duration::from_secs(self.custom.yml.timeouts.http),
         })
     }
 
+    /// Waits until the app under test is ready (§7.5).
     pub(super) fn wait_ready(
         &self,
         baseline: ready::Baseline,
         after_upgrade: bool,
         timeout: Duration,
     ) -> Result<Duration, StepError> {
-        let floor = self.http_floor();
+        self.wait_ready_of(&self.app_target(), baseline, after_upgrade, timeout)
+    }
+
+    pub(super) fn wait_ready_of(
+        &self,
+        t: &Target,
+        baseline: ready::Baseline,
+        after_upgrade: bool,
+        timeout: Duration,
+    ) -> Result<Duration, StepError> {
+        let floor = self.http_floor(t);
         let r = Readiness {
             docker: &self.ctx.docker,
-            stack: &self.ctx.app.stack,
-            probes: &self.custom.yml.ready_probes,
+            stack: &t.app.stack,
+            probes: &t.probes,
             http: floor.as_ref(),
             timeout,
         };
         match r.wait(baseline, after_upgrade) {
             Ok(d) => {
-                tracing::info!("{} is ready (after {})", self.ctx.cfg.domain, crate::clock::human(d));
+                tracing::info!("{} is ready (after {})", t.app.domain, crate::clock::human(d));
                 Ok(d)
             }
             Err(NotReady::Failed(reason)) => Err(StepError::Failed(format!("not ready: {reason}"))),

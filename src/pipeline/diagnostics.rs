@@ -39,10 +39,20 @@ pub(super) fn share_of(budget: Duration) -> Duration {
 
 /// Saves what the stack's services show now into `run_dir/diagnostics/`. Never fails the run:
 /// what cannot be read is noted in the files and logged.
-pub(super) fn save(engine: &Engine, stack: &str, rendered: Option<&str>, run_dir: &Path, within: Duration) -> Saved {
+/// `sub`: a subdirectory of `diagnostics/` (a dependency app's name; `""` for the app under
+/// test), so two apps' `tasks.txt` and service logs never overwrite each other.
+pub(super) fn save(
+    engine: &Engine,
+    stack: &str,
+    rendered: Option<&str>,
+    run_dir: &Path,
+    sub: &str,
+    within: Duration,
+) -> Saved {
     let abandoned = || lifetime::abandoned();
     let until = Deadline::after(within).or_when(&abandoned);
-    let dir = run_dir.join("diagnostics");
+    let rel = if sub.is_empty() { "diagnostics".to_string() } else { format!("diagnostics/{sub}") };
+    let dir = run_dir.join(&rel);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::warn!("diagnostics: cannot create {}: {e}", dir.display());
         return Saved::default();
@@ -51,7 +61,7 @@ pub(super) fn save(engine: &Engine, stack: &str, rendered: Option<&str>, run_dir
     let mut put = |name: &str, text: &str| {
         let text = crate::mask::mask(&bounded(text, MAX_FILE_BYTES));
         match crate::workspace::Workspace::write_atomic(&dir.join(name), text.as_bytes()) {
-            Ok(()) => saved.files.push(format!("diagnostics/{name}")),
+            Ok(()) => saved.files.push(format!("{rel}/{name}")),
             Err(e) => tracing::warn!("diagnostics: cannot write {name}: {e}"),
         }
     };
@@ -104,7 +114,7 @@ pub(super) fn save(engine: &Engine, stack: &str, rendered: Option<&str>, run_dir
         };
         put(&format!("{}.log", file_stem(&name, stack)), &text);
     }
-    saved.key = problem.map(|svc| format!("diagnostics/{}.log", file_stem(&svc, stack)));
+    saved.key = problem.map(|svc| format!("{rel}/{}.log", file_stem(&svc, stack)));
     tracing::info!("diagnostics: saved {} file(s) in {}", saved.files.len(), dir.display());
     saved
 }

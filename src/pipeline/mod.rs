@@ -5,6 +5,7 @@
 pub mod base;
 pub mod customization;
 mod deploy;
+mod deps;
 mod diagnostics;
 pub mod envfile;
 mod fence;
@@ -69,6 +70,8 @@ pub struct RunState {
     pub policy: crate::report::PolicyOut,
     /// Files saved under `diagnostics/` before teardown, relative to the run dir.
     pub diagnostics: Vec<String>,
+    /// The dependency apps (results.json `deps`), in deploy order.
+    pub deps: Vec<crate::report::DepOut>,
 }
 
 impl RunState {
@@ -267,10 +270,25 @@ pub fn run(ctx: &Ctx) -> RunState {
         }
     };
 
+    let deps_file = match crate::deps::DepsFile::create(&ctx.ws.deps_file) {
+        Ok(f) => f,
+        Err(e) => {
+            let reason = format!("cannot write {}: {e}", ctx.ws.deps_file.display());
+            tracing::error!("{reason}");
+            st.internal_error = Some(reason.clone());
+            st.rest(&requested, unver, &reason);
+            teardown::begin();
+            st.teardown = teardown::teardown(ctx, &ctx.app, &lock, &lease);
+            lease.release();
+            return st;
+        }
+    };
     let mut running = Running {
         ctx,
         st,
         lease,
+        deps: Vec::new(),
+        deps_file,
         custom,
         fetched,
         deployed: false,
@@ -285,13 +303,22 @@ pub fn run(ctx: &Ctx) -> RunState {
     running.run_stages(&requested);
     let rendered = running.rendered.clone();
     let deployed = running.deployed;
-    let (mut st, lease) = running.finish_stages(&requested);
+    let (mut st, lease, deps) = running.finish_stages(&requested);
     if deployed && (lifetime::cause().is_some() || st.results.values().any(|r| r.status == crate::report::Status::Fail))
     {
-        save_diagnostics(ctx, &mut st, rendered.as_deref());
+        save_diagnostics(ctx, &mut st, &ctx.app.stack, "", rendered.as_deref());
+    }
+    // A dependency that did not come up: its tasks, logs and health, in a directory of its own.
+    for dep in deps.iter().filter(|d| d.reason.is_some() && d.lock.is_some()) {
+        save_diagnostics(ctx, &mut st, &dep.target.app.stack, &dep.name, None);
     }
     banner("teardown");
-    st.teardown = teardown::teardown(ctx, &lock, &lease);
+    teardown::begin();
+    // The app under test first (it may still talk to its dependencies), then the dependencies
+    // in reverse order of deploy; the app's lock is held until they are gone too, so a new run
+    // of this app never meets them half torn down.
+    st.teardown = teardown::teardown(ctx, &ctx.app, &lock, &lease);
+    st.deps = teardown_deps(ctx, deps, &lease, &mut st.teardown);
     // Released here, before the reports are written: a waiting run or a janitor may act on the
     // app from now on, and this line (paired with "app lock held") says from when.
     let path = lock.path().to_path_buf();
@@ -301,9 +328,44 @@ pub fn run(ctx: &Ctx) -> RunState {
     st
 }
 
+/// Tears down each dependency that took its lock, last deployed first. A dependency's residue
+/// or abandoned teardown is the run's too (the verdict's exit 4): `teardown` is the run's
+/// whole teardown, the app's and its dependencies'.
+fn teardown_deps(
+    ctx: &Ctx,
+    deps: Vec<deps::DepApp>,
+    lease: &fence::RunLease,
+    run: &mut Teardown,
+) -> Vec<crate::report::DepOut> {
+    let mut out = Vec::with_capacity(deps.len());
+    for mut dep in deps.into_iter().rev() {
+        let Some(lock) = dep.lock.take() else {
+            out.push(dep.out(TeardownResult::None, None));
+            continue;
+        };
+        let t = teardown::teardown(ctx, &dep.target.app, &lock, lease);
+        drop(lock);
+        run.ms += t.ms;
+        // The worst of the run's teardowns decides: abandoned, then residue, then clean.
+        let rank = |r: TeardownResult| match r {
+            TeardownResult::Abandoned => 2,
+            TeardownResult::Residue => 1,
+            _ => 0,
+        };
+        if rank(t.result) > rank(run.result) {
+            run.result = t.result;
+            run.reason = t.reason.clone().map(|r| format!("dependency {}: {r}", dep.name));
+        }
+        run.residue.extend(t.residue.iter().cloned());
+        out.push(dep.out(t.result, t.reason.clone()));
+    }
+    out.reverse();
+    out
+}
+
 /// Before teardown destroys the evidence: the app's tasks, logs and health into the run dir's
 /// `diagnostics/`, and the first failed stage's reason pointing at the file that matters.
-fn save_diagnostics(ctx: &Ctx, st: &mut RunState, rendered: Option<&str>) {
+fn save_diagnostics(ctx: &Ctx, st: &mut RunState, stack: &str, sub: &str, rendered: Option<&str>) {
     if lifetime::abandoned() {
         return;
     }
@@ -316,14 +378,14 @@ fn save_diagnostics(ctx: &Ctx, st: &mut RunState, rendered: Option<&str>) {
         }
     };
     let within = diagnostics::share_of(ctx.cfg.teardown_budget);
-    let saved = diagnostics::save(&engine, &ctx.app.stack, rendered, &ctx.ws.run_dir, within);
+    let saved = diagnostics::save(&engine, stack, rendered, &ctx.ws.run_dir, sub, within);
     if let Some(key) = &saved.key
         && let Some(r) = st.results.values_mut().find(|r| r.status == crate::report::Status::Fail)
     {
         let reason = r.reason.get_or_insert_with(String::new);
         reason.push_str(&format!(" (see {key})"));
     }
-    st.diagnostics = saved.files;
+    st.diagnostics.extend(saved.files);
 }
 
 fn skipped_teardown() -> Teardown {
@@ -335,8 +397,14 @@ fn skipped_teardown() -> Teardown {
 }
 
 fn acquire_lock(ctx: &Ctx) -> Result<LockGuard, LockError> {
+    acquire_lock_of(ctx, &ctx.lock_path, &ctx.cfg.domain)
+}
+
+/// Takes the app lock of `domain` (the app under test's, or a dependency's) and records this
+/// run as its holder.
+fn acquire_lock_of(ctx: &Ctx, path: &std::path::Path, domain: &str) -> Result<LockGuard, LockError> {
     let t = Instant::now();
-    let lock = lock::acquire(&ctx.lock_path, &ctx.cfg.domain, ctx.cfg.lock_timeout)?;
+    let lock = lock::acquire(path, domain, ctx.cfg.lock_timeout)?;
     let info = HolderInfo {
         pid: std::process::id(),
         run_id: ctx.cfg.run_id.clone(),
@@ -348,9 +416,9 @@ fn acquire_lock(ctx: &Ctx) -> Result<LockGuard, LockError> {
         token: crate::process::env::run_token(),
     };
     if let Err(e) = lock.write_holder(&info) {
-        tracing::warn!("app lock {}: cannot record the holder: {e}", ctx.lock_path.display());
+        tracing::warn!("app lock {}: cannot record the holder: {e}", path.display());
     }
-    tracing::info!("app lock held: {} (after {})", ctx.lock_path.display(), crate::clock::human(t.elapsed()));
+    tracing::info!("app lock held: {} (after {})", path.display(), crate::clock::human(t.elapsed()));
     Ok(lock)
 }
 
@@ -366,6 +434,10 @@ pub(crate) struct Running<'a> {
     st: RunState,
     /// The cross-host app lease: every mutating step passes its fence first.
     lease: fence::RunLease,
+    /// The dependency apps, in deploy order (issue 19).
+    deps: Vec<deps::DepApp>,
+    /// `$CCCI_DEPS_FILE`: what templates and the tests learn of the dependencies.
+    deps_file: crate::deps::DepsFile,
     custom: Customization,
     fetched: Fetched,
     deployed: bool,
@@ -395,7 +467,7 @@ impl Running<'_> {
         self.st.results.insert(r.stage, r);
     }
 
-    fn finish_stages(mut self, requested: &[Stage]) -> (RunState, fence::RunLease) {
+    fn finish_stages(mut self, requested: &[Stage]) -> (RunState, fence::RunLease, Vec<deps::DepApp>) {
         if let Some(why) = self.infra.take() {
             self.st.infra.get_or_insert(why);
         }
@@ -405,6 +477,6 @@ impl Running<'_> {
         if self.deployed {
             self.st.version = self.deployed_version();
         }
-        (self.st, self.lease)
+        (self.st, self.lease, self.deps)
     }
 }

@@ -15,6 +15,9 @@ use crate::process::{Cmd, Stopped, env as child_env};
 use crate::report::{StageResult, Status, TestResult};
 use crate::stage::Stage;
 
+/// The exit status of a custom test that skipped itself.
+const SKIP_CODE: i32 = 77;
+
 enum Out {
     Pass,
     Fail(String),
@@ -34,6 +37,15 @@ impl From<StepError> for Out {
 impl Running<'_> {
     pub(super) fn run_stages(&mut self, requested: &[Stage]) {
         let Some(&first) = requested.first() else { return };
+        // The dependencies first: the app under test may need them to become ready at all.
+        if let Err((name, e)) = self.deploy_deps() {
+            if let StepError::Failed(why) = e {
+                let reason = format!("dependency {name}: {why}");
+                self.record(StageResult::new(first, Status::Fail, 0, Some(reason)));
+                self.st.rest(requested, Status::Unver, &format!("dependency {name} did not come up"));
+            }
+            return;
+        }
         let t = Instant::now();
         let deploy = self.deploy();
         let deploy_ms = t.elapsed().as_millis() as u64;
@@ -138,8 +150,7 @@ impl Running<'_> {
         let mut step = || -> Result<(), StepError> {
             self.hook("pre_upgrade")?;
             self.fresh_tree(&head)?;
-            let extra: Vec<(String, String)> =
-                self.custom.yml.upgrade_extra_env.iter().map(|(k, v)| (k.clone(), v.as_env_value())).collect();
+            let extra = self.rendered_env(&self.custom.yml.upgrade_extra_env, "upgrade_extra_env")?;
             if !extra.is_empty() {
                 super::envfile::set(&self.ctx.app.env_path, &extra)?;
             }
@@ -337,6 +348,11 @@ impl Running<'_> {
                 }
                 Some(s) => (Status::Fail, Some(s.to_string())),
                 None if out.success() => (Status::Pass, None),
+                // 77: the test could not run here (a dependency it needs is not up, a tool it
+                // needs is missing) — automake's skip code. Its last line says why.
+                None if out.code() == Some(SKIP_CODE) => {
+                    (Status::Skip, Some(out.last_error_line().unwrap_or("skipped (exit 77)").to_string()))
+                }
                 None => (Status::Fail, Some(out.describe())),
             };
             tracing::info!("test {name}: {} {}", status.as_str(), reason.as_deref().unwrap_or(""));
@@ -345,7 +361,20 @@ impl Running<'_> {
             }
             results.push(TestResult { name, status, ms, reason });
         }
-        if failed.is_empty() { Out::Pass } else { Out::Fail(format!("failed: {}", failed.join(", "))) }
+        if !failed.is_empty() {
+            return Out::Fail(format!("failed: {}", failed.join(", ")));
+        }
+        // A skipped test proves nothing: the stage is an unintentional skip, never green (the
+        // predecessor's F2-11: a run whose every test skipped for want of a dependency passed).
+        let skipped: Vec<&str> = results.iter().filter(|t| t.status == Status::Skip).map(|t| t.name.as_str()).collect();
+        if skipped.is_empty() {
+            Out::Pass
+        } else {
+            Out::Skip {
+                intentional: false,
+                reason: format!("{} of {} tests skipped: {}", skipped.len(), results.len(), skipped.join(", ")),
+            }
+        }
     }
 }
 

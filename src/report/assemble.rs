@@ -62,6 +62,7 @@ impl Results {
             build_link: cfg.build_link.clone(),
             diagnostics: st.diagnostics.clone(),
             reports: Reports::default(),
+            deps: st.deps.clone(),
         }
     }
 }

@@ -190,6 +190,28 @@ pub fn summary_md(r: &Results, ev: &Evidence, run_dir: &Path) -> String {
         cell(why.trim())
     ));
 
+    // The dependency apps, in deploy order.
+    if !r.deps.is_empty() {
+        md.push_str(
+            "### Dependencies\n\n| dependency | release | domain | ready | teardown |\n|---|---|---|--:|---|\n",
+        );
+        for d in &r.deps {
+            let ready = d.ready_ms.map_or_else(|| "never".to_string(), |ms| human(Duration::from_millis(ms)));
+            let teardown = match &d.reason {
+                Some(why) => format!("{} ({})", d.teardown.as_str(), why),
+                None => d.teardown.as_str().to_string(),
+            };
+            md.push_str(&format!(
+                "| {} | {} | {} | {ready} | {} |\n",
+                code(&d.name),
+                cell(&d.version),
+                code(&d.domain),
+                cell(&teardown)
+            ));
+        }
+        md.push('\n');
+    }
+
     // Why it failed: the failing tests' last lines.
     let failing: Vec<_> = r
         .stages

@@ -58,10 +58,11 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TestResult {
     pub name: String,
-    /// `pass` or `fail`.
+    /// `pass`, `fail`, or `skip` (it exited 77: it could not run; the stage is then an
+    /// unintentional skip).
     pub status: Status,
     pub ms: u64,
-    /// Why it failed; absent when it passed.
+    /// Why it failed or skipped; absent when it passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -162,6 +163,24 @@ impl Teardown {
     pub fn unclean(&self) -> bool {
         matches!(self.result, TeardownResult::Residue | TeardownResult::Abandoned)
     }
+}
+
+/// A dependency app of the run (`results.json` `deps`), in the order it was deployed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DepOut {
+    /// Its recipe, which is its name in `$CCCI_DEPS_FILE`.
+    pub name: String,
+    pub domain: String,
+    /// The release deployed (`""` when the run stopped before choosing it).
+    pub version: String,
+    /// How long it took from `abra app deploy` to ready (and provisioned); null when it never
+    /// became ready.
+    pub ready_ms: Option<u64>,
+    /// How its teardown ended (`none` when it was never deployed).
+    pub teardown: TeardownResult,
+    /// Why it did not come up, or what its teardown left; absent when all went well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Skipped rungs: intentional ones with their reason, and unintentional ones (which block the
@@ -317,6 +336,9 @@ pub struct Results {
     /// The report files written next to `results.json`, relative to the run dir.
     #[serde(default)]
     pub reports: Reports,
+    /// The dependency apps of the run (`ccci.yml` `deps:`), in deploy order; empty when none.
+    #[serde(default)]
+    pub deps: Vec<DepOut>,
 }
 
 /// The report files of a run, relative to its run dir; null when not written.
@@ -374,6 +396,7 @@ impl Results {
             build_link: None,
             diagnostics: Vec::new(),
             reports: Reports::default(),
+            deps: Vec::new(),
         }
     }
 

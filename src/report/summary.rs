@@ -37,6 +37,20 @@ pub fn summary_table(r: &Results) -> String {
         r.lint.detail.as_deref().unwrap_or(""),
         if r.lint.rules_failed.is_empty() { String::new() } else { format!(" ({})", r.lint.rules_failed.join(", ")) }
     ));
+    for d in &r.deps {
+        let ready = d.ready_ms.map_or_else(
+            || "never ready".to_string(),
+            |ms| format!("ready in {}", crate::clock::human(std::time::Duration::from_millis(ms))),
+        );
+        out.push_str(&format!(
+            "  dep {:<6} {} {}  {ready}, teardown {}{}\n",
+            d.name,
+            d.domain,
+            if d.version.is_empty() { "?" } else { &d.version },
+            d.teardown.as_str(),
+            d.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        ));
+    }
     let residue =
         if r.teardown.residue.is_empty() { String::new() } else { format!(" ({})", r.teardown.residue.join(", ")) };
     out.push_str(&format!(
