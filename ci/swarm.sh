@@ -59,7 +59,11 @@ cmd_up() {
 		say "dockerd already reachable"
 	else
 		command -v dockerd >/dev/null || die "docker is not reachable and dockerd is not installed"
-		nohup dockerd >"$dockerd_log" 2>&1 &
+		# A session of its own: dockerd outlives the caller's process group (a CI step or a
+		# tool that kills its job's group when the command returns would take dockerd with it,
+		# SIGKILLed, with no line in its log). In a script the background child leads no group,
+		# so setsid(1) calls setsid() itself and execs: $! stays dockerd's pid.
+		setsid dockerd >"$dockerd_log" 2>&1 </dev/null &
 		local pid=$! ok=
 		echo "dockerd $pid" >>"$record"
 		say "started dockerd (pid $pid, log $dockerd_log)"
