@@ -133,3 +133,20 @@ fn a_disk_that_fills_during_the_fetch_is_infra() {
     let r = run(&w, &["--src", hello.to_str().unwrap()]);
     assert_infra(&r, "No space left on device");
 }
+
+/// dockerd gone before the deploy (its socket names nothing): whichever read meets it first —
+/// the disk pre-flight, the leftovers clear under the lock — the verdict is infra/69 naming
+/// dockerd, never a failing recipe.
+#[test]
+fn a_dockerd_that_is_gone_before_the_deploy_is_infra() {
+    let mut w = World::new();
+    let sock = w.path().join("no-dockerd.sock");
+    w.set("DOCKER_HOST", &format!("unix://{}", sock.display()));
+    w.recipe("hello");
+    let r = run(&w, &[]);
+    assert_eq!(r.code, 69, "{}", r.err);
+    assert_eq!(r.results["outcome"], "infra", "{}", r.results);
+    let reason = r.results["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("cannot reach dockerd") && reason.contains("no-dockerd.sock"), "{reason}");
+    assert!(!w.abra_log().contains("app deploy"), "nothing was deployed: {}", w.abra_log());
+}

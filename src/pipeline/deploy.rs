@@ -108,7 +108,11 @@ impl Running<'_> {
     pub(super) fn clear_leftovers(&self, t: &Target) -> Result<(), StepError> {
         let ctx = self.ctx;
         let domain = &t.app.domain;
-        let left = reap::leftovers(&ctx.docker, &t.app)?;
+        let look = || {
+            reap::leftovers_within(&ctx.docker, &t.app, reap::read_until())
+                .map_err(|e| self.docker_error(&format!("cannot look for leftovers of {domain}"), &e))
+        };
+        let left = look()?;
         if !left.is_empty() {
             tracing::warn!("clearing leftovers of {domain} from an earlier run: {}", left.join(", "));
             // Fenced: on a shared swarm they may be a paused predecessor's, and this run must
@@ -120,7 +124,7 @@ impl Running<'_> {
                     StepError::Failed(format!("cannot clear leftovers of {domain}: {e}"))
                 }
             })?;
-            let still = reap::leftovers(&ctx.docker, &t.app)?;
+            let still = look()?;
             if !still.is_empty() {
                 return Err(StepError::Failed(format!(
                     "leftovers of {domain} remain after clearing: {}",
@@ -129,6 +133,16 @@ impl Running<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A read or write of dockerd that failed: the step fails, and when dockerd is at fault
+    /// (unreachable, erroring, too slow) the run's verdict is infra (69) — CI could not test.
+    pub(super) fn docker_error(&self, what: &str, e: &crate::adapters::DockerError) -> StepError {
+        let reason = format!("{what}: {e}");
+        if e.is_infra() {
+            self.infra.borrow_mut().get_or_insert_with(|| reason.clone());
+        }
+        StepError::Failed(reason)
     }
 
     /// `abra app new` and the `.env` overrides: ccci's own, then `extra`.

@@ -175,7 +175,11 @@ impl Running<'_> {
     /// app's services must name the head commit.
     fn check_chaos_version(&self, head: &str) -> Result<(), StepError> {
         let key = format!("coop-cloud.{}.chaos-version", self.ctx.app.stack);
-        let services = self.ctx.docker.services(&self.ctx.app.stack).map_err(|e| StepError::Failed(e.to_string()))?;
+        let services = self
+            .ctx
+            .docker
+            .services(&self.ctx.app.stack)
+            .map_err(|e| self.docker_error("cannot read the app's services", &e))?;
         let mut labelled = 0;
         for s in &services {
             let name = s["Spec"]["Name"].as_str().unwrap_or("?");
