@@ -377,56 +377,6 @@ impl Engine {
         })
     }
 
-    /// Every stack namespace found on any object kind (a SIGKILL between `undeploy` and
-    /// `remove` leaves volumes and secrets with no service): six concurrent label queries.
-    pub fn namespaces(&self, until: Deadline<'_>) -> Result<BTreeSet<String>, EngineError> {
-        let any = Scope::AnyStack.filters();
-        let ns = |labels: Option<&std::collections::HashMap<String, String>>| -> Option<String> {
-            labels.and_then(|l| l.get(NS_LABEL)).filter(|v| !v.is_empty()).cloned()
-        };
-        let futs: Vec<Boxed<'_, Vec<String>>> = vec![
-            Box::pin(async {
-                Ok(self
-                    .services_fut(any.clone(), until)
-                    .await?
-                    .iter()
-                    .filter_map(|s| ns(s.spec.as_ref().and_then(|s| s.labels.as_ref())))
-                    .collect())
-            }),
-            Box::pin(async {
-                Ok(self
-                    .containers_fut(any.clone(), until)
-                    .await?
-                    .iter()
-                    .filter_map(|c| ns(c.labels.as_ref()))
-                    .collect())
-            }),
-            Box::pin(async {
-                Ok(self.volumes_fut(any.clone(), until).await?.iter().filter_map(|v| ns(Some(&v.labels))).collect())
-            }),
-            Box::pin(async {
-                Ok(self.networks_fut(any.clone(), until).await?.iter().filter_map(|n| ns(n.labels.as_ref())).collect())
-            }),
-            Box::pin(async {
-                Ok(self
-                    .secrets_fut(any.clone(), until)
-                    .await?
-                    .iter()
-                    .filter_map(|s| ns(s.spec.as_ref().and_then(|s| s.labels.as_ref())))
-                    .collect())
-            }),
-            Box::pin(async {
-                Ok(self
-                    .configs_fut(any.clone(), until)
-                    .await?
-                    .iter()
-                    .filter_map(|c| ns(c.spec.as_ref().and_then(|s| s.labels.as_ref())))
-                    .collect())
-            }),
-        ];
-        Ok(self.block_on(self.joined(futs, until))?.into_iter().flatten().collect())
-    }
-
     /// Runs requests concurrently on the one runtime; the first error wins and drops the rest.
     /// Connects (and negotiates) once first, so the requests share one negotiated client.
     async fn joined<'a, T>(&'a self, futs: Vec<Boxed<'a, T>>, until: Deadline<'_>) -> Result<Vec<T>, EngineError> {
