@@ -87,19 +87,11 @@ EOT
       cp "$work/docker-calls.log" "$work/runs/$id/docker-calls.log"
     done
   done
-  python3 - "$work" "$runs" <<'PY'
+  PYTHONPATH="$root/ci" python3 - "$work" "$runs" <<'PY'
 import datetime, json, os, re, sys
 work, runs = sys.argv[1], int(sys.argv[2])
 
-def pct(xs, p):
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    return xs[min(len(xs) - 1, max(0, -(-len(xs) * p // 100) - 1))]
-
-def med(xs):
-    xs = sorted(xs)
-    return xs[(len(xs) - 1) // 2] if xs else float("nan")
+from benchlib import hold_locks, med, pct
 
 def ts(s):
     return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
@@ -201,33 +193,12 @@ int main(int argc, char **argv) {
 }
 C
   cc -O2 -o "$work/floor" "$work/floor.c"
-  python3 - "$CCCI_BIN" "$work" "${BENCH_SWEEPS:-7}" "${BENCH_LIVE:-1000}" "${BENCH_STALE:-10000}" <<'PY'
+  PYTHONPATH="$root/ci" python3 - "$CCCI_BIN" "$work" "${BENCH_SWEEPS:-7}" "${BENCH_LIVE:-1000}" "${BENCH_STALE:-10000}" <<'PY'
 import http.server, json, os, resource, shutil, socketserver, subprocess, sys, threading, time
 ccci, work, sweeps, live, stale = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, -(-len(xs) * p // 100) - 1))]
+from benchlib import hold_locks, med, pct
 
-def med(xs):
-    xs = sorted(xs)
-    return xs[(len(xs) - 1) // 2]
-
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-HOLD = r'''
-import fcntl, os, resource, sys
-s, h = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (h, h))
-fds = []
-for p in sys.argv[1:]:
-    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.write(fd, ('{"pid":%d,"run_id":"bench","recipe":"hello","started":"now","deadline_secs":3600,"budget_secs":600}' % os.getpid()).encode())
-    fds.append(fd)
-print("held", flush=True)
-sys.stdin.read()
-'''
 tmpfs = os.environ.get("BENCH_TMPFS") or next((d for d in ("/dev/shm", "/run/lock") if os.access(d, os.W_OK)), work)
 base = os.path.join(tmpfs, "ccci-bench-reads-" + os.path.basename(work))
 os.makedirs(base)
@@ -275,11 +246,7 @@ srv = Server(sock, Api)
 threading.Thread(target=srv.serve_forever, daemon=True).start()
 
 lock_paths = [os.path.join(lock_dir, f"cc-ci-app-{x}.lock") for x in live_domains]
-holders = []
-for i in range(0, len(lock_paths), 250):
-    h = subprocess.Popen([sys.executable, "-c", HOLD] + lock_paths[i:i + 250], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert h.stdout.readline().strip() == b"held"
-    holders.append(h)
+holders = hold_locks(lock_paths)
 common = {"PATH": os.environ["PATH"], "CCCI_CONFIG": "/dev/null", "CCCI_ABRA": os.path.join(bindir, "abra"),
           "CCCI_DOCKER": os.path.join(bindir, "docker"), "CCCI_ABRA_HOME": home, "CCCI_RUNS_DIR": runs,
           "CCCI_APP_LOCK_DIR": lock_dir, "CCCI_DOMAIN_SUFFIX": suffix, "CCCI_LOG": "warn"}

@@ -26,11 +26,9 @@ import threading
 import time
 import urllib.request
 
-root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ccci = os.environ.get("CCCI")
-if not ccci:
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
-    ccci = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(root, "target"), "release", "ccci")
+from benchlib import FLOCK_HOLDER as HOLDER, ROOT as root, ccci_binary, pct
+
+ccci = ccci_binary()
 if not shutil.which("etcd"):
     sys.exit("bench-lease: needs etcd (apt-get install etcd-server)")
 handoffs = int(os.environ.get("BENCH_HANDOFFS", "30"))
@@ -55,10 +53,6 @@ def cleanup():
 
 atexit.register(cleanup)
 
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, -(-len(xs) * p // 100) - 1))]
 
 
 def row(name, xs, unit="ms", extra=""):
@@ -160,7 +154,6 @@ row("app lease, host B waits, host A releases", lease)
 # The local flock handoff, the same way bench_locks.py measures it: a bash holder exits.
 path = os.path.join(work, "handoff.lock")
 open(path, "w").close()
-HOLDER = 'exec 9<>"$1"; flock 9; echo h; read -r go; t=${EPOCHREALTIME/./}; echo "${t}000"; exit 0'
 
 
 def blocked_waiter():

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -27,11 +26,9 @@ import sys
 import tempfile
 import time
 
-root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ccci = os.environ.get("CCCI")
-if not ccci:
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
-    ccci = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(root, "target"), "release", "ccci")
+from benchlib import FLOCK_HOLDER as HOLDER, ROOT as root, ccci_binary, hold_locks, pct
+
+ccci = ccci_binary()
 if not shutil.which("flock"):
     sys.exit("bench-locks: needs flock(1) from util-linux")
 handoffs = int(os.environ.get("BENCH_HANDOFFS", "50"))
@@ -43,10 +40,6 @@ print()
 work = tempfile.mkdtemp(prefix="ccci-bench-locks.", dir="/tmp")
 atexit.register(shutil.rmtree, work, True)
 
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, -(-len(xs) * p // 100) - 1))]
 
 def row(name, xs, unit="ms"):
     print(f"  {name:<44} median {statistics.median(xs):9.3f} {unit}   p99 {pct(xs, 99):9.3f} {unit}   (n={len(xs)})")
@@ -60,7 +53,6 @@ def blocked_waiter():
     with open("/proc/locks") as f:
         return any(len(l.split()) > 6 and l.split()[1] == "->" and l.split()[6] == ident for l in f)
 
-HOLDER = 'exec 9<>"$1"; flock 9; echo h; read -r go; t=${EPOCHREALTIME/./}; echo "${t}000"; exit 0'
 
 def holder():
     """A small bash holder: it takes the lock, waits for 'go', stamps the time and exits (its
@@ -117,21 +109,6 @@ row("polling loop, 10 ms -> 500 ms jittered backoff", [handoff([sys.executable, 
 print()
 
 # ---- 2. janitor sweep ----------------------------------------------------------------------
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-HOLD = r'''
-import fcntl, os, resource, sys
-s, h = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (h, h))
-fds = []
-for p in sys.argv[1:]:
-    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.write(fd, ('{"pid":%d,"run_id":"bench","recipe":"hello","started":"now","deadline_secs":3600,"budget_secs":600}' % os.getpid()).encode())
-    fds.append(fd)
-print("held", flush=True)
-sys.stdin.read()
-'''
 
 def python_probe_loop(lock_dir):
     """The reference: the same probe in plain Python (open, LOCK_NB, identity check, unlink)."""
@@ -180,11 +157,7 @@ for stale in sizes:
             f.write("#!/bin/sh\n" + body)
         os.chmod(os.path.join(bindir, name), 0o755)
     lock_paths = [os.path.join(lock_dir, f"cc-ci-app-{x}.lock") for x in live_domains]
-    holders = []
-    for i in range(0, len(lock_paths), 250):
-        h = subprocess.Popen([sys.executable, "-c", HOLD] + lock_paths[i:i + 250], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert h.stdout.readline().strip() == b"held"
-        holders.append(h)
+    holders = hold_locks(lock_paths)
     env = {"PATH": os.environ["PATH"], "CCCI_CONFIG": "/dev/null", "CCCI_ABRA": os.path.join(bindir, "abra"),
            "CCCI_DOCKER": os.path.join(bindir, "docker"), "CCCI_ABRA_HOME": home, "CCCI_RUNS_DIR": runs,
            "CCCI_APP_LOCK_DIR": lock_dir, "CCCI_DOMAIN_SUFFIX": suffix, "CCCI_LOG": "warn"}
