@@ -77,6 +77,13 @@ impl Cause {
         }
     }
 
+    /// Whether the children still running must be killed at once, with no SIGTERM grace. A lost
+    /// app lease: another host may own the app within the lease's safety margin (a fifth of its
+    /// TTL), far less than a grace, so a child still changing the swarm must not get one.
+    pub fn kills_at_once(self) -> bool {
+        matches!(self, Cause::LeaseLost)
+    }
+
     pub fn outcome(self) -> Outcome {
         match self {
             Cause::Deadline => Outcome::Deadline,
@@ -147,6 +154,14 @@ pub fn verdict(f: Facts) -> (Outcome, u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_lost_lease_kills_without_a_grace() {
+        for c in [Cause::Term, Cause::Hup, Cause::Int, Cause::Quit, Cause::Deadline] {
+            assert!(!c.kills_at_once(), "{c:?}");
+        }
+        assert!(Cause::LeaseLost.kills_at_once());
+    }
 
     #[test]
     fn precedence() {

@@ -528,12 +528,11 @@ impl Cmd {
         let t = timing();
         let mut status = None;
         if let Some(s) = stop {
-            // Abandon and skip mean "now": the budget is spent or a person asked twice. A lost
-            // app lease too: another host may own the app within the lease's safety margin (a
-            // fifth of its TTL), far less than a SIGTERM grace, so a child still changing the
-            // swarm (a deploy) must not get one.
+            // Abandon and skip mean "now": the budget is spent or a person asked twice; so does
+            // a cause that says so (`Cause::kills_at_once`).
             let grace = match s {
-                Stopped::Abandoned | Stopped::Skipped | Stopped::Cancelled(Cause::LeaseLost) => Duration::ZERO,
+                Stopped::Abandoned | Stopped::Skipped => Duration::ZERO,
+                Stopped::Cancelled(c) if c.kills_at_once() => Duration::ZERO,
                 _ => t.kill_grace,
             };
             if grace.is_zero() {
