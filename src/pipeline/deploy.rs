@@ -140,9 +140,15 @@ impl Running<'_> {
     pub(super) fn docker_error(&self, what: &str, e: &crate::adapters::DockerError) -> StepError {
         let reason = format!("{what}: {e}");
         if e.is_infra() {
-            self.infra.borrow_mut().get_or_insert_with(|| reason.clone());
+            self.note_infra(&reason);
         }
         StepError::Failed(reason)
+    }
+
+    /// CI could not test (dockerd at fault): the first such reason becomes the run's infra
+    /// verdict; the step that met it still fails.
+    pub(super) fn note_infra(&self, reason: &str) {
+        self.infra.borrow_mut().get_or_insert_with(|| reason.to_string());
     }
 
     /// `abra app new` and the `.env` overrides: ccci's own, then `extra`.
@@ -470,7 +476,7 @@ impl Running<'_> {
             // dockerd could not be read: the stage fails, and the run's verdict is infra (69).
             Err(NotReady::Infra(reason)) => {
                 tracing::error!("readiness could not be judged: {reason}");
-                self.infra.borrow_mut().get_or_insert_with(|| reason.clone());
+                self.note_infra(&reason);
                 Err(StepError::Failed(format!("readiness could not be judged: {reason}")))
             }
             Err(NotReady::Stopped(Stop::Cancelled(_))) => Err(StepError::Stopped),
