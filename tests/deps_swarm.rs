@@ -92,21 +92,6 @@ fn dep_domain(w: &World, recipe: &str) -> String {
     ccci::names::dep_domain(&w.domain(recipe, "0", ""), 1)
 }
 
-fn stage<'a>(r: &'a Value, name: &str) -> &'a Value {
-    r["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()
-}
-
-/// Kills whatever still carries a run token when the test ends (even when it failed).
-struct KillTokens(String);
-
-impl Drop for KillTokens {
-    fn drop(&mut self) {
-        for pid in pids_with_env(&self.0) {
-            signal(pid as u32, libc::SIGKILL);
-        }
-    }
-}
-
 #[test]
 fn a_recipe_with_a_dependency_passes_five_stages_and_its_credentials_stay_masked() {
     if !swarm_available() {
@@ -248,8 +233,8 @@ fn a_run_killed_between_its_dependency_and_its_app_leaves_the_dependency_to_the_
     let gate = w.path().join("provision-gate");
     sso_world(&w, "ssoapp", Some(&gate));
     let run_id = format!("k{}", unique());
-    let token = format!("CCCI_RUN_TOKEN={run_id}:");
-    let _guard = KillTokens(token.clone());
+    let token = token_env(&run_id);
+    let _guard = KillTokens(vec![token.clone()]);
     let (mut run, err) = start(&w, "ssoapp", &run_id, "install");
     err.wait_for("parked-in-provision", Duration::from_secs(180));
     let dep = dep_domain(&w, "ssoapp");
@@ -307,7 +292,7 @@ fn two_runs_needing_the_same_dependency_recipe_each_get_their_own() {
         );
     }
     let (a_id, b_id) = (format!("a{}", unique()), format!("b{}", unique()));
-    let _guards = (KillTokens(format!("CCCI_RUN_TOKEN={a_id}:")), KillTokens(format!("CCCI_RUN_TOKEN={b_id}:")));
+    let _guards = KillTokens(vec![token_env(&a_id), token_env(&b_id)]);
     let (mut a, a_err) = start(&w, "ssoapp", &a_id, "install,custom");
     let (mut b, b_err) = start(&w, "ssoapp2", &b_id, "install,custom");
     a_err.wait_for("parked-in-test", Duration::from_secs(240));
@@ -410,8 +395,8 @@ fn on_a_shared_swarm_a_dependency_is_reaped_only_after_its_owners_lease_lapsed()
     let gate = a.path().join("provision-gate");
     sso_world(&a, "ssoapp", Some(&gate));
     let run_id = format!("l{}", unique());
-    let token = format!("CCCI_RUN_TOKEN={run_id}:");
-    let _guard = KillTokens(token.clone());
+    let token = token_env(&run_id);
+    let _guard = KillTokens(vec![token.clone()]);
     let (mut run, err) = start(&a, "ssoapp", &run_id, "install");
     err.wait_for("parked-in-provision", Duration::from_secs(180));
     let (app, dep) = (a.domain("ssoapp", "0", ""), dep_domain(&a, "ssoapp"));

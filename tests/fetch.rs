@@ -7,12 +7,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// Runs up to the fetch and stops at `abra app new` (fixture mode `fail:new`); returns the
 /// recorded head commit.
 fn fetched_head(w: &World, extra: &[&str]) -> String {
@@ -138,7 +132,7 @@ fn the_token_reaches_only_the_git_process_scoped_to_its_origin() {
         .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let watch = LineWatch::stderr_of(&mut child);
-    let run_marker = format!("CCCI_RUN_TOKEN={run_id}:");
+    let run_marker = token_env(&run_id);
     let mut git_env = Vec::new();
     wait_until("git to be connecting to the origin", Duration::from_secs(30), || {
         for pid in pids_with_env(&run_marker) {
@@ -193,7 +187,7 @@ fn the_token_never_goes_to_an_origin_the_host_did_not_name() {
             .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         let watch = LineWatch::stderr_of(&mut child);
-        let run_marker = format!("CCCI_RUN_TOKEN={run_id}:");
+        let run_marker = token_env(&run_id);
         let mut git_env = Vec::new();
         wait_until("git to be connecting to the server", Duration::from_secs(30), || {
             for pid in pids_with_env(&run_marker) {

@@ -49,19 +49,9 @@ fn kinds(left: &[String]) -> Vec<&str> {
 }
 
 /// Kills whatever still carries a run token when the test ends (even when it failed).
-struct KillTokens(String);
-
-impl Drop for KillTokens {
-    fn drop(&mut self) {
-        for pid in pids_with_env(&self.0) {
-            signal(pid as u32, libc::SIGKILL);
-        }
-    }
-}
-
 /// Waits until no process carries the run's token (PDEATHSIG took them down).
 fn wait_descendants_gone(run_id: &str) {
-    let token = format!("CCCI_RUN_TOKEN={run_id}:");
+    let token = token_env(run_id);
     wait_until("the run's children to die with it", Duration::from_secs(20), || pids_with_env(&token).is_empty());
 }
 
@@ -74,7 +64,7 @@ fn a_sigkilled_run_is_reaped_completely_by_the_janitor() {
     let (w, _gate) = world_with_gate();
     let run_id = format!("k{}", unique());
     let (mut run, err) = start(&w, &run_id, "install,custom");
-    let _guard = KillTokens(format!("CCCI_RUN_TOKEN={run_id}:"));
+    let _guard = KillTokens(vec![token_env(&run_id)]);
     err.wait_for("parked-in-test", Duration::from_secs(120));
     signal(run.id(), libc::SIGKILL);
     let _ = run.wait();
@@ -112,8 +102,8 @@ fn volumes_and_secrets_left_without_services_are_found_and_reaped() {
     signal(run.id(), libc::SIGKILL);
     let _ = run.wait();
     // The hung fixture abra died with ccci (PDEATHSIG), but its `sleep` lives on: a straggler.
-    let token = format!("CCCI_RUN_TOKEN={run_id}:");
-    let _guard = KillTokens(token.clone());
+    let token = token_env(&run_id);
+    let _guard = KillTokens(vec![token.clone()]);
     wait_until("abra to die with ccci", Duration::from_secs(20), || pids_with_env(&token).len() == 1);
     let left = w.leftovers();
     let k = kinds(&left);
@@ -200,15 +190,15 @@ fn the_watch_alone_reaps_a_sigkilled_deployed_run() {
     let (mut ok, ok_err) = start(&w, &ok_id, "install,custom");
     let st = wait_within(&mut ok, Duration::from_secs(240));
     assert_eq!(st.code(), Some(0), "{}", ok_err.text());
-    let _ok_guard = KillTokens(format!("CCCI_RUN_TOKEN={ok_id}:"));
-    for p in pids_with_env(&format!("CCCI_RUN_TOKEN={ok_id}:")) {
+    let _ok_guard = KillTokens(vec![token_env(&ok_id)]);
+    for p in pids_with_env(&token_env(&ok_id)) {
         signal(p as u32, libc::SIGKILL);
     }
     fs::remove_file(&gate).unwrap();
 
     let run_id = format!("k{}", unique());
-    let token = format!("CCCI_RUN_TOKEN={run_id}:");
-    let _guard = KillTokens(token.clone());
+    let token = token_env(&run_id);
+    let _guard = KillTokens(vec![token.clone()]);
     let (mut run, err) = start(&w, &run_id, "install,custom");
     err.wait_for("parked-in-test", Duration::from_secs(180));
     // The live run is never touched while it holds its lock.

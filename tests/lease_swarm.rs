@@ -99,24 +99,6 @@ fn lockfile(w: &World, domain: &str) -> PathBuf {
     w.lock_dir.join(format!("cc-ci-app-{domain}.lock"))
 }
 
-/// Kills whatever still carries a run token when the test ends (even when it failed).
-struct KillTokens(Vec<String>);
-
-impl Drop for KillTokens {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            for pid in pids_with_env(t) {
-                signal(pid as u32, libc::SIGCONT);
-                signal(pid as u32, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-fn token_env(run_id: &str) -> String {
-    format!("CCCI_RUN_TOKEN={run_id}:")
-}
-
 fn now_secs() -> String {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
@@ -436,7 +418,7 @@ fn two_hosts_janitors_racing_for_one_orphan_reap_it_once() {
     // Both started before either is waited on: their sweeps overlap.
     let ja = sweep(&h.a).spawn().unwrap();
     let jb = sweep(&h.b).spawn().unwrap();
-    let (oa, ob) = (wait_output_of(ja), wait_output_of(jb));
+    let (oa, ob) = (output_of(ja, Duration::from_secs(240)), output_of(jb, Duration::from_secs(240)));
     let report = |o: &std::process::Output| -> serde_json::Value {
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("no report ({e}): {}", stderr_of(o)))
     };
@@ -462,21 +444,4 @@ fn two_hosts_janitors_racing_for_one_orphan_reap_it_once() {
     }
     assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());
     assert_eq!(h.cluster.exists(&h.key()), Some(false), "the janitors released their leases");
-}
-
-fn wait_output_of(mut child: Child) -> std::process::Output {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut out, &mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut err, &mut v);
-        v
-    });
-    let status = wait_within(&mut child, Duration::from_secs(240));
-    std::process::Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
 }

@@ -7,37 +7,20 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// A PR of the hello recipe: a clone of the fixture repo with `compose.evil.yml` added to
 /// `COMPOSE_FILE` (and committed on top of the default branch).
 fn pr_with(w: &World, name: &str, evil: &str) -> PathBuf {
-    let hello = w.recipe("hello");
-    let dest = w.recipes.join(name);
-    git(&w.recipes, &["clone", "-q", hello.to_str().unwrap(), dest.to_str().unwrap()]);
-    // docker's loader wants one `version` across the files (a file without one is its newest).
-    fs::write(dest.join("compose.evil.yml"), format!("version: \"3.8\"\n{evil}")).unwrap();
-    let sample = fs::read_to_string(dest.join(".env.sample")).unwrap();
-    let sample = sample.replace("COMPOSE_FILE=\"compose.yml\"", "COMPOSE_FILE=\"compose.yml:compose.evil.yml\"");
-    fs::write(dest.join(".env.sample"), sample).unwrap();
-    git(&dest, &["add", "-A"]);
-    git(&dest, &["commit", "-q", "-m", "PR: something harmless, surely"]);
-    dest
+    w.pr_of("hello", name, |dest| {
+        // docker's loader wants one `version` across the files (a file without one is its newest).
+        fs::write(dest.join("compose.evil.yml"), format!("version: \"3.8\"\n{evil}")).unwrap();
+        let sample = fs::read_to_string(dest.join(".env.sample")).unwrap();
+        let sample = sample.replace("COMPOSE_FILE=\"compose.yml\"", "COMPOSE_FILE=\"compose.yml:compose.evil.yml\"");
+        fs::write(dest.join(".env.sample"), sample).unwrap();
+    })
 }
 
 struct Ran {
@@ -162,15 +145,13 @@ fn a_hostile_head_over_a_benign_base_fails_the_upgrade_only() {
     w.own_port("hello");
     // The app's `.env` keeps the base's COMPOSE_FILE across an upgrade (as abra's does), so
     // the head turns hostile in a file the base already lists.
-    let hello = w.recipe("hello");
-    let pr = w.recipes.join("evil-head");
-    git(&w.recipes, &["clone", "-q", hello.to_str().unwrap(), pr.to_str().unwrap()]);
-    let compose = fs::read_to_string(pr.join("compose.yml")).unwrap();
-    assert!(compose.contains("      - data:/data\n"), "{compose}");
-    let compose = compose
-        .replace("      - data:/data\n", "      - data:/data\n      - /var/run/docker.sock:/var/run/docker.sock\n");
-    fs::write(pr.join("compose.yml"), compose).unwrap();
-    git(&pr, &["commit", "-q", "-am", "PR: mount something harmless, surely"]);
+    let pr = w.pr_of("hello", "evil-head", |pr| {
+        let compose = fs::read_to_string(pr.join("compose.yml")).unwrap();
+        assert!(compose.contains("      - data:/data\n"), "{compose}");
+        let compose = compose
+            .replace("      - data:/data\n", "      - data:/data\n      - /var/run/docker.sock:/var/run/docker.sock\n");
+        fs::write(pr.join("compose.yml"), compose).unwrap();
+    });
     let r = run(&w, &pr, "install,upgrade");
     assert_eq!(r.code, 1, "{}", r.err);
     let stage = |n: &str| r.results["stages"].as_array().unwrap().iter().find(|s| s["name"] == n).unwrap().clone();
@@ -197,12 +178,9 @@ fn a_linked_overlay_never_writes_through_the_link() {
     fs::write(&victim, "precious\n").unwrap();
     fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
     let before = fs::metadata(&victim).unwrap();
-    let hello = w.recipe("hello");
-    let pr = w.recipes.join("linked-overlay");
-    git(&w.recipes, &["clone", "-q", hello.to_str().unwrap(), pr.to_str().unwrap()]);
-    std::os::unix::fs::symlink(&victim, pr.join("compose.ccci.yml")).unwrap();
-    git(&pr, &["add", "-A"]);
-    git(&pr, &["commit", "-q", "-m", "PR: an overlay"]);
+    let pr = w.pr_of("hello", "linked-overlay", |pr| {
+        std::os::unix::fs::symlink(&victim, pr.join("compose.ccci.yml")).unwrap();
+    });
     let r = run(&w, &pr, "install");
     assert_eq!(r.code, 1, "{}", r.err);
     let reason = first_reason(&r.results);
@@ -227,22 +205,22 @@ fn a_fifo_or_an_oversized_compose_file_never_hangs_a_run() {
         let w = World::new();
         let fifo = w.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let hello = w.recipe("hello");
-        let pr = w.recipes.join(case);
-        git(&w.recipes, &["clone", "-q", hello.to_str().unwrap(), pr.to_str().unwrap()]);
-        if case == "fifo" {
-            std::os::unix::fs::symlink(&fifo, pr.join("compose.zz.yml")).unwrap();
-        } else {
-            let mut big = String::from("services:\n  app:\n    labels:\n");
-            while big.len() < 2 * 1024 * 1024 {
-                big.push_str("      x.padding.label.to.make.this.file.large: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n");
+        let pr = w.pr_of("hello", case, |pr| {
+            if case == "fifo" {
+                std::os::unix::fs::symlink(&fifo, pr.join("compose.zz.yml")).unwrap();
+            } else {
+                let mut big = String::from("services:\n  app:\n    labels:\n");
+                while big.len() < 2 * 1024 * 1024 {
+                    big.push_str(
+                        "      x.padding.label.to.make.this.file.large: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n",
+                    );
+                }
+                fs::write(pr.join("compose.zz.yml"), big).unwrap();
             }
-            fs::write(pr.join("compose.zz.yml"), big).unwrap();
-        }
-        let sample = fs::read_to_string(pr.join(".env.sample")).unwrap();
-        fs::write(pr.join(".env.sample"), sample.replace("\"compose.yml\"", "\"compose.yml:compose.zz.yml\"")).unwrap();
-        git(&pr, &["add", "-A"]);
-        git(&pr, &["commit", "-q", "-m", "PR"]);
+            let sample = fs::read_to_string(pr.join(".env.sample")).unwrap();
+            fs::write(pr.join(".env.sample"), sample.replace("\"compose.yml\"", "\"compose.yml:compose.zz.yml\""))
+                .unwrap();
+        });
         let t = Instant::now();
         // deadline 20 + budget 20 + 10: the bound the issue sets.
         let run_id = format!("g{}", unique());

@@ -10,18 +10,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// Runs `ccci run` and returns (exit code, results.json, stderr, run id).
 fn run(w: &World, args: &[&str]) -> (i32, serde_json::Value, String, String) {
     let run_id = format!("a{}", unique());
@@ -30,22 +18,6 @@ fn run(w: &World, args: &[&str]) -> (i32, serde_json::Value, String, String) {
     let o = output_within(c, Duration::from_secs(500));
     let r = w.results(&run_id);
     (code(&o), r, stderr_of(&o), run_id)
-}
-
-fn stage<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()
-}
-
-fn status(r: &serde_json::Value, name: &str) -> String {
-    stage(r, name)["status"].as_str().unwrap().to_string()
-}
-
-fn reason(r: &serde_json::Value, name: &str) -> String {
-    stage(r, name)["reason"].as_str().unwrap_or("").to_string()
-}
-
-fn script(body: &str) -> String {
-    format!("#!/bin/sh\nset -eu\n{body}\n")
 }
 
 /// Secrets whose name starts with the stack's (labelled or not).

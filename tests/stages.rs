@@ -7,18 +7,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// Runs `ccci run` with the given args and returns (exit code, results.json, stderr).
 fn run(w: &World, args: &[&str]) -> (i32, serde_json::Value, String) {
     let run_id = format!("s{}", unique());
@@ -27,23 +15,6 @@ fn run(w: &World, args: &[&str]) -> (i32, serde_json::Value, String) {
     let o = output_within(c, Duration::from_secs(400));
     let r = w.results(&run_id);
     (code(&o), r, stderr_of(&o))
-}
-
-fn stage<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()
-}
-
-fn status(r: &serde_json::Value, name: &str) -> String {
-    stage(r, name)["status"].as_str().unwrap().to_string()
-}
-
-fn reason(r: &serde_json::Value, name: &str) -> String {
-    stage(r, name)["reason"].as_str().unwrap_or("").to_string()
-}
-
-/// A shell hook or test, made executable.
-fn script(body: &str) -> String {
-    format!("#!/bin/sh\nset -eu\n{body}\n")
 }
 
 const SERVED: &str = "port=$(sed -n 's/^HTTP_PORT=//p' \"$CCCI_APP_ENV\"); curl -fsS \"http://127.0.0.1:$port/\"";

@@ -205,25 +205,13 @@ fn a_crash_looping_service_leaves_its_last_log_lines() {
     }
     let _slot = swarm_slot();
     let w = World::new();
-    let hello = w.recipe("hello");
-    let pr = w.recipes.join("crashy");
-    let git = |dir: &std::path::Path, args: &[&str]| {
-        let st = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "git {args:?}");
-    };
-    git(&w.recipes, &["clone", "-q", hello.to_str().unwrap(), pr.to_str().unwrap()]);
-    let compose = fs::read_to_string(pr.join("compose.yml")).unwrap();
-    let httpd = r#"command: ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]"#;
-    assert!(compose.contains(httpd), "{compose}");
-    let crash = r#"command: ["/bin/sh", "-c", "echo crash-loop-marker: cannot open /data/db; exit 3"]"#;
-    fs::write(pr.join("compose.yml"), compose.replace(httpd, crash)).unwrap();
-    git(&pr, &["commit", "-q", "-am", "PR: a new start command"]);
+    let pr = w.pr_of("hello", "crashy", |pr| {
+        let compose = fs::read_to_string(pr.join("compose.yml")).unwrap();
+        let httpd = r#"command: ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]"#;
+        assert!(compose.contains(httpd), "{compose}");
+        let crash = r#"command: ["/bin/sh", "-c", "echo crash-loop-marker: cannot open /data/db; exit 3"]"#;
+        fs::write(pr.join("compose.yml"), compose.replace(httpd, crash)).unwrap();
+    });
     port_config(&w, "hello", 20);
     let run_id = format!("x{}", unique());
     let mut c = w.ccci();
@@ -253,29 +241,17 @@ fn a_slow_start_beats_with_the_task_state() {
     let _slot = swarm_slot();
     let w = World::new();
     port_config(&w, "hello", 120);
-    let hello = w.recipe("hello");
-    let slow = w.recipes.join("slow-hello");
-    let git = |dir: &std::path::Path, args: &[&str]| {
-        let o = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    };
-    git(&w.recipes, &["clone", "-q", hello.to_str().unwrap(), slow.to_str().unwrap()]);
     // The web server comes up 15 s after the container: its healthcheck fails meanwhile, inside
     // the start period, so swarm keeps the task `starting`.
-    let compose = fs::read_to_string(slow.join("compose.yml")).unwrap();
-    let from = r#"command: ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]"#;
-    assert!(compose.contains(from) && compose.contains("start_period: 1s"), "{compose}");
-    let compose = compose
-        .replace(from, r#"command: ["/bin/sh", "-c", "sleep 15; exec /bin/httpd -f -p 8080 -h /www"]"#)
-        .replace("start_period: 1s", "start_period: 60s");
-    fs::write(slow.join("compose.yml"), compose).unwrap();
-    git(&slow, &["commit", "-q", "-am", "start slowly"]);
+    let slow = w.pr_of("hello", "slow-hello", |pr| {
+        let compose = fs::read_to_string(pr.join("compose.yml")).unwrap();
+        let from = r#"command: ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]"#;
+        assert!(compose.contains(from) && compose.contains("start_period: 1s"), "{compose}");
+        let compose = compose
+            .replace(from, r#"command: ["/bin/sh", "-c", "sleep 15; exec /bin/httpd -f -p 8080 -h /www"]"#)
+            .replace("start_period: 1s", "start_period: 60s");
+        fs::write(pr.join("compose.yml"), compose).unwrap();
+    });
     let run_id = format!("q{}", unique());
     let mut c = w.ccci();
     c.env("CCCI_RUN_ID", &run_id).args(["run", "--recipe", "hello", "--stages", "install", "--src"]).arg(&slow);

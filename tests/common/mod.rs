@@ -129,6 +129,18 @@ impl World {
         dest
     }
 
+    /// A pull request against the fixture recipe `from`: a clone at `<world>/recipes/<name>`,
+    /// changed by `edit` and committed on top of the default branch.
+    pub fn pr_of(&self, from: &str, name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+        let base = self.recipe(from);
+        let pr = self.recipes.join(name);
+        git(&self.recipes, &["clone", "-q", base.to_str().unwrap(), pr.to_str().unwrap()]);
+        edit(&pr);
+        git(&pr, &["add", "-A"]);
+        git(&pr, &["commit", "-q", "-m", &format!("PR: {name}")]);
+        pr
+    }
+
     /// The fixture recipe `from` built under another recipe name (`TYPE=<name>` in every
     /// commit's `.env.sample`: abra deploys the recipe `TYPE` names).
     pub fn recipe_as(&self, from: &str, name: &str) -> PathBuf {
@@ -365,10 +377,69 @@ pub fn wait_within(child: &mut Child, within: Duration) -> ExitStatus {
     }
 }
 
+/// The `CCCI_RUN_TOKEN=<run id>:` prefix every process of a run carries in its environment.
+pub fn token_env(run_id: &str) -> String {
+    format!("CCCI_RUN_TOKEN={run_id}:")
+}
+
+/// Kills whatever still carries one of these token prefixes ([`token_env`]) when the test ends,
+/// even when it failed; a stopped process is continued first so it can die.
+pub struct KillTokens(pub Vec<String>);
+
+impl Drop for KillTokens {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            for pid in pids_with_env(t) {
+                signal(pid as u32, libc::SIGCONT);
+                signal(pid as u32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The entry of stage `name` in a `results.json`.
+pub fn stage<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()
+}
+
+/// The status of stage `name`.
+pub fn status(r: &serde_json::Value, name: &str) -> String {
+    stage(r, name)["status"].as_str().unwrap().to_string()
+}
+
+/// The reason of stage `name` ("" when it has none).
+pub fn reason(r: &serde_json::Value, name: &str) -> String {
+    stage(r, name)["reason"].as_str().unwrap_or("").to_string()
+}
+
+/// A shell hook or test (`set -eu`), to be made executable.
+pub fn script(body: &str) -> String {
+    format!("#!/bin/sh\nset -eu\n{body}\n")
+}
+
+/// `git -C dir ARGS` with a test identity and no signing; fails the test when git fails.
+/// Returns stdout, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 /// Runs a command to completion within a bound, collecting stdout and stderr.
 pub fn output_within(mut c: Command, within: Duration) -> Output {
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    output_of(c.spawn().unwrap(), within)
+}
+
+/// Collects the stdout and stderr of a child spawned with both piped (several children can be
+/// started before any is waited on), waiting at most `within` for it to end.
+pub fn output_of(mut child: Child, within: Duration) -> Output {
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
