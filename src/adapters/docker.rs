@@ -31,12 +31,9 @@ pub const READ_BOUND: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum DockerError {
+    /// The docker CLI's own failure (a write, or a read on the CLI path), its output kept.
     #[error(transparent)]
-    Spawn(#[from] ProcessError),
-    #[error("{0}")]
-    Failed(String),
-    #[error("docker: {0}")]
-    Stopped(Stopped),
+    Process(#[from] ProcessError),
     #[error("cannot parse docker output of `{cmd}`: {err}")]
     Parse { cmd: String, err: String },
     #[error(transparent)]
@@ -49,8 +46,11 @@ impl DockerError {
     pub fn is_infra(&self) -> bool {
         match self {
             DockerError::Engine(e) => e.is_infra(),
-            DockerError::Stopped(s) => matches!(s, Stopped::TimedOut(_)),
-            DockerError::Spawn(_) | DockerError::Failed(_) | DockerError::Parse { .. } => true,
+            DockerError::Process(e) => match e.stopped() {
+                Some(why) => matches!(why, Stopped::TimedOut(_)),
+                None => true,
+            },
+            DockerError::Parse { .. } => true,
         }
     }
 }
@@ -371,20 +371,14 @@ impl Docker {
         if let Some(t) = timeout {
             cmd = cmd.timeout(t);
         }
-        let out = cmd.run()?;
-        if let Some(s) = out.stopped() {
-            return Err(DockerError::Stopped(s));
-        }
-        if !out.success() {
-            return Err(DockerError::Failed(out.describe()));
-        }
-        Ok(out.stdout)
+        Ok(cmd.run_checked()?.stdout)
     }
 
     /// A read: the child is stopped at the deadline (a wedged dockerd no longer holds the run).
     fn query(&self, args: &[&str], until: Deadline<'_>) -> Result<String, DockerError> {
         if until.expired() {
-            return Err(DockerError::Stopped(Stopped::TimedOut(Duration::ZERO)));
+            let cmdline = self.cmd(args).cmdline();
+            return Err(ProcessError::Stopped { cmdline, why: Stopped::TimedOut(Duration::ZERO) }.into());
         }
         self.run(args, Some(until.remaining()))
     }
@@ -499,8 +493,23 @@ mod tests {
 
     #[test]
     fn timeouts_and_failures_are_infra_cancels_are_not() {
-        assert!(DockerError::Stopped(Stopped::TimedOut(Duration::from_secs(1))).is_infra());
-        assert!(!DockerError::Stopped(Stopped::Cancelled(crate::exit::Cause::Term)).is_infra());
-        assert!(DockerError::Failed("Cannot connect to the Docker daemon".into()).is_infra());
+        let stopped = |why| DockerError::from(ProcessError::Stopped { cmdline: "docker ps".into(), why });
+        assert!(stopped(Stopped::TimedOut(Duration::from_secs(1))).is_infra());
+        assert!(!stopped(Stopped::Cancelled(crate::exit::Cause::Term)).is_infra());
+        let output = crate::process::Output {
+            name: "docker".into(),
+            cmdline: "docker ps".into(),
+            ended: crate::process::Ended::Exited(1),
+            stdout: String::new(),
+            tail: vec!["Cannot connect to the Docker daemon at unix:///var/run/docker.sock.".into()],
+            leaky: Vec::new(),
+            duration: Duration::ZERO,
+        };
+        let failed = DockerError::from(output.checked().unwrap_err());
+        assert!(failed.is_infra());
+        assert_eq!(
+            failed.to_string(),
+            "`docker ps` exited 1: Cannot connect to the Docker daemon at unix:///var/run/docker.sock."
+        );
     }
 }

@@ -5,29 +5,16 @@
 
 use std::path::Path;
 
-use thiserror::Error;
-
 use crate::env_vars as ev;
-use crate::process::{Cmd, Output, ProcessError, Stopped};
+use crate::process::{Cmd, Output, ProcessError};
 
-#[derive(Debug, Error)]
-pub enum GitError {
-    #[error(transparent)]
-    Spawn(#[from] ProcessError),
-    #[error("{message}")]
-    Failed { message: String, trouble: Trouble },
-    #[error("git stopped: {0}")]
-    Stopped(Stopped),
-}
-
-impl GitError {
-    /// What the failure says about the host rather than the repository.
-    pub fn trouble(&self) -> Trouble {
-        match self {
-            GitError::Failed { trouble, .. } => *trouble,
-            GitError::Spawn(_) => Trouble::Host,
-            GitError::Stopped(_) => Trouble::None,
-        }
+/// What a failed git call says about the host rather than the repository: a child that could
+/// not start is the host's; a stop is nobody's; a failure is what its last lines show.
+pub fn trouble(e: &ProcessError) -> Trouble {
+    match e {
+        ProcessError::Spawn { .. } => Trouble::Host,
+        ProcessError::Failed { output } => classify(&output.tail),
+        ProcessError::Stopped { .. } => Trouble::None,
     }
 }
 
@@ -129,29 +116,15 @@ impl Git {
         }
     }
 
-    /// Runs and returns trimmed stdout, or an error naming the command and its last line.
-    pub fn output(cmd: Cmd) -> Result<String, GitError> {
-        let out = cmd.capture().run()?;
-        check(&out)?;
-        Ok(out.stdout.trim().to_string())
+    /// Runs and returns trimmed stdout, or how it failed (its output kept).
+    pub fn output(cmd: Cmd) -> Result<String, ProcessError> {
+        Ok(cmd.capture().run_checked()?.stdout.trim().to_string())
     }
 
     /// Runs for its effect.
-    pub fn run(cmd: Cmd) -> Result<Output, GitError> {
-        let out = cmd.run()?;
-        check(&out)?;
-        Ok(out)
+    pub fn run(cmd: Cmd) -> Result<Output, ProcessError> {
+        cmd.run_checked()
     }
-}
-
-fn check(out: &Output) -> Result<(), GitError> {
-    if let Some(s) = out.stopped() {
-        return Err(GitError::Stopped(s));
-    }
-    if !out.success() {
-        return Err(GitError::Failed { message: out.describe(), trouble: classify(&out.tail) });
-    }
-    Ok(())
 }
 
 /// `scheme://host[:port]` of an http(s) URL, lowercase (hosts are case-insensitive).
@@ -219,6 +192,43 @@ mod tests {
         ] {
             assert_eq!(t(lines), want, "{lines:?}");
         }
+    }
+
+    #[test]
+    fn the_trouble_of_a_failed_call_is_read_from_all_it_printed() {
+        use crate::process::{Ended, Stopped};
+        let failed = |tail: &[&str]| {
+            crate::process::Output {
+                name: "git".into(),
+                cmdline: "git clone https://git.example.org/r.git".into(),
+                ended: Ended::Exited(128),
+                stdout: String::new(),
+                tail: tail.iter().map(|l| l.to_string()).collect(),
+                leaky: Vec::new(),
+                duration: std::time::Duration::ZERO,
+            }
+            .checked()
+            .unwrap_err()
+        };
+        // The network line is not the last one: a message made of the failure line alone
+        // would have called this the repository's fault.
+        let e = failed(&[
+            "error: RPC failed; curl 56 GnuTLS recv error (-9)",
+            "fatal: early EOF",
+            "fatal: index-pack failed",
+        ]);
+        assert_eq!(trouble(&e), Trouble::Network);
+        assert_eq!(e.to_string(), "`git clone https://git.example.org/r.git` exited 128: fatal: index-pack failed");
+        assert_eq!(trouble(&failed(&["fatal: repository 'https://git.example.org/r/' not found"])), Trouble::None);
+        let spawn = ProcessError::Spawn {
+            cmdline: "git".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            hint: String::new(),
+        };
+        assert_eq!(trouble(&spawn), Trouble::Host);
+        let stopped =
+            ProcessError::Stopped { cmdline: "git".into(), why: Stopped::TimedOut(std::time::Duration::ZERO) };
+        assert_eq!(trouble(&stopped), Trouble::None);
     }
 
     #[test]

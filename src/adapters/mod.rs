@@ -9,4 +9,4 @@ pub mod git;
 pub use abra::{Abra, AbraError};
 pub use docker::{Docker, DockerError, Residue};
 pub use engine::{Deadline, Engine, EngineError, EngineEvent, EventFilter, Host, Notice, Scope, Subscription};
-pub use git::{Git, GitError};
+pub use git::Git;

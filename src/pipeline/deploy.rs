@@ -5,28 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::ready::{self, HttpFloor, NotReady, Readiness};
+use super::step::{Step, StepError, checkpoint};
 use super::{Running, base, envfile};
 use crate::adapters::git::Git;
 use crate::app::{App, reap};
 use crate::config::ccci_yml::{Health, ReadyProbe};
 use crate::env_vars as ev;
-use crate::lifetime::{self, Stop};
+use crate::lifetime::Stop;
 use crate::policy;
 use crate::process::{Cmd, env as child_env};
 use crate::untrusted;
-
-/// A step that did not work out: a failure to report, or a stop to obey.
-#[derive(Debug)]
-pub(crate) enum StepError {
-    Failed(String),
-    Stopped,
-}
-
-impl From<String> for StepError {
-    fn from(s: String) -> Self {
-        StepError::Failed(s)
-    }
-}
 
 /// The app a deploy step works on: the app under test or one of its dependencies (issue 19).
 /// Every step of a deploy — the clear under the lock, `app new`, the `.env` overrides, the
@@ -59,7 +47,7 @@ impl Running<'_> {
         let t = self.app_target();
         let started = Instant::now();
         self.clear_leftovers(&t)?;
-        self.stopped()?;
+        checkpoint()?;
 
         // The base first (SPEC §7.1 steps 3 and 5, swapped by issue 13): `app new` copies the
         // checked-out `.env.sample`, so the `.env` and the secrets come from the version that
@@ -117,13 +105,8 @@ impl Running<'_> {
             tracing::warn!("clearing leftovers of {domain} from an earlier run: {}", left.join(", "));
             // Fenced: on a shared swarm they may be a paused predecessor's, and this run must
             // still hold the domain when it removes them.
-            reap::reap(&ctx.abra, &ctx.docker, &t.app, &self.lease).map_err(|e| {
-                if lifetime::cause().is_some() {
-                    StepError::Stopped
-                } else {
-                    StepError::Failed(format!("cannot clear leftovers of {domain}: {e}"))
-                }
-            })?;
+            reap::reap(&ctx.abra, &ctx.docker, &t.app, &self.lease)
+                .step(format_args!("cannot clear leftovers of {domain}"))?;
             let still = look()?;
             if !still.is_empty() {
                 return Err(StepError::Failed(format!(
@@ -138,11 +121,13 @@ impl Running<'_> {
     /// A read or write of dockerd that failed: the step fails, and when dockerd is at fault
     /// (unreachable, erroring, too slow) the run's verdict is infra (69) — CI could not test.
     pub(super) fn docker_error(&self, what: &str, e: &crate::adapters::DockerError) -> StepError {
-        let reason = format!("{what}: {e}");
-        if e.is_infra() {
-            self.note_infra(&reason);
+        let err = StepError::of(what, e);
+        if let StepError::Failed(reason) = &err
+            && e.is_infra()
+        {
+            self.note_infra(reason);
         }
-        StepError::Failed(reason)
+        err
     }
 
     /// CI could not test (dockerd at fault): the first such reason becomes the run's infra
@@ -154,7 +139,7 @@ impl Running<'_> {
     /// `abra app new` and the `.env` overrides: ccci's own, then `extra`.
     pub(super) fn new_app(&self, t: &Target, extra: &[(String, String)]) -> Result<(), StepError> {
         let ctx = self.ctx;
-        ctx.abra.app_new(&t.recipe, &t.app.domain).map_err(|e| self.abra_err("abra app new", e))?;
+        ctx.abra.app_new(&t.recipe, &t.app.domain).step("abra app new failed")?;
         self.check_recipe_of_env(t)?;
         // LETS_ENCRYPT_ENV first: no ACME request is ever made for a test app. Then the stamp:
         // from here on the janitor can prove this app is ccci's and which lock dir guards it,
@@ -192,7 +177,7 @@ impl Running<'_> {
         if t.app == ctx.app {
             self.deployed = true;
         }
-        ctx.abra.app_deploy(&t.app.domain, false).map_err(|e| self.abra_err("abra app deploy", e))?;
+        ctx.abra.app_deploy(&t.app.domain, false).step("abra app deploy failed")?;
         Ok(baseline)
     }
 
@@ -240,37 +225,18 @@ impl Running<'_> {
         self.lease.check_running("abra app secret generate")?;
         match self.ctx.abra.secret_generate(&t.app.domain) {
             Ok(()) => Ok(()),
-            Err(crate::adapters::AbraError::Failed(msg)) if msg.contains("already exists") => {
-                tracing::warn!("abra app secret generate: {msg}; carrying on (the deploy checks the secrets)");
+            Err(e) if e.error_line().is_some_and(|l| l.contains("already exists")) => {
+                tracing::warn!("abra app secret generate: {e}; carrying on (the deploy checks the secrets)");
                 Ok(())
             }
-            Err(e) => Err(self.abra_err("abra app secret generate", e)),
-        }
-    }
-
-    pub(super) fn stopped(&self) -> Result<(), StepError> {
-        if lifetime::cause().is_some() { Err(StepError::Stopped) } else { Ok(()) }
-    }
-
-    pub(super) fn abra_err(&self, what: &str, e: crate::adapters::AbraError) -> StepError {
-        if e.stopped().is_some() && lifetime::cause().is_some() {
-            StepError::Stopped
-        } else {
-            StepError::Failed(format!("{what} failed: {e}"))
+            Err(e) => Err(StepError::of("abra app secret generate failed", e)),
         }
     }
 
     /// `git checkout -f`, then the tree check: every checkout of PR code is a new tree.
     pub(super) fn checkout(&self, rev: &str) -> Result<(), StepError> {
-        Git::run(self.ctx.git.at(&self.fetched.dir).args(["checkout", "--quiet", "-f", rev])).map(|_| ()).map_err(
-            |e| {
-                if lifetime::cause().is_some() {
-                    StepError::Stopped
-                } else {
-                    StepError::Failed(format!("git checkout {rev} failed: {e}"))
-                }
-            },
-        )?;
+        Git::run(self.ctx.git.at(&self.fetched.dir).args(["checkout", "--quiet", "-f", rev]))
+            .step(format_args!("git checkout {rev} failed"))?;
         policy::check_tree(&self.ctx.git, &self.fetched.dir).map_err(|e| StepError::Failed(e.to_string()))
     }
 
@@ -348,14 +314,7 @@ impl Running<'_> {
         let allow = ctx.cfg.trusted_yml.as_ref().and_then(|(_, y)| y.policy.clone()).unwrap_or_default();
         let checked = policy::read_env(env_dir, env_name)
             .and_then(|env| policy::check_deploy(&ctx.cfg.host.docker, &pctx, &env, &allow, policy::RENDER_TIMEOUT));
-        let checked = match checked {
-            Ok(c) => c,
-            Err(e) if lifetime::cause().is_some() => {
-                tracing::debug!("policy render stopped: {e}");
-                return Err(StepError::Stopped);
-            }
-            Err(e) => return Err(StepError::Failed(format!("policy: cannot render the recipe: {e}"))),
-        };
+        let checked = checked.step("policy: cannot render the recipe")?;
         if let Some(reason) = checked.report.reason() {
             for v in &checked.report.violations {
                 tracing::error!("policy: {v}");
@@ -381,19 +340,13 @@ impl Running<'_> {
             tracing::info!("COMPOSE_FILE={value}");
         }
         if self.custom.has("install_steps.sh") {
-            let out = Cmd::new("sh")
+            Cmd::new("sh")
                 .name("install_steps")
                 .arg(self.custom.path("install_steps.sh").display().to_string())
                 .cwd(&self.fetched.dir)
                 .timeout(Duration::from_secs(self.custom.yml.timeouts.hook))
-                .run()
-                .map_err(|e| e.to_string())?;
-            if !out.success() {
-                if lifetime::cause().is_some() {
-                    return Err(StepError::Stopped);
-                }
-                return Err(StepError::Failed(format!("install_steps.sh ({stage}) failed: {}", out.describe())));
-            }
+                .run_checked()
+                .step(format_args!("install_steps.sh ({stage}) failed"))?;
         }
         Ok(())
     }

@@ -16,15 +16,15 @@ use serde_json::{Map, Value};
 
 use super::Running;
 use super::customization::Origin;
-use super::deploy::{StepError, Target};
+use super::deploy::Target;
+use super::step::{Step, StepError, checkpoint};
 use crate::adapters::git::Git;
 use crate::app::App;
 use crate::config::ccci_yml::Dep;
 use crate::env_vars as ev;
-use crate::lifetime;
 use crate::lock::LockGuard;
 use crate::names;
-use crate::process::{Cmd, Stopped};
+use crate::process::Cmd;
 use crate::report::{DepOut, TeardownResult};
 
 /// A dependency app of the run, from its lock to its teardown.
@@ -110,15 +110,13 @@ impl Running<'_> {
         let ctx = self.ctx;
         let t = self.deps[i].target.clone();
         let lock_path = ctx.cfg.host.lock_dir.join(names::lock_file_name(&t.app.domain));
-        let lock = super::acquire_lock_of(ctx, &lock_path, &t.app.domain).map_err(|e| match lifetime::cause() {
-            Some(_) => StepError::Stopped,
-            None => StepError::Failed(e.to_string()),
-        })?;
+        let lock = super::acquire_lock_of(ctx, &lock_path, &t.app.domain)
+            .step(format_args!("cannot lock dependency app {}", t.app.domain))?;
         self.deps[i].lock = Some(lock);
-        self.stopped()?;
+        checkpoint()?;
 
         // The catalogue's release, never the PR's tree.
-        ctx.abra.recipe_fetch(&dep.recipe).map_err(|e| self.abra_err("abra recipe fetch", e))?;
+        ctx.abra.recipe_fetch(&dep.recipe).step("abra recipe fetch failed")?;
         let version = match &dep.version {
             Some(v) => v.clone(),
             None => newest_in_catalogue(&ctx.ws.abra_dir, &dep.recipe)?,
@@ -128,7 +126,7 @@ impl Running<'_> {
         checkout(&ctx.git, &t.tree, &version)?;
 
         self.clear_leftovers(&t)?;
-        self.stopped()?;
+        checkpoint()?;
         let env = self.rendered_env(&dep.env, &format!("deps.{}.env", dep.recipe))?;
         self.new_app(&t, &env)?;
         let started = Instant::now();
@@ -164,13 +162,8 @@ impl Running<'_> {
             .env(ev::CCCI_DEP_ENV, t.app.env_path.display().to_string())
             .timeout(Duration::from_secs(self.custom.yml.timeouts.hook))
             .capture()
-            .run()
-            .map_err(|e| StepError::Failed(e.to_string()))?;
-        match out.stopped() {
-            Some(Stopped::Cancelled(_)) => return Err(StepError::Stopped),
-            _ if out.success() => {}
-            _ => return Err(StepError::Failed(format!("provision hook failed: {}", out.describe()))),
-        }
+            .run_checked()
+            .step("provision hook failed")?;
         let got = crate::deps::provision::parse(&out.stdout, &p.secrets)
             .map_err(|e| StepError::Failed(format!("provision hook {}: {e}", p.run)))?;
         let short = got.secret_values.iter().filter(|v| v.len() < crate::mask::MIN_LEN).count();
@@ -191,13 +184,8 @@ impl Running<'_> {
 /// `git checkout -f <tag>` of a dependency's fetched tree, then the tree check (it is not the
 /// PR's, but nothing is deployed unchecked).
 fn checkout(git: &Git, dir: &Path, rev: &str) -> Result<(), StepError> {
-    Git::run(git.at(dir).args(["checkout", "--quiet", "-f", rev])).map_err(|e| {
-        if lifetime::cause().is_some() {
-            StepError::Stopped
-        } else {
-            StepError::Failed(format!("release {rev} cannot be checked out: {e}"))
-        }
-    })?;
+    Git::run(git.at(dir).args(["checkout", "--quiet", "-f", rev]))
+        .step(format_args!("release {rev} cannot be checked out"))?;
     crate::policy::check_tree(git, dir).map_err(|e| StepError::Failed(e.to_string()))
 }
 

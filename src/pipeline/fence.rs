@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use super::Ctx;
-use super::deploy::StepError;
+use super::step::StepError;
 use crate::app::reap::Fence;
 use crate::exit::Cause;
 use crate::lease::{AcquireError, FenceError, Held, Holder, OnLost};

@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::adapters::git::{self, Git, GitError, Trouble};
+use crate::adapters::git::{self, Git, Trouble};
 use crate::adapters::{Abra, AbraError};
 use crate::config::Source;
+use crate::process::ProcessError;
 
 #[derive(Debug, Error)]
 pub enum FetchError {
     #[error("git clone of {location} failed: {err}")]
-    Clone { location: String, err: GitError },
+    Clone { location: String, err: ProcessError },
     #[error("ref {git_ref:?} not found in {location}: {err}")]
-    Checkout { git_ref: String, location: String, err: GitError },
+    Checkout { git_ref: String, location: String, err: ProcessError },
     #[error("abra recipe fetch {recipe} failed: {err}")]
     AbraFetch { recipe: String, err: AbraError },
     #[error("abra recipe fetch {recipe} succeeded but {dir} does not exist")]
@@ -26,7 +27,7 @@ pub enum FetchError {
     #[error("cannot clear the run's recipe dir: {0}")]
     Clear(String),
     #[error("cannot read the head commit of {dir}: {err}")]
-    Head { dir: PathBuf, err: GitError },
+    Head { dir: PathBuf, err: ProcessError },
     #[error("stopped while waiting to retry the fetch")]
     RetryStopped,
 }
@@ -36,7 +37,7 @@ impl FetchError {
     pub fn stopped(&self) -> bool {
         match self {
             FetchError::Clone { err, .. } | FetchError::Checkout { err, .. } | FetchError::Head { err, .. } => {
-                matches!(err, GitError::Stopped(_))
+                err.stopped().is_some()
             }
             FetchError::AbraFetch { err, .. } => err.stopped().is_some(),
             FetchError::RetryStopped => true,
@@ -55,10 +56,10 @@ impl FetchError {
         };
         match self {
             FetchError::Clone { err, .. } | FetchError::Checkout { err, .. } | FetchError::Head { err, .. } => {
-                err.trouble()
+                git::trouble(err)
             }
-            FetchError::AbraFetch { err: AbraError::Spawn(_), .. } => Trouble::Host,
-            FetchError::AbraFetch { err: AbraError::Failed(text), .. } => git::classify(std::slice::from_ref(text)),
+            // `abra recipe fetch` is a git clone inside: its output tells the same troubles.
+            FetchError::AbraFetch { err: AbraError::Process(err), .. } => git::trouble(err),
             FetchError::Copy { err, .. } => io(err),
             _ => Trouble::None,
         }

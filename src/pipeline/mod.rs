@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod lint;
 pub mod ready;
 mod stages;
+mod step;
 mod teardown;
 
 use std::collections::BTreeMap;

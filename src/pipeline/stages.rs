@@ -6,11 +6,9 @@ use serde_json::json;
 
 use super::Running;
 use super::base::Base;
-use super::deploy::StepError;
 use super::ready;
-use crate::adapters::Abra;
+use super::step::{self, Step, StepError};
 use crate::adapters::abra::{Call, parse};
-use crate::lifetime;
 use crate::process::{Cmd, Stopped, env as child_env};
 use crate::report::{StageResult, Status, TestResult};
 use crate::stage::Stage;
@@ -61,7 +59,7 @@ impl Running<'_> {
         }
         let mut ran_one = false;
         for &stage in requested {
-            if lifetime::cause().is_some() {
+            if step::stopping() {
                 return;
             }
             super::banner(&format!("stage {stage}"));
@@ -125,17 +123,13 @@ impl Running<'_> {
         if !self.custom.has(&rel) {
             return Ok(());
         }
-        let out = Cmd::new(self.custom.path(&rel).display().to_string())
+        Cmd::new(self.custom.path(&rel).display().to_string())
             .name(format!("hook:{name}"))
             .cwd(&self.custom.dir)
             .timeout(Duration::from_secs(self.custom.yml.timeouts.hook))
-            .run()
-            .map_err(|e| StepError::Failed(e.to_string()))?;
-        match out.stopped() {
-            Some(Stopped::Cancelled(_)) => Err(StepError::Stopped),
-            _ if out.success() => Ok(()),
-            _ => Err(StepError::Failed(format!("hook {name} failed: {}", out.describe()))),
-        }
+            .run_checked()
+            .step(format_args!("hook {name} failed"))?;
+        Ok(())
     }
 
     fn upgrade(&mut self) -> Out {
@@ -160,7 +154,7 @@ impl Running<'_> {
             self.gate()?;
             let baseline = ready::baseline(&self.ctx.docker, &self.ctx.app.stack);
             self.lease.check_running("abra app deploy -f")?;
-            self.ctx.abra.app_deploy(&self.ctx.cfg.domain, true).map_err(|e| self.abra_err("abra app deploy -f", e))?;
+            self.ctx.abra.app_deploy(&self.ctx.cfg.domain, true).step("abra app deploy -f failed")?;
             self.wait_ready(baseline, true, Duration::from_secs(self.custom.yml.timeouts.deploy))?;
             self.check_chaos_version(&head)?;
             self.hook("post_upgrade")
@@ -224,12 +218,12 @@ impl Running<'_> {
         let abra = &self.ctx.abra;
         let what = format!("abra {}", call.what());
         self.lease.check_running(&what)?;
-        let out = abra.execute(abra.command(call).tee()).map_err(|e| self.abra_err(&what, e))?;
+        let out = abra.execute(abra.command(call).tee()).step(format_args!("{what} failed"))?;
         let path = self.ctx.ws.run_dir.join(file);
         if let Err(e) = std::fs::write(&path, crate::mask::mask(&out.stdout)) {
             tracing::warn!("cannot keep the output of {what} in {}: {e}", path.display());
         }
-        Abra::check(call, out).map_err(|e| self.abra_err(&what, e))
+        out.checked().step(format_args!("{what} failed"))
     }
 
     fn backup(&mut self) -> Out {
@@ -323,7 +317,7 @@ impl Running<'_> {
         let timeout = Duration::from_secs(self.custom.yml.timeouts.test);
         let mut failed = Vec::new();
         for name in tests {
-            if lifetime::cause().is_some() {
+            if step::stopping() {
                 return Out::Stopped;
             }
             let out = match Cmd::new(self.custom.path(&name).display().to_string())

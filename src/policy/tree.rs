@@ -17,7 +17,8 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::adapters::git::{Git, GitError};
+use crate::adapters::git::Git;
+use crate::process::ProcessError;
 use crate::untrusted::FileKind;
 
 /// Why a link is refused.
@@ -71,7 +72,7 @@ pub enum TreeError {
     #[error("{}", specials_message(.0))]
     Special(Vec<SpecialFile>),
     #[error("cannot list the tracked links of {dir}: {source}")]
-    Git { dir: PathBuf, source: GitError },
+    Git { dir: PathBuf, source: ProcessError },
     #[error("cannot walk the recipe tree {dir}: {source}")]
     Walk { dir: PathBuf, source: std::io::Error },
 }

@@ -34,10 +34,43 @@ const TAIL_LINES: usize = 40;
 /// A logged line is cut here; captured output never is.
 const MAX_LINE: usize = 64 * 1024;
 
+/// A child that did not do its job: it could not start, it failed by itself, or ccci stopped
+/// it. The adapters (abra, docker, git) return this one type: a failed child's whole output
+/// is kept, so a caller can classify it (git's network trouble, abra's "already exists") from
+/// every line it left rather than from a message made of one.
 #[derive(Debug, Error)]
 pub enum ProcessError {
     #[error("cannot start `{cmdline}`: {source}{hint}")]
     Spawn { cmdline: String, source: std::io::Error, hint: String },
+    /// It ran to its own end and failed: a non-zero exit, or a signal ccci did not send.
+    #[error("{}", .output.describe())]
+    Failed { output: Box<Output> },
+    /// ccci stopped it (a cancel, its timeout, the teardown budget) or never started it.
+    #[error("`{cmdline}` {why}")]
+    Stopped { cmdline: String, why: Stopped },
+}
+
+impl ProcessError {
+    /// Why ccci stopped the child, when it did.
+    pub fn stopped(&self) -> Option<Stopped> {
+        match self {
+            ProcessError::Stopped { why, .. } => Some(*why),
+            _ => None,
+        }
+    }
+
+    /// What a child that failed by itself left behind.
+    pub fn output(&self) -> Option<&Output> {
+        match self {
+            ProcessError::Failed { output } => Some(output),
+            _ => None,
+        }
+    }
+
+    /// The line that says why a child failed by itself ([`error_line`]).
+    pub fn error_line(&self) -> Option<&str> {
+        self.output().and_then(Output::last_error_line)
+    }
 }
 
 /// Timing knobs of the spawn path (`CCCI_KILL_GRACE`, `CCCI_LEAK_TIMEOUT_MS`).
@@ -185,6 +218,18 @@ impl Output {
             Ended::Stopped { why, .. } => Some(why),
             _ => None,
         }
+    }
+
+    /// The output of a child that did its job; otherwise the error that says how it did not
+    /// (stopped by ccci, or failed by itself with its output kept).
+    pub fn checked(self) -> Result<Output, ProcessError> {
+        if let Some(why) = self.stopped() {
+            return Err(ProcessError::Stopped { cmdline: self.cmdline, why });
+        }
+        if !self.success() {
+            return Err(ProcessError::Failed { output: Box::new(self) });
+        }
+        Ok(self)
     }
 
     /// The line that says why the child failed (see [`error_line`]).
@@ -435,6 +480,11 @@ impl Cmd {
             path.split(':').filter(|d| !d.is_empty()).any(|d| executable(&Path::new(d).join(&self.program)))
         };
         if found { Ok(()) } else { Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable")) }
+    }
+
+    /// Runs the child and wants it to succeed: its output, or how it failed or was stopped.
+    pub fn run_checked(&self) -> Result<Output, ProcessError> {
+        self.run()?.checked()
     }
 
     /// Runs the child to its end, or until a stop (signal, deadline, timeout, budget).

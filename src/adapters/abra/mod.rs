@@ -14,14 +14,12 @@ pub use parse::{LintRule, ListedApp};
 use crate::env_vars as ev;
 use crate::process::{Cmd, Output, ProcessError, Stopped};
 
+/// A call that did not work out: the child's own failure (with its output), or abra's answer
+/// that ccci cannot read.
 #[derive(Debug, Error)]
 pub enum AbraError {
     #[error(transparent)]
-    Spawn(#[from] ProcessError),
-    #[error("{0}")]
-    Failed(String),
-    #[error("abra {what}: {stopped}")]
-    Stopped { what: String, stopped: Stopped },
+    Process(#[from] ProcessError),
     #[error("cannot parse `abra app ls -m` output: {0}")]
     Parse(String),
 }
@@ -29,8 +27,16 @@ pub enum AbraError {
 impl AbraError {
     pub fn stopped(&self) -> Option<Stopped> {
         match self {
-            AbraError::Stopped { stopped, .. } => Some(*stopped),
-            _ => None,
+            AbraError::Process(e) => e.stopped(),
+            AbraError::Parse(_) => None,
+        }
+    }
+
+    /// abra's failure line (its last `FATA` line), when the call failed by itself.
+    pub fn error_line(&self) -> Option<&str> {
+        match self {
+            AbraError::Process(e) => e.error_line(),
+            AbraError::Parse(_) => None,
         }
     }
 }
@@ -72,31 +78,20 @@ impl Abra {
         if call.pty() { cmd.pty() } else { cmd }
     }
 
-    /// Runs the child to its end; only a failure to start it is an error here.
+    /// Runs the child to its end; only a failure to start it is an error here (the caller keeps
+    /// the output whatever happened, then [`Output::checked`]s it).
     pub fn execute(&self, cmd: Cmd) -> Result<Output, AbraError> {
         Ok(cmd.run()?)
     }
 
-    /// A stop or a non-zero exit as an error naming the call and abra's failure line.
-    pub fn check(call: &Call, out: Output) -> Result<Output, AbraError> {
-        if let Some(stopped) = out.stopped() {
-            return Err(AbraError::Stopped { what: call.what(), stopped });
-        }
-        if !out.success() {
-            return Err(AbraError::Failed(out.describe()));
-        }
-        Ok(out)
-    }
-
+    /// Runs the call and wants it to succeed (a stop or a failure is an error).
     fn run(&self, call: &Call) -> Result<Output, AbraError> {
-        let out = self.execute(self.command(call))?;
-        Abra::check(call, out)
+        Ok(self.command(call).run_checked()?)
     }
 
     pub fn version(&self) -> Result<String, AbraError> {
         let call = Call::Version;
-        let out = self.execute(self.command(&call).capture().level(tracing::Level::DEBUG))?;
-        Ok(parse::version(&Abra::check(&call, out)?.stdout))
+        Ok(parse::version(&self.command(&call).capture().level(tracing::Level::DEBUG).run_checked()?.stdout))
     }
 
     pub fn app_new(&self, recipe: &str, domain: &str) -> Result<Output, AbraError> {
@@ -107,8 +102,8 @@ impl Abra {
     /// captured and dropped, never logged; stderr (warnings, the failure line) is logged.
     pub fn secret_generate(&self, domain: &str) -> Result<(), AbraError> {
         let call = Call::SecretGenerate { domain: domain.to_string() };
-        let out = self.execute(self.command(&call).capture())?;
-        Abra::check(&call, out).map(|_| ())
+        self.command(&call).capture().run_checked()?;
+        Ok(())
     }
 
     /// `redeploy`: a redeploy of a deployed app (the upgrade).
@@ -126,8 +121,7 @@ impl Abra {
 
     pub fn app_ls(&self) -> Result<Vec<ListedApp>, AbraError> {
         let call = Call::AppLs;
-        let out = self.execute(self.command(&call).capture().level(tracing::Level::DEBUG))?;
-        parse::app_ls(&Abra::check(&call, out)?.stdout)
+        parse::app_ls(&self.command(&call).capture().level(tracing::Level::DEBUG).run_checked()?.stdout)
     }
 
     pub fn recipe_fetch(&self, recipe: &str) -> Result<Output, AbraError> {
