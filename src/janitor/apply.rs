@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::plan::{Action, Candidate, LockState, long_held};
-use super::report::{AppEntry, LeaseSeen, LockfileEntry, describe_holder};
+use super::report::{AppEntry, HolderSummary, LeaseSeen, LockfileEntry, describe_holder};
 use super::vocab::{Act, Halt, LockSeen};
 use crate::adapters::{Abra, Docker};
 use crate::app::reap::{self, Fence, Unfenced};
@@ -277,12 +277,8 @@ impl Sweeper<'_> {
             Look::Gone | Look::Free => e.action = Act::Gone,
             Look::Held { age, info } => {
                 e.action = Act::Left;
-                fill_holder(&mut e.age_secs, &mut e.holder_pid, &mut e.holder_run_id, age, info.as_ref());
+                e.holder = holder_of(domain, &self.lock_path(domain), age, info.as_ref());
                 e.reason = Some(format!("held ({}): a live run that has no app yet", describe_holder(info.as_ref())));
-                if let Some(threshold) = long_held(age, info.as_ref()) {
-                    flag_long_held(domain, &self.lock_path(domain), threshold);
-                    e.long_held = true;
-                }
             }
             Look::Unsafe(why) => {
                 tracing::warn!(
@@ -305,24 +301,18 @@ impl Sweeper<'_> {
 fn left(e: &mut AppEntry, path: &Path, age: Option<Duration>, info: Option<&HolderInfo>) {
     e.lock = LockSeen::Held;
     e.action = Act::Left;
-    fill_holder(&mut e.age_secs, &mut e.holder_pid, &mut e.holder_run_id, age, info);
     tracing::info!("janitor: {}: lock held ({}) — a live run; leaving it", e.domain, describe_holder(info));
-    if let Some(threshold) = long_held(age, info) {
-        flag_long_held(&e.domain, path, threshold);
-        e.long_held = true;
-    }
+    e.holder = holder_of(&e.domain, path, age, info);
 }
 
-fn fill_holder(
-    age_secs: &mut Option<u64>,
-    pid: &mut Option<u32>,
-    run_id: &mut Option<String>,
-    age: Option<Duration>,
-    info: Option<&HolderInfo>,
-) {
-    *age_secs = age.map(|a| a.as_secs());
-    *pid = info.map(|i| i.pid);
-    *run_id = info.map(|i| i.run_id.clone()).filter(|r| !r.is_empty());
+/// The holder of a lock the janitor leaves, flagged (and logged) when it is held too long.
+fn holder_of(domain: &str, path: &Path, age: Option<Duration>, info: Option<&HolderInfo>) -> HolderSummary {
+    let mut h = HolderSummary::of(age, info);
+    if let Some(threshold) = long_held(age, info) {
+        flag_long_held(domain, path, threshold);
+        h.long_held = true;
+    }
+    h
 }
 
 pub fn app_entry(c: &Candidate, lock: LockSeen, action: Act) -> AppEntry {
@@ -333,10 +323,7 @@ pub fn app_entry(c: &Candidate, lock: LockSeen, action: Act) -> AppEntry {
         lock,
         action,
         reason: None,
-        long_held: false,
-        age_secs: None,
-        holder_pid: None,
-        holder_run_id: None,
+        holder: HolderSummary::default(),
         lease: None,
         lease_token: None,
         ms: 0,
@@ -344,15 +331,7 @@ pub fn app_entry(c: &Candidate, lock: LockSeen, action: Act) -> AppEntry {
 }
 
 pub fn lockfile_entry(domain: &str, action: Act) -> LockfileEntry {
-    LockfileEntry {
-        domain: domain.to_string(),
-        action,
-        reason: None,
-        long_held: false,
-        age_secs: None,
-        holder_pid: None,
-        holder_run_id: None,
-    }
+    LockfileEntry { domain: domain.to_string(), action, reason: None, holder: HolderSummary::default() }
 }
 
 /// The report entry of a planned app or lockfile action without carrying it out (a dry run, or
@@ -372,20 +351,18 @@ pub fn entry_without_applying(a: &Action, dry_run: bool) -> Option<Result<AppEnt
                 LockState::Held { age, info, pids } => (*age, info.clone(), pids.clone()),
                 _ => (None, None, Vec::new()),
             };
-            let mut age_secs = None;
-            let mut pid = None;
-            let mut run_id = None;
-            fill_holder(&mut age_secs, &mut pid, &mut run_id, age, info.as_ref());
-            let pid = pid.or_else(|| pids.first().map(|p| *p as u32));
+            let mut holder = HolderSummary::of(age, info.as_ref());
+            holder.holder_pid = holder.holder_pid.or_else(|| pids.first().map(|p| *p as u32));
+            holder.long_held = flag.is_some();
             let action = if dry_run { Act::Left } else { Act::NotReached };
             if let Some(c) = candidate {
                 let mut e = app_entry(c, LockSeen::Held, action);
-                (e.age_secs, e.holder_pid, e.holder_run_id, e.long_held) = (age_secs, pid, run_id, flag.is_some());
+                e.holder = holder;
                 e.reason = Some("held by a live run".into());
                 Ok(e)
             } else {
                 let mut e = lockfile_entry(domain, action);
-                (e.age_secs, e.holder_pid, e.holder_run_id, e.long_held) = (age_secs, pid, run_id, flag.is_some());
+                e.holder = holder;
                 e.reason = Some("held: a live run that has no app yet".into());
                 Err(e)
             }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plan::{BULKY, Candidate, RunDir, Stamp, TokenProcess};
 use super::vocab::Source;
@@ -19,7 +19,7 @@ use crate::names::{self, RunAppPattern};
 use crate::process::{env as child_env, procfs};
 
 /// How one discovery source answered.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceStatus {
     pub ok: bool,
     /// Names it listed (run apps or not).
@@ -177,7 +177,7 @@ pub fn run_dirs(runs_dir: &Path, held: Option<&HeldLocks>) -> Vec<RunDir> {
         };
         let newest = newest_mtime(&[path.clone(), lock_path, path.join("run.log"), path.join("results.json")]);
         let age = newest.and_then(|t| t.elapsed().ok()).unwrap_or_default();
-        let bulky = BULKY.into_iter().filter(|b| std::fs::symlink_metadata(path.join(b)).is_ok()).collect();
+        let bulky = BULKY.into_iter().filter(|b| std::fs::symlink_metadata(path.join(b.dir_name())).is_ok()).collect();
         out.push(RunDir { run_id, path, has_run_lock, run_lock_held, age, bulky });
     }
     out.sort_by(|a, b| a.run_id.cmp(&b.run_id));

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::vocab::Part;
 use crate::app::App;
 use crate::lock::HolderInfo;
 pub use crate::lock::LockState;
@@ -18,7 +19,7 @@ pub use crate::lock::LockState;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// The bulky parts of a finished run dir that prune removes (results and logs stay).
-pub const BULKY: [&str; 3] = ["abra", "tests", "state"];
+pub const BULKY: [Part; 3] = [Part::Abra, Part::Tests, Part::State];
 
 /// ccci's proof that it made an app, and in which lock dir: the `CCCI_LOCK_DIR` key it writes
 /// into the app's `.env`, and the `ccci.lock-dir` label on the app's objects. A name matching
@@ -115,7 +116,7 @@ pub struct RunDir {
     /// Since the newest of the dir, `run.lock`, `run.log` and `results.json` changed.
     pub age: Duration,
     /// Which of [`BULKY`] exist.
-    pub bulky: Vec<&'static str>,
+    pub bulky: Vec<Part>,
 }
 
 /// A process carrying a `CCCI_RUN_TOKEN`.
@@ -163,7 +164,7 @@ pub enum Action {
     /// A lockfile with no app behind it: unlink it when the probe acquires it.
     UnlinkStale { domain: String },
     /// Delete the bulky parts of a finished run dir (under its `run.lock`).
-    Prune { run_id: String, path: PathBuf, parts: Vec<&'static str> },
+    Prune { run_id: String, path: PathBuf, parts: Vec<Part> },
     /// An old dir without `run.lock`: ccci did not create it, so it is never touched.
     KeepForeignDir { path: PathBuf },
     /// TERM→KILL a process of a dead run.
@@ -538,7 +539,7 @@ mod tests {
         assert!(matches!(&plan(&inv, DAY)[0], Action::Leave { flag: Some(t), .. } if *t == Duration::from_secs(7200)));
     }
 
-    fn run_dir(id: &str, lock: bool, held: Option<bool>, age_days: u64, bulky: &[&'static str]) -> RunDir {
+    fn run_dir(id: &str, lock: bool, held: Option<bool>, age_days: u64, bulky: &[Part]) -> RunDir {
         RunDir {
             run_id: id.into(),
             path: PathBuf::from(format!("/runs/{id}")),
@@ -553,13 +554,13 @@ mod tests {
     fn prune_only_finished_old_dirs_ccci_made() {
         let inv = Inventory {
             run_dirs: vec![
-                run_dir("old", true, Some(false), 20, &["abra", "state"]),
-                run_dir("unknown-lock-state", true, None, 20, &["tests"]),
-                run_dir("live", true, Some(true), 20, &["abra"]),
-                run_dir("young", true, Some(false), 3, &["abra"]),
+                run_dir("old", true, Some(false), 20, &[Part::Abra, Part::State]),
+                run_dir("unknown-lock-state", true, None, 20, &[Part::Tests]),
+                run_dir("live", true, Some(true), 20, &[Part::Abra]),
+                run_dir("young", true, Some(false), 3, &[Part::Abra]),
                 run_dir("done-already", true, Some(false), 20, &[]),
-                run_dir("foreign", false, None, 20, &["abra"]),
-                run_dir("young-foreign", false, None, 1, &["abra"]),
+                run_dir("foreign", false, None, 20, &[Part::Abra]),
+                run_dir("young-foreign", false, None, 1, &[Part::Abra]),
             ],
             ..Inventory::default()
         };

@@ -2,20 +2,20 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::vocab::DirAct;
+use super::vocab::{DirAct, Part};
 use crate::lock::{self, LockGuard, TryLock};
 
 /// What happened to one run dir.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PruneEntry {
     pub run_id: String,
     pub path: String,
     /// `pruned`, `would-prune`, `live` (its run.lock was held at apply time), `kept` (no
     /// run.lock: ccci did not make it), or `failed`.
     pub action: DirAct,
-    pub removed: Vec<&'static str>,
+    pub removed: Vec<Part>,
     pub reason: Option<String>,
 }
 
@@ -33,7 +33,7 @@ fn take_run_lock(path: &Path) -> Result<Option<LockGuard>, String> {
 /// Deletes `parts` of `dir` while holding its `run.lock`, so no run can re-enter the dir
 /// meanwhile (a retry of that run id would exit 75 naming the janitor — only dirs older than
 /// `--prune-after` are touched, so that window is small). Symlinks are removed, never followed.
-pub fn prune(run_id: &str, dir: &Path, parts: &[&'static str]) -> PruneEntry {
+pub fn prune(run_id: &str, dir: &Path, parts: &[Part]) -> PruneEntry {
     let mut entry = PruneEntry {
         run_id: run_id.to_string(),
         path: dir.display().to_string(),
@@ -56,7 +56,7 @@ pub fn prune(run_id: &str, dir: &Path, parts: &[&'static str]) -> PruneEntry {
     };
     let mut errors = Vec::new();
     for part in parts {
-        let p = dir.join(part);
+        let p = dir.join(part.dir_name());
         let res = match std::fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
             Ok(_) => std::fs::remove_file(&p),
@@ -64,7 +64,7 @@ pub fn prune(run_id: &str, dir: &Path, parts: &[&'static str]) -> PruneEntry {
             Err(e) => Err(e),
         };
         match res {
-            Ok(()) => entry.removed.push(part),
+            Ok(()) => entry.removed.push(*part),
             Err(e) => errors.push(format!("{}: {e}", p.display())),
         }
     }
@@ -92,8 +92,8 @@ mod tests {
         for f in ["run.lock", "run.log", "results.json", "junit.xml"] {
             std::fs::write(dir.join(f), "x").unwrap();
         }
-        let e = prune("r1", &dir, &["abra", "tests", "state"]);
-        assert_eq!((e.action, e.removed.clone()), (DirAct::Pruned, vec!["abra", "state"]));
+        let e = prune("r1", &dir, &[Part::Abra, Part::Tests, Part::State]);
+        assert_eq!((e.action, e.removed.clone()), (DirAct::Pruned, vec![Part::Abra, Part::State]));
         for f in ["run.lock", "run.log", "results.json", "junit.xml"] {
             assert!(dir.join(f).exists(), "{f}");
         }
@@ -104,7 +104,7 @@ mod tests {
         std::fs::create_dir(dir.join("tests")).unwrap();
         let holder = std::fs::File::open(dir.join("run.lock")).unwrap();
         holder.lock().unwrap();
-        let e = prune("r1", &dir, &["tests"]);
+        let e = prune("r1", &dir, &[Part::Tests]);
         assert_eq!(e.action, DirAct::Live);
         assert!(dir.join("tests").exists());
     }

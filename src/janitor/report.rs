@@ -1,11 +1,13 @@
 //! What a sweep did (or, in a dry run, would do): the `--json` document and the summary line.
 
-use serde::Serialize;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use super::inventory::SourceStatus;
 use super::prune::PruneEntry;
 use super::stragglers::StragglerEntry;
-use super::vocab::{Act, DirAct, Halt, Kind, LockSeen, ProcAct, Source};
+use super::vocab::{Act, DirAct, Halt, Kind, LockSeen, Part, ProcAct, Source};
 use crate::lock::HolderInfo;
 
 /// The `ccci janitor --json` document (schema 1). Every field is always present; optional
@@ -45,7 +47,7 @@ use crate::lock::HolderInfo;
 ///   "exit_code": u8                          // what `ccci janitor` exits with
 /// }
 /// ```
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub schema: u32,
     pub kind: Kind,
@@ -64,7 +66,7 @@ pub struct Report {
     pub exit_code: u8,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SettingsOut {
     pub lock_dir: String,
     pub runs_dir: String,
@@ -73,7 +75,7 @@ pub struct SettingsOut {
     pub deadline_secs: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DiscoveryOut {
     pub abra: SourceStatus,
     pub docker: SourceStatus,
@@ -82,7 +84,7 @@ pub struct DiscoveryOut {
 }
 
 /// One candidate run app.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppEntry {
     pub domain: String,
     pub stack: String,
@@ -90,10 +92,8 @@ pub struct AppEntry {
     pub lock: LockSeen,
     pub action: Act,
     pub reason: Option<String>,
-    pub long_held: bool,
-    pub age_secs: Option<u64>,
-    pub holder_pid: Option<u32>,
-    pub holder_run_id: Option<String>,
+    #[serde(flatten)]
+    pub holder: HolderSummary,
     /// With the app lease: `held` (a run on some host owns the domain), `taken` (the janitor
     /// reaped under a fresh lease), `unknown` (etcd could not be asked); `null` without it.
     pub lease: Option<LeaseSeen>,
@@ -103,7 +103,7 @@ pub struct AppEntry {
 }
 
 /// What the janitor learned of an app's lease (`apps[].lease`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LeaseSeen {
     /// A run on some host owns the domain: the app is left.
@@ -125,15 +125,36 @@ impl LeaseSeen {
 }
 
 /// One lockfile with no app behind it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockfileEntry {
     pub domain: String,
     pub action: Act,
     pub reason: Option<String>,
+    #[serde(flatten)]
+    pub holder: HolderSummary,
+}
+
+/// Who holds a lock the janitor left, as the lockfile and `/proc/locks` tell it: the same
+/// fields in `apps[]` and `lockfiles[]` (flattened into each).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderSummary {
+    /// Held past twice its recorded deadline (or an hour): flagged for an operator, never stolen.
     pub long_held: bool,
     pub age_secs: Option<u64>,
     pub holder_pid: Option<u32>,
     pub holder_run_id: Option<String>,
+}
+
+impl HolderSummary {
+    /// The lock's age and its holder's record (`long_held` is the caller's judgement).
+    pub fn of(age: Option<Duration>, info: Option<&HolderInfo>) -> HolderSummary {
+        HolderSummary {
+            long_held: false,
+            age_secs: age.map(|a| a.as_secs()),
+            holder_pid: info.map(|i| i.pid),
+            holder_run_id: info.map(|i| i.run_id.clone()).filter(|r| !r.is_empty()),
+        }
+    }
 }
 
 /// `pid N, run R` of a holder, from its lockfile content (when ccci wrote it).
@@ -184,8 +205,8 @@ impl Report {
                 v.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
             }
         };
-        let long =
-            self.apps.iter().filter(|a| a.long_held).count() + self.lockfiles.iter().filter(|l| l.long_held).count();
+        let long = self.apps.iter().filter(|a| a.holder.long_held).count()
+            + self.lockfiles.iter().filter(|l| l.holder.long_held).count();
         format!(
             "{}{} in {} ms: apps: {}; stale lockfiles: {}; run dirs: {}; stragglers: {}{}{}",
             self.kind,
@@ -220,16 +241,16 @@ impl Report {
             if let Some(l) = a.lease {
                 why.push_str(&format!(", lease {}", l.as_str()));
             }
-            if let Some(pid) = a.holder_pid {
+            if let Some(pid) = a.holder.holder_pid {
                 why.push_str(&format!(", pid {pid}"));
             }
-            if let Some(r) = &a.holder_run_id {
+            if let Some(r) = &a.holder.holder_run_id {
                 why.push_str(&format!(", run {r}"));
             }
             if let Some(r) = &a.reason {
                 why.push_str(&format!("; {r}"));
             }
-            if a.long_held {
+            if a.holder.long_held {
                 why.push_str("; LONG-HELD: possible leaked run");
             }
             row(
@@ -246,14 +267,14 @@ impl Report {
                 other => other.as_str(),
             };
             let mut why = l.reason.clone().unwrap_or_else(|| "free, no app behind it".into());
-            if l.long_held {
+            if l.holder.long_held {
                 why.push_str("; LONG-HELD: possible leaked run");
             }
             row(verb, "lockfile", &l.domain, why);
         }
         for d in &self.run_dirs {
             let verb = if d.action == DirAct::WouldPrune { "prune" } else { d.action.as_str() };
-            let what = if d.removed.is_empty() { d.reason.clone().unwrap_or_default() } else { d.removed.join(", ") };
+            let what = if d.removed.is_empty() { d.reason.clone().unwrap_or_default() } else { Part::list(&d.removed) };
             row(verb, "run-dir", &d.path, what);
         }
         for s in &self.stragglers {

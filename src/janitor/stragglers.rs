@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::vocab::ProcAct;
 use crate::process::kill::{self, Fate, Target};
 use crate::process::procfs;
 
 /// What happened to one straggler.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StragglerEntry {
     pub pid: i32,
     pub run_id: String,

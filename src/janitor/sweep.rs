@@ -13,7 +13,7 @@ use super::plan::{self, Action, Candidate, Inventory, Leases};
 use super::prune;
 use super::report::{DiscoveryOut, Report, SettingsOut};
 use super::stragglers;
-use super::vocab::{Act, DirAct, Kind, LockSeen, ProcAct};
+use super::vocab::{Act, DirAct, Kind, LockSeen, Part, ProcAct};
 use crate::adapters::{Abra, Docker};
 use crate::config::Host;
 use crate::lease::Lease;
@@ -220,7 +220,7 @@ fn runs_phase(host: &Host, s: &Settings, sweeper: &Sweeper, held: Option<&HeldLo
                     let e = prune::prune(run_id, path, parts);
                     match e.action {
                         DirAct::Pruned => {
-                            tracing::info!("janitor: pruned {} ({})", path.display(), e.removed.join(", "))
+                            tracing::info!("janitor: pruned {} ({})", path.display(), Part::list(&e.removed))
                         }
                         DirAct::Failed => tracing::warn!(
                             "janitor: pruning {} failed: {}",

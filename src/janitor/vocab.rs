@@ -2,7 +2,7 @@
 //! summary line and the logs. Each is an enum so a typo is a compile error and the JSON
 //! schema (docs and `ccci janitor --json`) is written down once, here.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An enum whose variants serialise as the given words (and print as them).
 macro_rules! words {
@@ -28,6 +28,19 @@ macro_rules! words {
         impl Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
+            }
+        }
+
+        // Read back by tests and tools (`ccci janitor --json` into the real report types).
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let word = String::deserialize(d)?;
+                $name::ALL.iter().copied().find(|v| v.as_str() == word).ok_or_else(|| {
+                    let all: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    serde::de::Error::custom(format!(
+                        "unknown {} {word:?} (one of: {})", stringify!($name), all.join(", ")
+                    ))
+                })
             }
         }
     };
@@ -108,6 +121,24 @@ words! {
 }
 
 words! {
+    /// A bulky part of a finished run dir that prune removes (`run_dirs[].removed`); results
+    /// and logs stay.
+    Part { Abra => "abra", Tests => "tests", State => "state" }
+}
+
+impl Part {
+    /// The part's name in a run dir.
+    pub fn dir_name(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// `abra, state`, for the summary and the log.
+    pub fn list(parts: &[Part]) -> String {
+        parts.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+words! {
     /// What happened to a process left behind by a dead run (`stragglers[].action`).
     ProcAct {
         Terminated => "terminated",
@@ -128,6 +159,11 @@ mod tests {
             assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
         }
         assert_eq!(serde_json::to_value(Kind::RunStart).unwrap(), "run-start");
+        for a in Act::ALL {
+            assert_eq!(serde_json::from_value::<Act>(serde_json::to_value(a).unwrap()).unwrap(), *a);
+        }
+        let e = serde_json::from_value::<Act>("reaping".into()).unwrap_err().to_string();
+        assert!(e.contains("unknown Act \"reaping\" (one of: reaped,"), "{e}");
         assert_eq!(LockSeen::ALL.len(), 7);
         assert_eq!(format!("{}", Act::AlreadyGone), "already-gone");
     }
