@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ccci::commands::locks::{LocksOut, Seen};
+
 use crate::common::*;
 
 // ---- helpers shared with janitor.rs -------------------------------------------------------
@@ -380,27 +382,24 @@ fn ccci_locks_shows_holder_pid_and_run_id() {
     fs::write(&free, "").unwrap();
     let o = w.run(&["locks", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["schema"], 1);
-    let locks = v["locks"].as_array().unwrap();
-    let find =
-        |d: String| locks.iter().find(|l| l["domain"] == d.as_str()).cloned().unwrap_or_else(|| panic!("{d} in {v}"));
+    let v: LocksOut = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.schema, 1);
+    let find = |d: String| v.locks.iter().find(|l| l.domain == d).unwrap_or_else(|| panic!("{d} in {v:?}"));
     let mine = find(w.domain("hello", "0", ""));
-    assert_eq!(mine["state"], "held");
-    assert_eq!(mine["holder_pids"], serde_json::json!([run.pid()]));
-    assert_eq!(mine["holder"]["run_id"], run.run_id.as_str());
-    assert_eq!(mine["holder"]["pid"], run.pid());
-    assert_eq!(mine["holder"]["recipe"], "hello");
-    assert_eq!(mine["stack_exists"], false);
-    assert_eq!(mine["run_app"], true);
-    assert!(mine["age_secs"].as_u64().unwrap() < 300);
-    let theirs = find(w.domain("other", "0", ""));
+    assert_eq!(mine.state, Seen::Held);
+    assert_eq!(mine.holder_pids, [run.pid()]);
+    let holder = mine.holder.as_ref().expect("ccci wrote its holder info");
     assert_eq!(
-        (theirs["state"].clone(), theirs["holder_pids"].clone()),
-        ("held".into(), serde_json::json!([py.pid()]))
+        (holder.run_id.as_str(), holder.pid, holder.recipe.as_str()),
+        (run.run_id.as_str(), run.pid() as u32, "hello")
     );
-    assert!(theirs["holder"].is_null(), "python wrote no holder info");
-    assert_eq!(find(w.domain("free", "0", ""))["state"], "free");
+    assert_eq!(mine.stack_exists, Some(false));
+    assert!(mine.run_app);
+    assert!(mine.age_secs.unwrap() < 300);
+    let theirs = find(w.domain("other", "0", ""));
+    assert_eq!((theirs.state, theirs.holder_pids.clone()), (Seen::Held, vec![py.pid()]));
+    assert!(theirs.holder.is_none(), "python wrote no holder info");
+    assert_eq!(find(w.domain("free", "0", "")).state, Seen::Free);
     // The table carries the same facts.
     let o = w.run(&["locks"]);
     let table = String::from_utf8_lossy(&o.stdout).into_owned();

@@ -26,7 +26,7 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::adapters::Docker;
 use crate::cli::{Cli, LockWaitArgs, LocksArgs};
@@ -37,32 +37,56 @@ use crate::lock::{self, HolderInfo, LockError, LockState};
 use crate::names::{self, RunAppPattern};
 use crate::{exit, logging};
 
-#[derive(Debug, Serialize)]
-struct LocksOut {
-    schema: u32,
-    lock_dir: String,
-    lock_dir_exists: bool,
-    docker: DockerOut,
-    locks: Vec<LockOut>,
+/// The `--json` document (read back by tests and tools).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LocksOut {
+    pub schema: u32,
+    pub lock_dir: String,
+    pub lock_dir_exists: bool,
+    pub docker: DockerOut,
+    pub locks: Vec<LockOut>,
 }
 
-#[derive(Debug, Serialize)]
-struct DockerOut {
-    ok: bool,
-    error: Option<String>,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DockerOut {
+    pub ok: bool,
+    pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct LockOut {
-    domain: String,
-    path: String,
-    run_app: bool,
-    state: &'static str,
-    holder_pids: Vec<i32>,
-    holder: Option<HolderInfo>,
-    age_secs: Option<u64>,
-    stack_exists: Option<bool>,
-    problem: Option<String>,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LockOut {
+    pub domain: String,
+    pub path: String,
+    pub run_app: bool,
+    pub state: Seen,
+    pub holder_pids: Vec<i32>,
+    pub holder: Option<HolderInfo>,
+    pub age_secs: Option<u64>,
+    pub stack_exists: Option<bool>,
+    pub problem: Option<String>,
+}
+
+/// A lockfile as `/proc/locks` and the safe open see it (`locks[].state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Seen {
+    Held,
+    Free,
+    /// `/proc/locks` could not be matched to the file's device.
+    Unknown,
+    /// Not a lockfile ccci may open (a link, a FIFO, a hard link, the wrong owner).
+    Unsafe,
+}
+
+impl Seen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Seen::Held => "held",
+            Seen::Free => "free",
+            Seen::Unknown => "unknown",
+            Seen::Unsafe => "unsafe",
+        }
+    }
 }
 
 pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
@@ -98,13 +122,15 @@ pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
                     // Any local user who can open a lockfile can flock it: call that out.
                     let foreign = pids.iter().find(|p| !proc_locks::is_ccci(**p));
                     let problem = foreign.map(|p| format!("held by {}", proc_locks::describe_pid(*p)));
-                    ("held", pids, problem)
+                    (Seen::Held, pids, problem)
                 }
-                LockState::Unsafe(why) => ("unsafe", Vec::new(), Some(why)),
-                LockState::Unknown => {
-                    ("unknown", Vec::new(), Some("/proc/locks could not be matched to this file's device".to_string()))
-                }
-                _ => ("free", Vec::new(), None),
+                LockState::Unsafe(why) => (Seen::Unsafe, Vec::new(), Some(why)),
+                LockState::Unknown => (
+                    Seen::Unknown,
+                    Vec::new(),
+                    Some("/proc/locks could not be matched to this file's device".to_string()),
+                ),
+                _ => (Seen::Free, Vec::new(), None),
             };
             LockOut {
                 stack_exists: stacks.as_ref().map(|s| s.contains(&names::stack_name(&l.domain))),
@@ -160,7 +186,7 @@ fn print_table(lock_dir: &std::path::Path, locks: &[LockOut]) {
             };
             vec![
                 l.domain.clone(),
-                l.state.to_string(),
+                l.state.as_str().to_string(),
                 pid,
                 h.map(|h| h.run_id.clone()).filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into()),
                 h.map(|h| h.started.clone()).filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into()),
