@@ -10,13 +10,40 @@
 //! then, that the domain's app lease is still its own, or the reap stops before touching what
 //! may already be another run's app.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use thiserror::Error;
 
 use super::App;
 use crate::adapters::docker::{READ_BOUND, REMOVABLE};
 use crate::adapters::engine::{Deadline, EventFilter, StackWake, Wake};
 use crate::adapters::{Abra, Docker, DockerError, Residue};
-use crate::lifetime::{self, Watch};
+use crate::lifetime::{self, Stop, Watch};
+
+/// Why a reap did not finish. Each caller only reports it (the janitor tries again next sweep,
+/// teardown records the residue), but a fence's refusal and a stop are not failures of docker:
+/// they say that the reap must not go on.
+#[derive(Debug, Error)]
+pub enum ReapError {
+    /// The caller's fence refused the next mutation: the domain may be another run's now.
+    #[error("{0}")]
+    Fenced(String),
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// Objects still there when the wait for them to go ran out.
+    #[error("still present after {after}: {}{}", .items.join(", "), failures(.failed))]
+    Remains { after: String, items: Vec<String>, failed: Vec<String> },
+    /// The run or the sweep is stopping.
+    #[error("stopped: {0:?}")]
+    Stopped(Option<Stop>),
+    #[error("cannot remove {}: {source}", .path.display())]
+    Env { path: PathBuf, source: std::io::Error },
+}
+
+fn failures(failed: &[String]) -> String {
+    if failed.is_empty() { String::new() } else { format!(" ({})", failed.join("; ")) }
+}
 
 /// With the event stream, a look at least this often anyway while waiting for objects to go.
 pub const GONE_BACKSTOP: Duration = Duration::from_secs(2);
@@ -46,6 +73,11 @@ pub trait Fence {
     fn check(&self, step: &str) -> Result<(), String>;
 }
 
+/// A fence's refusal, as the reap's error.
+fn fenced(fence: &dyn Fence, step: &str) -> Result<(), ReapError> {
+    fence.check(step).map_err(ReapError::Fenced)
+}
+
 /// No lease (one swarm per host): the local app lock alone guards the app.
 pub struct Unfenced;
 
@@ -56,8 +88,8 @@ impl Fence for Unfenced {
 }
 
 /// Everything of the stack that still exists, plus the `.env` when it remains.
-pub fn leftovers(docker: &Docker, app: &App) -> Result<Vec<String>, String> {
-    leftovers_within(docker, app, read_until()).map_err(|e| e.to_string())
+pub fn leftovers(docker: &Docker, app: &App) -> Result<Vec<String>, DockerError> {
+    leftovers_within(docker, app, read_until())
 }
 
 /// [`leftovers`] within `until`.
@@ -71,21 +103,21 @@ pub fn leftovers_within(docker: &Docker, app: &App, until: Deadline<'_>) -> Resu
 
 /// Removes the app with docker directly: `stack rm`, wait for its containers to go, then its
 /// volumes, secrets, configs and networks, then the `.env`.
-pub fn docker_reap(docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), String> {
+pub fn docker_reap(docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), ReapError> {
     let (stack, env_path) = (app.stack.as_str(), &app.env_path);
-    let residue = docker.residue(stack, read_until()).map_err(|e| e.to_string())?;
+    let residue = docker.residue(stack, read_until())?;
     if !residue.services.is_empty() {
-        fence.check("docker stack rm")?;
-        docker.stack_rm(stack).map_err(|e| e.to_string())?;
+        fenced(fence, "docker stack rm")?;
+        docker.stack_rm(stack)?;
     }
     wait_gone(docker, stack, Duration::from_secs(60), |r| r.services.is_empty() && r.containers.is_empty())?;
     // Volumes can stay busy for a moment after their containers exit.
     let end = crate::lifetime::instant_after(Duration::from_secs(30));
     loop {
-        let r = docker.residue(stack, read_until()).map_err(|e| e.to_string())?;
+        let r = docker.residue(stack, read_until())?;
         let mut failed = Vec::new();
         if !r.is_empty() {
-            fence.check("docker rm")?;
+            fenced(fence, "docker rm")?;
         }
         if !r.containers.is_empty() {
             let _ = docker.rm("container", &r.containers);
@@ -101,25 +133,21 @@ pub fn docker_reap(docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), 
                 failed.push(format!("{kind}: {e}"));
             }
         }
-        let left = docker.residue(stack, read_until()).map_err(|e| e.to_string())?;
+        let left = docker.residue(stack, read_until())?;
         if left.is_empty() {
             break;
         }
         if Instant::now() >= end {
-            return Err(format!(
-                "still present after docker removal: {} ({})",
-                left.items().join(", "),
-                failed.join("; ")
-            ));
+            return Err(ReapError::Remains { after: "docker removal".into(), items: left.items(), failed });
         }
         if let Some(stop) = lifetime::sleep(Duration::from_millis(500)) {
-            return Err(format!("stopped: {stop:?}"));
+            return Err(ReapError::Stopped(Some(stop)));
         }
     }
     match std::fs::remove_file(env_path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove {}: {e}", env_path.display())),
+        Err(source) => Err(ReapError::Env { path: env_path.clone(), source }),
     }
 }
 
@@ -195,7 +223,7 @@ pub fn wait_gone(
     stack: &str,
     within: Duration,
     done: impl Fn(&Residue) -> bool,
-) -> Result<(), String> {
+) -> Result<(), ReapError> {
     let stop_seen = std::cell::Cell::new(None);
     let stopped = |w: &Watch| match w.stop() {
         Some(s) => {
@@ -205,41 +233,40 @@ pub fn wait_gone(
         None => false,
     };
     // A failed read ends the wait at once (the caller reports it; the janitor retries later).
-    let describe = |r: &Result<Residue, String>| match r {
+    let describe = |r: &Result<Residue, DockerError>| match r {
         Ok(r) => r.items().join(", "),
-        Err(e) => e.clone(),
+        Err(e) => e.to_string(),
     };
     let end = until_gone(docker, stack, within, &stopped, &describe, |until| match docker.residue(stack, until) {
         Ok(r) => (done(&r), Ok(r)),
-        Err(e) => (true, Err(e.to_string())),
+        Err(e) => (true, Err(e)),
     });
     match end {
         GoneEnd::Done(Ok(_)) => Ok(()),
-        GoneEnd::Done(Err(e)) => Err(e),
+        GoneEnd::Done(Err(e)) | GoneEnd::TimedOut(Err(e)) => Err(e.into()),
         GoneEnd::TimedOut(Ok(r)) => {
-            Err(format!("still present after {}: {}", crate::clock::human(within), r.items().join(", ")))
+            Err(ReapError::Remains { after: crate::clock::human(within), items: r.items(), failed: Vec::new() })
         }
-        GoneEnd::TimedOut(Err(e)) => Err(e),
-        GoneEnd::Stopped(_) => Err(format!("stopped: {:?}", stop_seen.get())),
+        GoneEnd::Stopped(_) => Err(ReapError::Stopped(stop_seen.get())),
     }
 }
 
 /// The janitor's reap routine: abra when the `.env` is there, docker when it is not or abra
 /// fails. Verification is the caller's business.
-pub fn reap(abra: &Abra, docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), String> {
+pub fn reap(abra: &Abra, docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), ReapError> {
     let (domain, stack, env_path) = (app.domain.as_str(), app.stack.as_str(), &app.env_path);
     if env_path.exists() {
         let deployed = docker.residue(stack, read_until()).map(|r| !r.services.is_empty()).unwrap_or(true);
         // A refused fence ends the reap; only abra's own failure falls back to docker.
-        let via_abra = || -> Result<Result<(), String>, String> {
+        let via_abra = || -> Result<Result<(), crate::adapters::AbraError>, ReapError> {
             if deployed {
-                fence.check("abra app undeploy")?;
+                fenced(fence, "abra app undeploy")?;
                 if let Err(e) = abra.app_undeploy(domain) {
-                    return Ok(Err(e.to_string()));
+                    return Ok(Err(e));
                 }
             }
-            fence.check("abra app remove")?;
-            Ok(abra.app_remove(domain).map(|_| ()).map_err(|e| e.to_string()))
+            fenced(fence, "abra app remove")?;
+            Ok(abra.app_remove(domain).map(|_| ()))
         };
         match via_abra()? {
             Ok(())

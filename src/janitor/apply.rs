@@ -231,7 +231,7 @@ impl Sweeper<'_> {
             Err(err) => {
                 tracing::error!("janitor: {}: reap failed: {err}; the next sweep tries again", c.app.domain);
                 e.action = Act::Failed;
-                e.reason = Some(err);
+                e.reason = Some(err.to_string());
                 lock.clear_holder();
             }
         }

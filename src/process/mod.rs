@@ -503,7 +503,7 @@ impl Cmd {
             duration: Duration::ZERO,
         };
         if let Some(stop) = watch.stop() {
-            out.ended = Ended::Stopped { why: stopped_of(stop, None), signal: None };
+            out.ended = Ended::Stopped { why: stopped_of(stop), signal: None };
             return Ok(out);
         }
         if let Some(bound) = child_bound()
@@ -544,7 +544,7 @@ impl Cmd {
         spawn_exit_watcher(pid, tx);
         drop(child);
 
-        let mut sink = Sink { cmd: self, tail: VecDeque::new(), stdout: Vec::new(), eofs: 0 };
+        let mut sink = ChildLines { cmd: self, tail: VecDeque::new(), stdout: Vec::new(), eofs: 0 };
         let own = self.timeout.map(|t| started.checked_add(t).unwrap_or_else(|| crate::lifetime::instant_after(t)));
         // A bound set by the caller's caller (the janitor's --deadline, the run-start janitor's
         // budget) caps every child started meanwhile, whatever the child's own timeout.
@@ -556,7 +556,7 @@ impl Cmd {
         let mut stop: Option<Stopped> = None;
         while !exited {
             if let Some(s) = watch.stop() {
-                stop = Some(stopped_of(s, None));
+                stop = Some(stopped_of(s));
                 break;
             }
             if let Some(d) = deadline
@@ -645,26 +645,27 @@ impl Cmd {
             String::from_utf8(sink.stdout).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         out.tail = sink.tail.into_iter().collect();
         out.duration = started.elapsed();
-        let level = if out.success() { Level::DEBUG } else { self.level };
-        match level {
-            Level::INFO | Level::WARN | Level::ERROR => {
-                tracing::info!("{} finished in {}: {}", self.name, crate::clock::human(out.duration), out.describe())
-            }
-            _ => tracing::debug!("{} finished in {}: {}", self.name, crate::clock::human(out.duration), out.describe()),
+        // A failure is logged at the child's own level (a debug-level probe's stays quiet).
+        if !out.success() && self.level <= Level::INFO {
+            tracing::info!("{} finished in {}: {}", self.name, crate::clock::human(out.duration), out.describe())
+        } else {
+            tracing::debug!("{} finished in {}: {}", self.name, crate::clock::human(out.duration), out.describe())
         }
         Ok(out)
     }
 }
 
-fn stopped_of(s: Stop, timeout: Option<Duration>) -> Stopped {
-    match (s, timeout) {
-        (Stop::Cancelled(c), _) => Stopped::Cancelled(c),
-        (Stop::SkipStep, _) => Stopped::Skipped,
-        (Stop::Abandon, _) => Stopped::Abandoned,
+/// A lifetime stop, as the reason a child was stopped (its own timeout is the caller's).
+fn stopped_of(s: Stop) -> Stopped {
+    match s {
+        Stop::Cancelled(c) => Stopped::Cancelled(c),
+        Stop::SkipStep => Stopped::Skipped,
+        Stop::Abandon => Stopped::Abandoned,
     }
 }
 
-struct Sink<'a> {
+/// Where a child's output goes while it runs: the log, the masked tail, captured stdout.
+struct ChildLines<'a> {
     cmd: &'a Cmd,
     tail: VecDeque<String>,
     /// Captured stdout, byte for byte as the child wrote it.
@@ -672,7 +673,7 @@ struct Sink<'a> {
     eofs: u8,
 }
 
-impl Sink<'_> {
+impl ChildLines<'_> {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Lines(stream, lines) => {
