@@ -64,6 +64,11 @@ pub struct Report {
     pub stragglers: Vec<StragglerEntry>,
     pub errors: Vec<String>,
     pub exit_code: u8,
+    /// The app leases could not be read (etcd unreachable or without a quorum): no leased app
+    /// was reaped, and the verdict is infra. Not in the report: `errors` says why, the exit
+    /// code what it means.
+    #[serde(skip)]
+    pub leases_unread: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,13 +173,14 @@ pub fn describe_holder(info: Option<&HolderInfo>) -> String {
 
 impl Report {
     /// The exit code of `ccci janitor`: 0 when the sweep completed, 1 when something failed
-    /// (it still went on), 69 when dockerd could not be read for discovery (the infra verdict:
-    /// unreachable, erroring or too slow), the signal's code when cancelled, 142 at its deadline.
+    /// (it still went on), 69 when dockerd could not be read for discovery or etcd for the app
+    /// leases (the infra verdict: unreachable, erroring or too slow; as a run's), the signal's
+    /// code when cancelled, 142 at its deadline.
     pub fn compute_exit_code(&self, cancel_code: Option<u8>) -> u8 {
         match self.stopped {
             Some(Halt::Deadline) => crate::exit::DEADLINE,
             Some(_) => cancel_code.unwrap_or(crate::exit::TERMINATED),
-            None if self.discovery.docker.infra => crate::exit::INFRA,
+            None if self.discovery.docker.infra || self.leases_unread => crate::exit::INFRA,
             None if self.failed() => crate::exit::FAILED,
             None => crate::exit::OK,
         }
@@ -315,6 +321,7 @@ mod tests {
             stragglers: Vec::new(),
             errors: Vec::new(),
             exit_code: 0,
+            leases_unread: false,
         }
     }
 
@@ -326,6 +333,9 @@ mod tests {
         assert_eq!(r.compute_exit_code(None), 1);
         r.discovery.docker = SourceStatus { error: Some("timed out".into()), infra: true, ..SourceStatus::default() };
         assert_eq!(r.compute_exit_code(None), 69);
+        r.discovery.docker = SourceStatus::default();
+        r.leases_unread = true;
+        assert_eq!(r.compute_exit_code(None), 69, "etcd unreadable is the infra verdict too");
         r.stopped = Some(Halt::Deadline);
         assert_eq!(r.compute_exit_code(None), 142);
         r.stopped = Some(Halt::Cancelled);

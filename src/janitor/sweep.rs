@@ -83,6 +83,7 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
         stragglers: Vec::new(),
         errors: Vec::new(),
         exit_code: 0,
+        leases_unread: false,
     };
     // Every child of this sweep (abra, docker) ends by the sweep's deadline: a wedged dockerd
     // must not stretch a janitor past its --deadline, nor the run-start janitor past its budget.
@@ -120,6 +121,7 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
         && !inv.candidates.is_empty()
     {
         report.errors.push(format!("cannot read the app leases: {why}; no leased app is reaped this sweep"));
+        report.leases_unread = true;
     }
     if host.lock_dir.is_dir() {
         match crate::lock::dir::list(&host.lock_dir, &|d| pattern.is_run_domain(d), false, held.as_ref()) {
