@@ -7,6 +7,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ccci::janitor::vocab::Act;
+
 use crate::common::*;
 use crate::locks::{hello_lock, park_run, parking_world, py_holder};
 
@@ -119,9 +121,9 @@ fn a_planted_u64_max_deadline_crashes_nobody() {
     fs::write(w.abra_home.join("servers/default").join(format!("{d}.env")), "TYPE=hello\n").unwrap();
     let o = w.run(&["janitor", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let app = v["apps"].as_array().unwrap().iter().find(|a| a["domain"] == d.as_str()).unwrap().clone();
-    assert_eq!(app["action"], "left", "{app}");
+    let r = janitor_report(&o.stdout);
+    let app = r.apps.iter().find(|a| a.domain == d).unwrap();
+    assert_eq!(app.action, Act::Left, "{app:?}");
     let o = w.run(&["janitor", "--dry-run"]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
     // A run of another recipe starts, sweeps (leaving the held lock), and gets past its start.

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ccci::janitor::report::{AppEntry, Report};
+use ccci::janitor::vocab::{Act, DirAct, Halt, LockSeen, Part, ProcAct, Source};
 use serde_json::Value;
 
 use crate::common::*;
@@ -93,14 +95,20 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn janitor(w: &World, extra: &[&str]) -> (Output, Value) {
+fn janitor(w: &World, extra: &[&str]) -> (Output, Report) {
     let mut c = w.ccci();
     c.args(["janitor", "--json"]).args(extra);
     let o = output_within(c, Duration::from_secs(180));
     let v: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("--json printed no report ({e}):\n{}", stderr_of(&o)));
+    (o, typed(v))
+}
+
+/// A `--json` document checked against the documented schema (its raw keys), then read into
+/// the real report types.
+fn typed(v: Value) -> Report {
     check_schema(&v);
-    (o, v)
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("the --json report is not a Report ({e}): {v}"))
 }
 
 /// The documented `--json` schema (src/janitor/report.rs), checked on every report.
@@ -185,17 +193,12 @@ fn check_schema(v: &Value) {
     assert!(v["errors"].is_array() && v["exit_code"].is_u64());
 }
 
-fn app<'a>(v: &'a Value, domain: &str) -> &'a Value {
-    v["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["domain"] == domain)
-        .unwrap_or_else(|| panic!("{domain} not in {v}"))
+fn app<'a>(r: &'a Report, domain: &str) -> &'a AppEntry {
+    r.apps.iter().find(|a| a.domain == domain).unwrap_or_else(|| panic!("{domain} not in {r:?}"))
 }
 
-fn app_entries(v: &Value, domain: &str) -> usize {
-    v["apps"].as_array().unwrap().iter().filter(|a| a["domain"] == domain).count()
+fn app_entries(r: &Report, domain: &str) -> usize {
+    r.apps.iter().filter(|a| a.domain == domain).count()
 }
 
 pub(crate) fn abra_starts(w: &World, words: &str) -> Vec<usize> {
@@ -218,20 +221,20 @@ fn an_orphan_is_reaped_exactly_once_and_its_lockfile_unlinked() {
     dead_holders_lockfile(&lock);
     assert!(!objects_of(&d).is_empty());
 
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
-    let a = app(&v, &d);
-    assert_eq!((a["lock"].as_str(), a["action"].as_str()), (Some("free"), Some("reaped")), "{v}");
-    assert_eq!(a["sources"], serde_json::json!(["abra", "docker"]));
+    let a = app(&r, &d);
+    assert_eq!((a.lock, a.action), (LockSeen::Free, Act::Reaped), "{r:?}");
+    assert_eq!(a.sources, [Source::Abra, Source::Docker]);
     assert!(objects_of(&d).is_empty(), "{:?}", objects_of(&d));
     assert!(!env.exists(), ".env remains");
     assert!(!lock.exists(), "the lockfile remains");
     assert_eq!(abra_starts(&w, "app remove").len(), 1);
 
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     assert_eq!(code(&o), 0);
-    assert_eq!(app_entries(&v, &d), 0, "reaped twice: {v}");
-    assert!(v["lockfiles"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(app_entries(&r, &d), 0, "reaped twice: {r:?}");
+    assert!(r.lockfiles.is_empty(), "{r:?}");
     assert_eq!(abra_starts(&w, "app remove").len(), 1, "{}", w.abra_log());
     assert!(!lock.exists(), "the second janitor created a lockfile");
 }
@@ -243,14 +246,14 @@ fn a_live_run_is_never_reaped() {
     let d = w.domain("hello", "0", "");
     let lock = hello_lock(&w);
     fake_volume(&w, &d);
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     let err = stderr_of(&o);
     assert_eq!(code(&o), 0, "{err}");
-    let a = app(&v, &d);
-    assert_eq!((a["lock"].as_str(), a["action"].as_str()), (Some("held"), Some("left")), "{v}");
-    assert_eq!(a["holder_pid"], run.pid());
-    assert_eq!(a["holder_run_id"], run.run_id.as_str());
-    assert_eq!(a["long_held"], false);
+    let a = app(&r, &d);
+    assert_eq!((a.lock, a.action), (LockSeen::Held, Act::Left), "{r:?}");
+    assert_eq!(a.holder.holder_pid, Some(run.pid() as u32));
+    assert_eq!(a.holder.holder_run_id.as_deref(), Some(run.run_id.as_str()));
+    assert!(!a.holder.long_held, "{a:?}");
     assert!(err.contains("a live run; leaving it"), "{err}");
     assert_eq!(objects_of(&d).len(), 1, "the live run's volume was removed");
     assert_eq!(holders(&lock), vec![run.pid()], "the lock was stolen");
@@ -317,17 +320,16 @@ fn two_janitors_at_once_exactly_one_reaps() {
     let mut reaped = 0;
     for o in &outs {
         assert_eq!(code(o), 0, "{}", stderr_of(o));
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-        check_schema(&v);
-        for e in v["apps"].as_array().unwrap().iter().filter(|e| e["domain"] == d.as_str()) {
-            match e["action"].as_str().unwrap() {
-                "reaped" => reaped += 1,
+        let r = typed(serde_json::from_slice(&o.stdout).unwrap());
+        for e in r.apps.iter().filter(|e| e.domain == d) {
+            match e.action {
+                Act::Reaped => reaped += 1,
                 // The winner writes its holder info right after it took the lock: the loser may
                 // look in between and find none yet.
-                "left" => assert!(e["holder_run_id"] == "janitor" || e["holder_run_id"].is_null(), "{e}"),
-                "skipped" => assert_eq!(e["lock"], "gone", "{e}"),
-                "already-gone" => {}
-                other => panic!("unexpected {other}: {e}"),
+                Act::Left => assert!(matches!(e.holder.holder_run_id.as_deref(), Some("janitor") | None), "{e:?}"),
+                Act::Skipped => assert_eq!(e.lock, LockSeen::Gone, "{e:?}"),
+                Act::AlreadyGone => {}
+                other => panic!("unexpected {other}: {e:?}"),
             }
         }
     }
@@ -344,11 +346,11 @@ fn app_present_lockfile_absent_is_reaped_at_once() {
     fs::create_dir_all(&w.lock_dir).unwrap();
     fake_app(&w, &d);
     let t = Instant::now();
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
-    let a = app(&v, &d);
-    assert_eq!((a["lock"].as_str(), a["action"].as_str()), (Some("absent"), Some("reaped")), "{v}");
-    assert_eq!(a["sources"], serde_json::json!(["docker"]));
+    let a = app(&r, &d);
+    assert_eq!((a.lock, a.action), (LockSeen::Absent, Act::Reaped), "{r:?}");
+    assert_eq!(a.sources, [Source::Docker]);
     assert!(objects_of(&d).is_empty());
     assert!(!lock_path(&w, &d).exists(), "the lockfile created under the probe lock stays");
     assert!(t.elapsed() < Duration::from_secs(90), "no age wait");
@@ -373,14 +375,14 @@ fn without_a_lockfile_only_this_lock_dirs_stamp_lets_the_janitor_reap() {
     fake_volume_labelled(&foreign, Some("ccci.lock-dir=/somewhere/else"));
     let env = w.abra_home.join("servers/default").join(format!("{foreign_env}.env"));
     fs::write(&env, format!("TYPE=hello\nDOMAIN={foreign_env}\nCCCI_LOCK_DIR=/somewhere/else\n")).unwrap();
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     let err = stderr_of(&o);
     assert_eq!(code(&o), 0, "{err}");
-    assert_eq!(app(&v, &ours)["action"], "reaped", "{v}");
+    assert_eq!(app(&r, &ours).action, Act::Reaped, "{r:?}");
     for (d, why) in [(&unstamped, "no ccci stamp"), (&foreign, "/somewhere/else"), (&foreign_env, "/somewhere/else")] {
-        let a = app(&v, d);
-        assert_eq!((a["lock"].as_str(), a["action"].as_str()), (Some("absent"), Some("skipped")), "{a}");
-        assert!(a["reason"].as_str().unwrap().contains(why), "{a}");
+        let a = app(&r, d);
+        assert_eq!((a.lock, a.action), (LockSeen::Absent, Act::Skipped), "{a:?}");
+        assert!(a.reason.as_deref().unwrap().contains(why), "{a:?}");
         assert!(err.contains(&format!("janitor: {d}: ")), "reported on stderr: {err}");
         assert!(!lock_path(&w, d).exists(), "no lockfile is left for an app the janitor does not own");
     }
@@ -417,7 +419,7 @@ fn a_lock_held_beyond_twice_its_deadline_is_flagged_not_stolen() {
     for d in [&d1, &d2, &d3] {
         fake_volume(&w, d);
     }
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     let err = stderr_of(&o);
     assert_eq!(code(&o), 0, "{err}");
     // Neither holder is ccci: the flag names them as foreign processes (any local user who can
@@ -431,8 +433,8 @@ fn a_lock_held_beyond_twice_its_deadline_is_flagged_not_stolen() {
     assert!(err.contains(&flag(&d2, 120, h2.pid() as u32, "flock")), "{err}");
     assert!(!err.contains(&format!("lock for {d3} held")), "{err}");
     for (d, flagged) in [(&d1, true), (&d2, true), (&d3, false)] {
-        let a = app(&v, d);
-        assert_eq!((a["action"].as_str(), a["long_held"].as_bool()), (Some("left"), Some(flagged)), "{a}");
+        let a = app(&r, d);
+        assert_eq!((a.action, a.holder.long_held), (Act::Left, flagged), "{a:?}");
         assert_eq!(objects_of(d).len(), 1, "{d} was reaped");
     }
     assert_eq!(holders(&lock_path(&w, &d1)), vec![h1.pid()]);
@@ -458,11 +460,10 @@ fn non_run_names_are_never_probed_and_get_no_lockfile() {
     for l in &foreign_locks {
         fs::write(l, "").unwrap();
     }
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
-    assert!(v["apps"].as_array().unwrap().is_empty(), "{v}");
-    let ignored: Vec<&str> =
-        v["discovery"]["ignored"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert!(r.apps.is_empty(), "{r:?}");
+    let ignored: Vec<&str> = r.discovery.ignored.iter().map(String::as_str).collect();
     for name in [warm_stack.as_str(), long_stack.as_str()] {
         assert!(ignored.contains(&name), "{name} not in {ignored:?}");
     }
@@ -471,7 +472,7 @@ fn non_run_names_are_never_probed_and_get_no_lockfile() {
     );
     assert_eq!(fs::read_dir(&w.lock_dir).unwrap().count(), 2, "a lockfile was created for a non-run name");
     assert!(foreign_locks.iter().all(|l| l.exists()), "a non-run lockfile was unlinked");
-    assert!(v["lockfiles"].as_array().unwrap().is_empty(), "{v}");
+    assert!(r.lockfiles.is_empty(), "{r:?}");
     assert_eq!(fs::read_to_string(&warm_env).unwrap(), before);
     assert!(other_env.exists());
     assert_eq!(docker_objects_matching(&warm_stack).len(), 1);
@@ -508,14 +509,14 @@ fn garbage_at_the_lock_path_is_skipped_by_the_janitor_and_fails_a_run() {
         make(kind, &lock_path(&w, &d));
         fake_volume(&w, &d);
     }
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     let err = stderr_of(&o);
     assert_eq!(code(&o), 0, "the janitor logs and skips, never crashes: {err}");
     for (i, (kind, why, _)) in kinds.iter().enumerate() {
         let d = w.domain("hello", &format!("{}", 20 + i), "");
-        let a = app(&v, &d);
-        assert_eq!((a["lock"].as_str(), a["action"].as_str()), (Some("unsafe"), Some("skipped")), "{kind}: {a}");
-        assert!(a["reason"].as_str().unwrap().contains(why), "{kind}: {a}");
+        let a = app(&r, &d);
+        assert_eq!((a.lock, a.action), (LockSeen::Unsafe, Act::Skipped), "{kind}: {a:?}");
+        assert!(a.reason.as_deref().unwrap().contains(why), "{kind}: {a:?}");
         assert!(err.contains(&format!("{}", lock_path(&w, &d).display())), "{kind}: the log names the path: {err}");
         assert_eq!(objects_of(&d).len(), 1, "{kind}: the app was reaped");
     }
@@ -598,21 +599,20 @@ fn prune_keeps_results_and_skips_dirs_without_run_lock() {
     touch_back(&live.join("run.lock"), "20 days ago");
 
     // Younger than --prune-after 30: nothing happens.
-    let (o, v) = janitor(&w, &["--prune-after", "30"]);
+    let (o, r) = janitor(&w, &["--prune-after", "30"]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
     assert!(old.join("abra").exists());
-    assert!(v["run_dirs"].as_array().unwrap().iter().all(|d| d["action"] == "kept"), "{v}");
+    assert!(r.run_dirs.iter().all(|d| d.action == DirAct::Kept), "{r:?}");
 
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
-    let entries = v["run_dirs"].as_array().unwrap();
-    let of = |id: &str| entries.iter().find(|e| e["run_id"] == id).cloned();
-    assert_eq!(of("old").unwrap()["action"], "pruned", "{v}");
-    assert_eq!(of("old").unwrap()["removed"], serde_json::json!(["abra", "tests", "state"]));
-    assert_eq!(of("foreign").unwrap()["action"], "kept");
+    let of = |id: &str| r.run_dirs.iter().find(|e| e.run_id == id);
+    assert_eq!(of("old").unwrap().action, DirAct::Pruned, "{r:?}");
+    assert_eq!(of("old").unwrap().removed, [Part::Abra, Part::Tests, Part::State]);
+    assert_eq!(of("foreign").unwrap().action, DirAct::Kept);
     // The live one's run.lock is held: its prune is refused at apply time (without /proc/locks).
-    assert_eq!(of("live").unwrap()["action"], "live", "{v}");
-    assert!(of("young").is_none(), "{v}");
+    assert_eq!(of("live").unwrap().action, DirAct::Live, "{r:?}");
+    assert!(of("young").is_none(), "{r:?}");
     for gone in ["abra", "tests", "state"] {
         assert!(!old.join(gone).exists(), "{gone}");
     }
@@ -671,21 +671,14 @@ fn the_straggler_sweep_kills_only_processes_of_dead_runs() {
         wait_until("the victim to exec sleep", Duration::from_secs(10), || comm_is(c.id() as i32, "sleep"));
     }
 
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
-    let by_pid = |pid: u32| {
-        v["stragglers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["pid"] == pid)
-            .map(|s| s["action"].as_str().unwrap().to_string())
-    };
-    assert_eq!(by_pid(dead_plain.id()).as_deref(), Some("terminated"), "{v}");
-    assert_eq!(by_pid(dead_stubborn.id()).as_deref(), Some("killed"), "{v}");
-    assert_eq!(by_pid(dead_reused.id()).as_deref(), Some("terminated"), "{v}");
-    assert_eq!(by_pid(orphan as u32).as_deref(), Some("terminated"), "{v}");
-    assert_eq!(v["stragglers"].as_array().unwrap().len(), 4, "{v}");
+    let by_pid = |pid: u32| r.stragglers.iter().find(|s| i64::from(s.pid) == i64::from(pid)).map(|s| s.action);
+    assert_eq!(by_pid(dead_plain.id()), Some(ProcAct::Terminated), "{r:?}");
+    assert_eq!(by_pid(dead_stubborn.id()), Some(ProcAct::Killed), "{r:?}");
+    assert_eq!(by_pid(dead_reused.id()), Some(ProcAct::Terminated), "{r:?}");
+    assert_eq!(by_pid(orphan as u32), Some(ProcAct::Terminated), "{r:?}");
+    assert_eq!(r.stragglers.len(), 4, "{r:?}");
     for c in [&mut dead_plain, &mut dead_stubborn, &mut dead_reused] {
         let st = wait_within(&mut c.0, Duration::from_secs(5));
         assert!(st.code().is_none(), "killed by a signal");
@@ -742,17 +735,14 @@ fn dry_run_changes_nothing_and_prints_the_plan() {
     ] {
         assert!(rows.iter().any(|r| r.starts_with(&want)), "{want:?} not in the plan:\n{plan}");
     }
-    let (o, v) = janitor(&w, &["--dry-run"]);
+    let (o, r) = janitor(&w, &["--dry-run"]);
     assert_eq!(code(&o), 0);
-    assert_eq!(v["dry_run"], true);
-    assert_eq!(app(&v, &orphan)["action"], "would-reap");
-    assert_eq!(
-        (app(&v, &reboot)["action"].as_str(), app(&v, &reboot)["lock"].as_str()),
-        (Some("would-reap"), Some("absent"))
-    );
-    assert_eq!(v["lockfiles"][0]["action"], "would-unlink");
-    assert_eq!(v["run_dirs"][0]["action"], "would-prune");
-    assert_eq!(v["stragglers"][0]["action"], "would-kill");
+    assert!(r.dry_run);
+    assert_eq!(app(&r, &orphan).action, Act::WouldReap);
+    assert_eq!((app(&r, &reboot).action, app(&r, &reboot).lock), (Act::WouldReap, LockSeen::Absent));
+    assert_eq!(r.lockfiles[0].action, Act::WouldUnlink);
+    assert_eq!(r.run_dirs[0].action, DirAct::WouldPrune);
+    assert_eq!(r.stragglers[0].action, ProcAct::WouldKill);
 
     // Nothing changed: the apps, the lockfiles (same inode, mtime and content), no lockfile for
     // the reboot case, the run dir, the straggler.
@@ -789,11 +779,10 @@ fn sigterm_stops_the_janitor_between_candidates() {
     assert_eq!(st.code(), Some(143), "{}", err.text());
     let mut out = String::new();
     jan.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
-    check_schema(&v);
-    assert_eq!((v["completed"].as_bool(), v["stopped"].as_str()), (Some(false), Some("cancelled")));
-    let actions: Vec<&str> = ds.iter().map(|d| app(&v, d)["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["failed", "not-reached", "not-reached"], "{v}");
+    let r = typed(serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}")));
+    assert_eq!((r.completed, r.stopped), (false, Some(Halt::Cancelled)));
+    let actions: Vec<Act> = ds.iter().map(|d| app(&r, d).action).collect();
+    assert_eq!(actions, [Act::Failed, Act::NotReached, Act::NotReached], "{r:?}");
     assert_eq!(abra_starts(&w, "app remove").len(), 1, "{}", w.abra_log());
     // Its probe lock went with it: the lockfile is free (and stays for the next sweep).
     assert!(crate::locks::lock_is_free(&lock_path(&w, &ds[0])));
@@ -811,12 +800,12 @@ fn the_deadline_stops_the_janitor_between_candidates_and_a_failed_reap_exits_1()
         fake_volume(&w, d);
         env_file(&w, d);
     }
-    let (o, v) = janitor(&w, &["--deadline", "1"]);
+    let (o, r) = janitor(&w, &["--deadline", "1"]);
     assert_eq!(code(&o), 142, "{}", stderr_of(&o));
-    assert_eq!(v["stopped"], "deadline");
+    assert_eq!(r.stopped, Some(Halt::Deadline));
     // The deadline bounds the reap in flight too (its abra is stopped as timed out): the first
     // reap fails, the second is not reached; both are the next sweep's job.
-    assert_eq!((app(&v, &a)["action"].as_str(), app(&v, &b)["action"].as_str()), (Some("failed"), Some("not-reached")));
+    assert_eq!((app(&r, &a).action, app(&r, &b).action), (Act::Failed, Act::NotReached));
     assert!(stderr_of(&o).contains("timed out"), "{}", stderr_of(&o));
     assert_eq!(objects_of(&b).len(), 1);
 
@@ -838,12 +827,11 @@ fn the_deadline_stops_the_janitor_between_candidates_and_a_failed_reap_exits_1()
     let mut c = w.ccci();
     c.env("CCCI_DOCKER", &wrapper).env("CCCI_DOCKER_READS", "cli").args(["janitor", "--json"]);
     let o = output_within(c, Duration::from_secs(120));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    check_schema(&v);
+    let r = typed(serde_json::from_slice(&o.stdout).unwrap());
     assert_eq!(code(&o), 1, "{}", stderr_of(&o));
-    assert_eq!(app(&v, &b)["action"], "failed", "{v}");
-    assert_eq!(app(&v, &c_)["action"], "reaped", "{v}");
-    assert_eq!(app(&v, &a)["action"], "reaped", "the sweep after the deadline finishes a's reap: {v}");
+    assert_eq!(app(&r, &b).action, Act::Failed, "{r:?}");
+    assert_eq!(app(&r, &c_).action, Act::Reaped, "{r:?}");
+    assert_eq!(app(&r, &a).action, Act::Reaped, "the sweep after the deadline finishes a's reap: {r:?}");
     assert!(objects_of(&c_).is_empty() && objects_of(&a).is_empty());
     assert!(!lock_path(&w, &b).exists(), "a lockfile created by the failed probe stays behind");
 }
@@ -855,13 +843,13 @@ fn a_missing_lock_dir_skips_every_reap_and_fails_the_sweep() {
     let w = World::new();
     let d = w.domain("hello", "60", "");
     fake_volume(&w, &d);
-    let (o, v) = janitor(&w, &[]);
+    let (o, r) = janitor(&w, &[]);
     let err = stderr_of(&o);
     assert_eq!(code(&o), 1, "{err}");
-    let a = app(&v, &d);
-    assert_eq!((a["lock"].as_str(), a["action"].as_str()), (Some("unsafe"), Some("skipped")), "{v}");
-    assert!(a["reason"].as_str().unwrap().contains("does not exist"), "{a}");
-    assert!(v["errors"][0].as_str().unwrap().contains("CCCI_APP_LOCK_DIR"), "{v}");
+    let a = app(&r, &d);
+    assert_eq!((a.lock, a.action), (LockSeen::Unsafe, Act::Skipped), "{r:?}");
+    assert!(a.reason.as_deref().unwrap().contains("does not exist"), "{a:?}");
+    assert!(r.errors[0].contains("CCCI_APP_LOCK_DIR"), "{r:?}");
     assert!(!w.lock_dir.exists(), "the janitor created the lock dir");
     assert_eq!(objects_of(&d).len(), 1);
 }

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use ccci::janitor::report::{LeaseSeen, Report};
+use ccci::janitor::vocab::Act;
 use serde_json::Value;
 
 use crate::common::*;
@@ -80,12 +82,12 @@ fn start(w: &World, recipe: &str, run_id: &str, stages: &str) -> (Child, LineWat
     (child, err)
 }
 
-fn janitor(w: &World) -> Value {
+fn janitor(w: &World) -> Report {
     let mut c = w.ccci();
     c.args(["janitor", "--json"]);
     let o = output_within(c, Duration::from_secs(240));
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
+    janitor_report(&o.stdout)
 }
 
 fn dep_domain(w: &World, recipe: &str) -> String {
@@ -241,10 +243,10 @@ fn a_run_killed_between_its_dependency_and_its_app_leaves_the_dependency_to_the_
     let app = w.domain("ssoapp", "0", "");
 
     // The run is alive: its dependency is never reaped.
-    let v = janitor(&w);
-    let apps = v["apps"].as_array().unwrap();
-    assert_eq!(apps.len(), 1, "{v}");
-    assert_eq!((apps[0]["domain"].as_str(), apps[0]["action"].as_str()), (Some(dep.as_str()), Some("left")), "{v}");
+    let r = janitor(&w);
+    let apps = &r.apps;
+    assert_eq!(apps.len(), 1, "{r:?}");
+    assert_eq!((apps[0].domain.as_str(), apps[0].action), (dep.as_str(), Act::Left), "{r:?}");
 
     signal(run.id(), libc::SIGKILL);
     let _ = run.wait();
@@ -257,18 +259,21 @@ fn a_run_killed_between_its_dependency_and_its_app_leaves_the_dependency_to_the_
     // new run of the same app would hold it before taking its dependencies' locks): left.
     let owner_lock = fs::File::open(w.lock_dir.join(format!("cc-ci-app-{app}.lock"))).unwrap();
     owner_lock.try_lock().unwrap();
-    let v = janitor(&w);
-    let apps = v["apps"].as_array().unwrap();
-    assert_eq!((apps[0]["domain"].as_str(), apps[0]["action"].as_str()), (Some(dep.as_str()), Some("left")), "{v}");
-    assert!(apps[0]["reason"].as_str().unwrap().contains(&format!("its owning run's app lock ({app}) is held")), "{v}");
+    let r = janitor(&w);
+    let apps = &r.apps;
+    assert_eq!((apps[0].domain.as_str(), apps[0].action), (dep.as_str(), Act::Left), "{r:?}");
+    assert!(
+        apps[0].reason.as_deref().unwrap().contains(&format!("its owning run's app lock ({app}) is held")),
+        "{r:?}"
+    );
     assert!(w.leftovers().iter().any(|l| l.starts_with("service:")), "{:?}", w.leftovers());
     drop(owner_lock);
 
     // Dead: the janitor reaps the dependency, and nothing else.
-    let v = janitor(&w);
-    let apps = v["apps"].as_array().unwrap();
-    assert_eq!(apps.len(), 1, "{v}");
-    assert_eq!((apps[0]["domain"].as_str(), apps[0]["action"].as_str()), (Some(dep.as_str()), Some("reaped")), "{v}");
+    let r = janitor(&w);
+    let apps = &r.apps;
+    assert_eq!(apps.len(), 1, "{r:?}");
+    assert_eq!((apps[0].domain.as_str(), apps[0].action), (dep.as_str(), Act::Reaped), "{r:?}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
     assert!(!w.lock_dir.join(format!("cc-ci-app-{dep}.lock")).exists());
 }
@@ -401,11 +406,11 @@ fn on_a_shared_swarm_a_dependency_is_reaped_only_after_its_owners_lease_lapsed()
     err.wait_for("parked-in-provision", Duration::from_secs(180));
     let (app, dep) = (a.domain("ssoapp", "0", ""), dep_domain(&a, "ssoapp"));
 
-    let v = janitor(&b);
-    let apps = v["apps"].as_array().unwrap();
-    assert_eq!(apps.len(), 1, "{v}");
-    assert_eq!((apps[0]["domain"].as_str(), apps[0]["action"].as_str()), (Some(dep.as_str()), Some("left")), "{v}");
-    assert!(apps[0]["reason"].as_str().unwrap().contains(&format!("its owner {app}")), "{v}");
+    let r = janitor(&b);
+    let apps = &r.apps;
+    assert_eq!(apps.len(), 1, "{r:?}");
+    assert_eq!((apps[0].domain.as_str(), apps[0].action), (dep.as_str(), Act::Left), "{r:?}");
+    assert!(apps[0].reason.as_deref().unwrap().contains(&format!("its owner {app}")), "{r:?}");
 
     signal(run.id(), libc::SIGKILL);
     let _ = run.wait();
@@ -413,11 +418,11 @@ fn on_a_shared_swarm_a_dependency_is_reaped_only_after_its_owners_lease_lapsed()
     let key = format!("/t/apps/{app}");
     wait_until("the owner's lease to lapse", Duration::from_secs(60), || cluster.exists(&key) == Some(false));
 
-    let v = janitor(&b);
-    let apps = v["apps"].as_array().unwrap();
-    assert_eq!(apps.len(), 1, "{v}");
-    assert_eq!((apps[0]["domain"].as_str(), apps[0]["action"].as_str()), (Some(dep.as_str()), Some("reaped")), "{v}");
-    assert_eq!(apps[0]["lease"], "taken", "{v}");
+    let r = janitor(&b);
+    let apps = &r.apps;
+    assert_eq!(apps.len(), 1, "{r:?}");
+    assert_eq!((apps[0].domain.as_str(), apps[0].action), (dep.as_str(), Act::Reaped), "{r:?}");
+    assert_eq!(apps[0].lease, Some(LeaseSeen::Taken), "{r:?}");
     assert!(!a.leftovers().iter().any(|l| !l.starts_with("env:")), "{:?}", a.leftovers());
     // Host A's own leftovers (the dependency's .env and the lockfiles) are its janitor's.
     janitor(&a);

@@ -6,6 +6,9 @@ use std::fs;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use ccci::janitor::report::Report;
+use ccci::janitor::vocab::{Act, LockSeen, Source};
+
 use crate::common::*;
 
 /// A world with hello on its own host port; its custom test `test_wait` parks until `gate`
@@ -33,12 +36,12 @@ fn lock_file(w: &World) -> std::path::PathBuf {
     w.lock_dir.join(format!("cc-ci-app-{}.lock", w.domain("hello", "0", "")))
 }
 
-fn janitor(w: &World) -> serde_json::Value {
+fn janitor(w: &World) -> Report {
     let mut c = w.ccci();
     c.args(["janitor", "--json"]);
     let o = output_within(c, Duration::from_secs(240));
     assert_eq!(code(&o), 0, "{}", stderr_of(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
+    janitor_report(&o.stdout)
 }
 
 fn kinds(left: &[String]) -> Vec<&str> {
@@ -75,11 +78,11 @@ fn a_sigkilled_run_is_reaped_completely_by_the_janitor() {
     }
     assert!(lock_file(&w).exists());
 
-    let v = janitor(&w);
-    let app = &v["apps"][0];
-    assert_eq!(app["domain"], w.domain("hello", "0", ""));
-    assert_eq!((app["lock"].as_str(), app["action"].as_str()), (Some("free"), Some("reaped")), "{v}");
-    assert_eq!(app["sources"], serde_json::json!(["abra", "docker"]));
+    let r = janitor(&w);
+    let app = &r.apps[0];
+    assert_eq!(app.domain, w.domain("hello", "0", ""));
+    assert_eq!((app.lock, app.action), (LockSeen::Free, Act::Reaped), "{r:?}");
+    assert_eq!(app.sources, [Source::Abra, Source::Docker]);
     let left = w.leftovers();
     assert!(left.is_empty(), "after the janitor: {left:?}");
     assert!(!lock_file(&w).exists(), "the lockfile remains");
@@ -111,11 +114,11 @@ fn volumes_and_secrets_left_without_services_are_found_and_reaped() {
     assert!(k.contains(&"volume") && k.contains(&"secret") && k.contains(&"env"), "{left:?}\n{}", err.text());
 
     w.abra_mode("");
-    let v = janitor(&w);
-    let app = &v["apps"][0];
-    assert_eq!(app["action"], "reaped", "{v}");
+    let r = janitor(&w);
+    let app = &r.apps[0];
+    assert_eq!(app.action, Act::Reaped, "{r:?}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
-    assert_eq!(v["stragglers"][0]["run_id"], run_id.as_str(), "{v}");
+    assert_eq!(r.stragglers[0].run_id, run_id, "{r:?}");
     assert!(pids_with_env(&token).is_empty(), "the straggler of the dead run survived the janitor");
     assert!(!lock_file(&w).exists());
 }

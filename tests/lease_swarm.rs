@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ccci::janitor::report::{LeaseSeen, Report};
+use ccci::janitor::vocab::Act;
+
 use crate::common::etcd::Cluster;
 use crate::common::netns::Netns;
 use crate::common::*;
@@ -79,11 +82,13 @@ fn start(w: &World, run_id: &str, stages: &str, extra: &[&str]) -> (Child, LineW
     (child, err)
 }
 
-fn janitor(w: &World) -> (i32, serde_json::Value) {
+fn janitor(w: &World) -> (i32, Report) {
     let mut c = w.ccci();
     c.args(["janitor", "--json"]);
     let o = output_within(c, Duration::from_secs(240));
-    (code(&o), serde_json::from_slice(&o.stdout).unwrap_or_default())
+    let r = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("janitor exited {} with no report ({e}): {}", code(&o), stderr_of(&o)));
+    (code(&o), r)
 }
 
 /// The token a run logged when it took the lease (`app lease held: <key> (token N, …`).
@@ -192,16 +197,16 @@ fn a_sigkilled_holder_lapses_after_the_ttl_a_waiting_run_proceeds_and_the_other_
     wait_until("B's lease key to lapse", Duration::from_secs(60), || h.cluster.exists(&h.key()) == Some(false));
     // Host A's janitor: B's app is an orphan of the shared swarm (its key is gone), whichever
     // host ran it; reaped under a fresh lease, with the token checked at every step.
-    let (code_a, v) = janitor(&h.a);
-    assert_eq!(code_a, 0, "{v}");
-    let app = &v["apps"][0];
-    assert_eq!((app["action"].as_str(), app["lease"].as_str()), (Some("reaped"), Some("taken")), "{v}");
-    assert!(app["lease_token"].as_u64() > Some(token_of(&b_err)), "{v}");
+    let (code_a, r) = janitor(&h.a);
+    assert_eq!(code_a, 0, "{r:?}");
+    let app = &r.apps[0];
+    assert_eq!((app.action, app.lease), (Act::Reaped, Some(LeaseSeen::Taken)), "{r:?}");
+    assert!(app.lease_token > Some(token_of(&b_err)), "{r:?}");
     assert!(!lockfile(&h.a, &h.domain()).exists(), "A's lockfile goes with the reap");
     // Host B's own leftovers (its .env and lockfile) are its janitor's.
-    let (code_b, v) = janitor(&h.b);
-    assert_eq!(code_b, 0, "{v}");
-    assert!(!lockfile(&h.b, &h.domain()).exists(), "{v}");
+    let (code_b, r) = janitor(&h.b);
+    assert_eq!(code_b, 0, "{r:?}");
+    assert!(!lockfile(&h.b, &h.domain()).exists(), "{r:?}");
     assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());
     assert_eq!(h.cluster.exists(&h.key()), Some(false), "the janitors released their leases");
 }
@@ -245,8 +250,8 @@ fn a_paused_holder_is_overtaken_and_its_resumed_teardown_is_refused_by_the_fence
     let r = h.b.results(&b_id);
     assert_eq!((r["outcome"].as_str(), r["teardown"]["result"].as_str()), (Some("pass"), Some("clean")), "{r}");
     // What A left on its own host (its .env, its lockfile) is its janitor's.
-    let (code_a, v) = janitor(&h.a);
-    assert_eq!(code_a, 0, "{v}");
+    let (code_a, r) = janitor(&h.a);
+    assert_eq!(code_a, 0, "{r:?}");
     assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());
 }
 
@@ -296,8 +301,8 @@ fn a_partitioned_holder_stops_and_after_the_heal_its_teardown_is_refused_by_the_
     assert_eq!(h.cluster.get(&h.key()).map(|k| k.0), Some(tb), "B still holds the domain");
     fs::write(&h.gate_b, "").unwrap();
     assert_eq!(wait_within(&mut b, Duration::from_secs(180)).code(), Some(0), "{}", b_err.text());
-    let (code_a, v) = janitor(&h.a);
-    assert_eq!(code_a, 0, "{v}");
+    let (code_a, r) = janitor(&h.a);
+    assert_eq!(code_a, 0, "{r:?}");
     assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());
 }
 
@@ -370,9 +375,10 @@ fn without_quorum_new_runs_exit_infra_nothing_is_reaped_and_the_holder_tears_dow
     assert!(!b_log.contains("app new") && !b_log.contains("app deploy"), "B created nothing:\n{b_log}");
     assert!(!h.b.leftovers().iter().any(|l| l.starts_with("env:")), "{:?}", h.b.leftovers());
 
-    let (code_b, v) = janitor(&h.b);
-    assert_eq!(code_b, 1, "etcd unreadable is a failed sweep: {v}");
-    assert!(v["apps"].as_array().unwrap().iter().all(|a| a["action"] != "reaped"), "{v}");
+    let (code_b, r) = janitor(&h.b);
+    assert_eq!(code_b, 69, "etcd unreadable is the infra verdict, as for a run: {r:?}");
+    assert!(r.errors.iter().any(|e| e.contains("cannot read the app leases")), "{r:?}");
+    assert!(r.apps.iter().all(|a| a.action != Act::Reaped), "{r:?}");
     assert!(h.a.leftovers().iter().any(|l| l.starts_with("service:")), "A's app is untouched");
 
     // A lost its keepalive, stopped, and waits in teardown for etcd to prove its lease.
@@ -419,28 +425,25 @@ fn two_hosts_janitors_racing_for_one_orphan_reap_it_once() {
     let ja = sweep(&h.a).spawn().unwrap();
     let jb = sweep(&h.b).spawn().unwrap();
     let (oa, ob) = (output_of(ja, Duration::from_secs(240)), output_of(jb, Duration::from_secs(240)));
-    let report = |o: &std::process::Output| -> serde_json::Value {
+    let report = |o: &std::process::Output| -> Report {
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("no report ({e}): {}", stderr_of(o)))
     };
-    let (va, vb) = (report(&oa), report(&ob));
-    assert_eq!((code(&oa), code(&ob)), (0, 0), "A: {va}\nB: {vb}");
-    let reaped = |v: &serde_json::Value| {
-        v["apps"].as_array().unwrap().iter().filter(|a| a["domain"] == h.domain() && a["action"] == "reaped").count()
-    };
-    assert_eq!(reaped(&va) + reaped(&vb), 1, "exactly one janitor reaped the orphan\nA: {va}\nB: {vb}");
-    for v in [&va, &vb] {
-        for app in v["apps"].as_array().unwrap().iter().filter(|a| a["domain"] == h.domain()) {
-            let act = app["action"].as_str().unwrap();
-            assert!(["reaped", "left", "already-gone"].contains(&act), "{app}");
-            if act == "reaped" {
-                assert_eq!(app["lease"], "taken", "{app}");
+    let (ra, rb) = (report(&oa), report(&ob));
+    assert_eq!((code(&oa), code(&ob)), (0, 0), "A: {ra:?}\nB: {rb:?}");
+    let reaped = |r: &Report| r.apps.iter().filter(|a| a.domain == h.domain() && a.action == Act::Reaped).count();
+    assert_eq!(reaped(&ra) + reaped(&rb), 1, "exactly one janitor reaped the orphan\nA: {ra:?}\nB: {rb:?}");
+    for r in [&ra, &rb] {
+        for app in r.apps.iter().filter(|a| a.domain == h.domain()) {
+            assert!([Act::Reaped, Act::Left, Act::AlreadyGone].contains(&app.action), "{app:?}");
+            if app.action == Act::Reaped {
+                assert_eq!(app.lease, Some(LeaseSeen::Taken), "{app:?}");
             }
         }
     }
     // What is left is each host's own bookkeeping (a .env, a lockfile): its janitor's.
     for w in [&h.a, &h.b] {
-        let (c, v) = janitor(w);
-        assert_eq!(c, 0, "{v}");
+        let (c, r) = janitor(w);
+        assert_eq!(c, 0, "{r:?}");
     }
     assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());
     assert_eq!(h.cluster.exists(&h.key()), Some(false), "the janitors released their leases");

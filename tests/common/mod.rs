@@ -412,6 +412,13 @@ pub fn reason(r: &serde_json::Value, name: &str) -> String {
     stage(r, name)["reason"].as_str().unwrap_or("").to_string()
 }
 
+/// The `ccci janitor --json` report on `stdout`, read into its real types; panics (naming the
+/// error and what was printed) when it is not one.
+pub fn janitor_report(stdout: &[u8]) -> ccci::janitor::report::Report {
+    serde_json::from_slice(stdout)
+        .unwrap_or_else(|e| panic!("not a `ccci janitor --json` report ({e}):\n{}", String::from_utf8_lossy(stdout)))
+}
+
 /// A shell hook or test (`set -eu`), to be made executable.
 pub fn script(body: &str) -> String {
     format!("#!/bin/sh\nset -eu\n{body}\n")
