@@ -162,4 +162,26 @@ mod tests {
         names.dedup();
         assert_eq!(before, names.len());
     }
+
+    /// The registry's strings (shown in `--help`, docs/env.md and the NixOS module) say what
+    /// the code does: each is the constant the code uses.
+    #[test]
+    fn the_registry_defaults_are_the_ones_the_code_uses() {
+        use crate::config::limits as l;
+        for (var, default, max) in [
+            (CCCI_DEADLINE, l::DEFAULT_DEADLINE_SECS, None),
+            (CCCI_TEARDOWN_BUDGET, l::DEFAULT_BUDGET_SECS, None),
+            (CCCI_KILL_GRACE, l::DEFAULT_KILL_GRACE_SECS, Some(l::MAX_KILL_GRACE_SECS)),
+            (CCCI_LEAK_TIMEOUT_MS, l::DEFAULT_LEAK_TIMEOUT_MS, Some(l::MAX_LEAK_TIMEOUT_MS)),
+            (CCCI_MIN_FREE_MB, l::DEFAULT_MIN_FREE_MB, Some(l::MAX_MIN_FREE_MB)),
+            (CCCI_MAX_DEADLINE, l::DEFAULT_MAX_DEADLINE_SECS, Some(l::MAX_DEADLINE_SECS)),
+            (CCCI_MAX_TEARDOWN_BUDGET, l::DEFAULT_MAX_BUDGET_SECS, Some(l::MAX_BUDGET_SECS)),
+        ] {
+            let v = lookup(var).unwrap();
+            assert_eq!(v.default, Some(default.to_string().as_str()), "{var}");
+            if let Some(max) = max {
+                assert_eq!(v.max, Some(max.to_string().as_str()), "{var}");
+            }
+        }
+    }
 }

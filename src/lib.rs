@@ -73,6 +73,6 @@ pub fn main() -> ExitCode {
         cli::Command::LockWait(args) => commands::locks::lock_wait(&cli, args),
         cli::Command::LeaseWait(args) => commands::lease_wait::main(&cli, args),
     };
-    logging::flush(std::time::Duration::from_millis(500));
+    logging::flush(crate::logging::EXIT_FLUSH);
     ExitCode::from(code)
 }

@@ -120,11 +120,19 @@ pub fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+/// How long a command's end waits for stderr to drain: a live reader takes microseconds; a
+/// stalled one (a paused terminal, a full pipe) must not hold the exit code back.
+pub const EXIT_FLUSH: Duration = Duration::from_millis(300);
+
+/// How often a flush looks whether the writer drained: short, as it runs at exit and a
+/// terminal drains in microseconds.
+const FLUSH_POLL: Duration = Duration::from_millis(2);
+
 /// Gives the stderr writer up to `within` to drain; never blocks longer.
 pub fn flush(within: Duration) {
     let start = Instant::now();
     while PENDING.load(Ordering::Acquire) > 0 && start.elapsed() < within {
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(FLUSH_POLL);
     }
 }
 

@@ -51,6 +51,16 @@ pub const GONE_BACKSTOP: Duration = Duration::from_secs(2);
 const GONE_POLL: Duration = Duration::from_millis(500);
 /// No single read of a wait for objects to go takes longer than this.
 const PER_CALL: Duration = Duration::from_secs(10);
+/// How long `stack rm`'s containers get to stop: their stop grace (10 s by default) and
+/// swarm's task shutdown, with room for a slow image's entrypoint.
+const CONTAINERS_GONE: Duration = Duration::from_secs(60);
+/// How long the removal of volumes, secrets, configs and networks is retried: a volume stays
+/// busy for a moment after its container exits, a network while its endpoints detach.
+const REMOVALS_RETRIED: Duration = Duration::from_secs(30);
+/// Between two rounds of those removals.
+const REMOVAL_ROUND: Duration = Duration::from_millis(500);
+/// A look started near the end of a wait may still take this long: the last one decides.
+const LAST_LOOK: Duration = Duration::from_secs(2);
 
 /// The bound of a read no wait passes in: [`READ_BOUND`], and no later than the bound a sweep
 /// set for everything it starts (the janitor's `--deadline`, the run-start janitor's budget).
@@ -110,9 +120,8 @@ pub fn docker_reap(docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), 
         fenced(fence, "docker stack rm")?;
         docker.stack_rm(stack)?;
     }
-    wait_gone(docker, stack, Duration::from_secs(60), |r| r.services.is_empty() && r.containers.is_empty())?;
-    // Volumes can stay busy for a moment after their containers exit.
-    let end = crate::lifetime::instant_after(Duration::from_secs(30));
+    wait_gone(docker, stack, CONTAINERS_GONE, |r| r.services.is_empty() && r.containers.is_empty())?;
+    let end = crate::lifetime::instant_after(REMOVALS_RETRIED);
     loop {
         let r = docker.residue(stack, read_until())?;
         let mut failed = Vec::new();
@@ -140,7 +149,7 @@ pub fn docker_reap(docker: &Docker, app: &App, fence: &dyn Fence) -> Result<(), 
         if Instant::now() >= end {
             return Err(ReapError::Remains { after: "docker removal".into(), items: left.items(), failed });
         }
-        if let Some(stop) = lifetime::sleep(Duration::from_millis(500)) {
+        if let Some(stop) = lifetime::sleep(REMOVAL_ROUND) {
             return Err(ReapError::Stopped(Some(stop)));
         }
     }
@@ -194,8 +203,7 @@ pub fn until_gone<T>(
         let now = Instant::now();
         if now >= next {
             let cancel = || stopped(&watch);
-            // A look may overrun `within` a little: the last one decides.
-            let until = Deadline::at(end.max(now + Duration::from_secs(2))).cap(PER_CALL).or_when(&cancel);
+            let until = Deadline::at(end.max(now + LAST_LOOK)).cap(PER_CALL).or_when(&cancel);
             let (done, answer) = check(until);
             if done {
                 return GoneEnd::Done(answer);

@@ -149,7 +149,7 @@ pub fn main(cli: &Cli, args: &CancelArgs) -> u8 {
             );
         }
     }
-    logging::flush(Duration::from_millis(200));
+    logging::flush(crate::logging::EXIT_FLUSH);
     code
 }
 

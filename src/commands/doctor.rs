@@ -267,6 +267,9 @@ fn drain_check(host: &Host) -> Check {
     }
 }
 
+/// A systemd that does not answer within this is as good as absent for `doctor`.
+const SYSTEMCTL_BOUND: Duration = Duration::from_secs(10);
+
 /// `systemctl is-enabled UNIT`: `Some(answer)`, or `None` when systemd does not answer.
 fn is_enabled(unit: &str) -> Option<String> {
     let out = Cmd::new("systemctl")
@@ -274,7 +277,7 @@ fn is_enabled(unit: &str) -> Option<String> {
         .name("systemctl")
         .capture()
         .level(tracing::Level::DEBUG)
-        .timeout(Duration::from_secs(10))
+        .timeout(SYSTEMCTL_BOUND)
         .run()
         .ok()?;
     let answer = out.stdout.trim().to_string();
@@ -342,7 +345,7 @@ pub fn main(cli: &Cli, args: &DoctorArgs) -> u8 {
     } else {
         print(&checks);
     }
-    logging::flush(Duration::from_millis(200));
+    logging::flush(crate::logging::EXIT_FLUSH);
     if ok { exit::OK } else { exit::FAILED }
 }
 

@@ -180,7 +180,7 @@ pub fn drain(cli: &Cli, args: &DrainArgs) -> u8 {
     } else if out.drained.is_none() {
         println!("draining: new runs refuse to start; `ccci drain --wait` waits for the live ones");
     }
-    logging::flush(Duration::from_millis(200));
+    logging::flush(crate::logging::EXIT_FLUSH);
     code
 }
 
@@ -211,6 +211,6 @@ pub fn undrain(cli: &Cli, args: &UndrainArgs) -> u8 {
     } else {
         println!("the host was not draining");
     }
-    logging::flush(Duration::from_millis(200));
+    logging::flush(crate::logging::EXIT_FLUSH);
     exit::OK
 }

@@ -59,6 +59,6 @@ pub fn main(cli: &Cli, args: &ExecStepArgs) -> u8 {
             exit::INTERNAL
         }
     };
-    logging::flush(Duration::from_millis(300));
+    logging::flush(crate::logging::EXIT_FLUSH);
     code
 }

@@ -15,8 +15,6 @@
 //! not be read for discovery (the infra verdict), 142 stopped at `--deadline` (between
 //! candidates), 143/130 stopped by SIGTERM/SIGHUP or SIGINT/SIGQUIT.
 
-use std::time::Duration;
-
 use crate::adapters::{Abra, Docker};
 use crate::cli::{Cli, JanitorArgs};
 use crate::commands::output;
@@ -94,6 +92,6 @@ pub fn main(cli: &Cli, args: &JanitorArgs) -> u8 {
             if rows.is_empty() { "nothing to do\n".to_string() } else { output::table(&Report::PLAN_COLUMNS, &rows) };
         output::stdout(&mask::mask(&text));
     }
-    logging::flush(Duration::from_millis(300));
+    logging::flush(crate::logging::EXIT_FLUSH);
     report.exit_code
 }

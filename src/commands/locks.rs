@@ -157,7 +157,7 @@ pub fn main(cli: &Cli, args: &LocksArgs) -> u8 {
     } else {
         print_table(&host.lock_dir, &locks);
     }
-    logging::flush(Duration::from_millis(200));
+    logging::flush(crate::logging::EXIT_FLUSH);
     exit::OK
 }
 

@@ -95,7 +95,7 @@ pub fn main(cli: &Cli, args: &PolicyArgs) -> u8 {
     } else {
         print_human(&out);
     }
-    logging::flush(std::time::Duration::from_millis(200));
+    logging::flush(crate::logging::EXIT_FLUSH);
     match out.verdict {
         Verdict::Allowed => exit::OK,
         Verdict::Refused => exit::FAILED,

@@ -163,7 +163,7 @@ pub fn main(cli: &Cli, args: &PsArgs) -> u8 {
     } else {
         print_tables(&out, args.all);
     }
-    logging::flush(Duration::from_millis(200));
+    logging::flush(crate::logging::EXIT_FLUSH);
     exit::OK
 }
 

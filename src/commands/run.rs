@@ -297,7 +297,7 @@ fn finish(ctx: &Ctx, st: RunState, started: SystemTime, t0: Instant, provenance:
         output::stdout(&mask::mask(&text));
     }
     tracing::info!("exit {code} ({})", outcome.as_str());
-    logging::flush(std::time::Duration::from_millis(300));
+    logging::flush(crate::logging::EXIT_FLUSH);
     logging::detach_run_log();
     code
 }

@@ -221,8 +221,20 @@ impl Host {
             Some((v, o)) => input::abs_path(&labelled("abra home", &o), &v)?,
             None => passwd_home.join(".abra"),
         };
-        let kill_grace = number(ev::CCCI_KILL_GRACE, "kill grace", 10, limits::MAX_KILL_GRACE_SECS, true)?;
-        let leak_ms = number(ev::CCCI_LEAK_TIMEOUT_MS, "leak timeout", 200, limits::MAX_LEAK_TIMEOUT_MS, false)?;
+        let kill_grace = number(
+            ev::CCCI_KILL_GRACE,
+            "kill grace",
+            limits::DEFAULT_KILL_GRACE_SECS,
+            limits::MAX_KILL_GRACE_SECS,
+            true,
+        )?;
+        let leak_ms = number(
+            ev::CCCI_LEAK_TIMEOUT_MS,
+            "leak timeout",
+            limits::DEFAULT_LEAK_TIMEOUT_MS,
+            limits::MAX_LEAK_TIMEOUT_MS,
+            false,
+        )?;
         let max_deadline = number(
             ev::CCCI_MAX_DEADLINE,
             "max deadline",
@@ -472,14 +484,20 @@ impl Run {
                 None => Ok(default.map(Duration::from_secs)),
             }
         };
-        let deadline = secs(args.deadline.as_deref(), "--deadline", ev::CCCI_DEADLINE, host.max_deadline, Some(3600))?
-            .unwrap_or_default();
+        let deadline = secs(
+            args.deadline.as_deref(),
+            "--deadline",
+            ev::CCCI_DEADLINE,
+            host.max_deadline,
+            Some(limits::DEFAULT_DEADLINE_SECS),
+        )?
+        .unwrap_or_default();
         let teardown_budget = secs(
             args.teardown_budget.as_deref(),
             "--teardown-budget",
             ev::CCCI_TEARDOWN_BUDGET,
             host.max_teardown_budget,
-            Some(600),
+            Some(limits::DEFAULT_BUDGET_SECS),
         )?
         .unwrap_or_default();
         // Waiting longer than the deadline is pointless: the deadline ends the wait anyway.
@@ -586,15 +604,15 @@ impl Janitor {
         let host = Host::resolve(&layers)?;
         let prune_days = match args.prune_after.as_deref().filter(|v| !v.is_empty()) {
             Some(v) => input::bounded("prune-after (from --prune-after)", v, limits::MAX_PRUNE_DAYS, false)?,
-            None => 14,
+            None => limits::DEFAULT_PRUNE_DAYS,
         };
         let deadline = match args.deadline.as_deref().filter(|v| !v.is_empty()) {
             Some(v) => input::bounded("deadline (from --deadline)", v, limits::MAX_JANITOR_DEADLINE_SECS, false)?,
-            None => 1800,
+            None => limits::DEFAULT_JANITOR_DEADLINE_SECS,
         };
         let sweep_every = match args.sweep_every.as_deref().filter(|v| !v.is_empty()) {
             Some(v) => input::bounded("sweep-every (from --sweep-every)", v, limits::MAX_JANITOR_DEADLINE_SECS, false)?,
-            None => 300,
+            None => limits::DEFAULT_SWEEP_EVERY_SECS,
         };
         Ok(Janitor {
             host,

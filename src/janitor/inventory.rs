@@ -67,7 +67,7 @@ fn env_stamp(env_path: &Path, key: &str) -> Option<String> {
 pub fn lease_tokens() -> Result<BTreeMap<String, u64>, String> {
     use crate::adapters::engine::{Deadline, Engine, NS_LABEL, Scope};
     let engine = Engine::from_env().map_err(|e| e.to_string())?;
-    let until = || Deadline::after(std::time::Duration::from_secs(30));
+    let until = || Deadline::after(crate::adapters::docker::READ_BOUND);
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
     let mut add = |labels: Option<&std::collections::HashMap<String, String>>| {
         let Some(l) = labels else { return };

@@ -44,7 +44,7 @@ pub fn run_start(host: &Host, abra: &Abra, docker: &Docker, budget: Duration) ->
     let settings = Settings {
         kind: Kind::RunStart,
         dry_run: false,
-        prune_after: Duration::from_secs(14 * 86_400),
+        prune_after: Duration::from_secs(crate::config::limits::DEFAULT_PRUNE_DAYS * 86_400),
         deadline: budget,
         kill_grace: host.kill_grace,
     };
@@ -171,10 +171,15 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
     report
 }
 
+/// The bound of the one read of every lease key: an etcd without a quorum answers nothing, and
+/// the sweep must go on without the leases rather than wait for it (as long as a docker read with
+/// no wait around it, [`crate::adapters::docker::READ_BOUND`]).
+const LEASE_READ: Duration = crate::adapters::docker::READ_BOUND;
+
 /// Every held lease key under the prefix, in one linearizable read (`Off` without the lease).
 fn read_leases(lease: Option<&Lease>) -> Leases {
     let Some(lease) = lease else { return Leases::Off };
-    match lease.read_all(crate::lifetime::Deadline::after(Duration::from_secs(30))) {
+    match lease.read_all(crate::lifetime::Deadline::after(LEASE_READ)) {
         Ok(all) => Leases::Read(all.into_iter().map(|(d, k)| (d, (k.token, k.describe()))).collect()),
         Err(e) => {
             tracing::warn!("janitor: {e}: no app of the shared swarm can be proved orphaned now");

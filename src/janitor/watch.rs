@@ -50,6 +50,9 @@ use crate::names::{self, RunAppPattern};
 
 /// A reap that failed (dockerd down, abra failing) is tried again after this.
 pub const RETRY: Duration = Duration::from_secs(30);
+/// A held lease of a dead holder is looked at again this long after its TTL: etcd revokes it
+/// at the TTL, give or take its own tick.
+const LAPSED_BY: Duration = Duration::from_secs(1);
 
 /// How the watch behaves.
 #[derive(Debug, Clone)]
@@ -177,6 +180,8 @@ fn watch_dir(lock_dir: &Path, tx: Sender<Msg>) -> Result<(), String> {
     Ok(())
 }
 
+const STOP_BACKSTOP: Duration = Duration::from_secs(1);
+
 /// The lifetime's stop (SIGTERM, SIGINT) as a message.
 fn bridge_stop(tx: Sender<Msg>) {
     let _ = std::thread::Builder::new().name("watch-stop".into()).spawn(move || {
@@ -186,7 +191,8 @@ fn bridge_stop(tx: Sender<Msg>) {
                 let _ = tx.send(Msg::Stop);
                 return;
             }
-            let _ = w.recv_timeout(Duration::from_secs(1));
+            // The stop arrives as an event; the timeout is only a backstop should one be missed.
+            let _ = w.recv_timeout(STOP_BACKSTOP);
         }
     });
 }
@@ -379,7 +385,7 @@ impl Watcher<'_> {
         } else if let (Some(super::report::LeaseSeen::Held), Some(l)) = (entry.lease, &self.host.lease) {
             // A dead holder's app lease outlives it by up to its TTL: look again once it lapsed
             // (a new holder, if one took the domain meanwhile, is left alone then too).
-            let again = l.ttl + std::time::Duration::from_secs(1);
+            let again = l.ttl + LAPSED_BY;
             tracing::info!(
                 "watch: {domain}: its app lease is still held; looking again in {}",
                 crate::clock::human(again)

@@ -68,14 +68,22 @@ struct State {
     wakers: Vec<(u64, Sender<Event>)>,
 }
 
+/// A SIGALRM this much earlier than the budget's end is the deadline's stale alarm (it raced
+/// the normal end of the stages), not the budget's.
+const STALE_ALARM_MARGIN: Duration = Duration::from_secs(1);
+/// After the budget is spent, how long the main thread gets to write its report and exit
+/// before the process ends at once (a wedged main thread must not outlive the budget by much).
+const WEDGED_EXIT_AFTER: Duration = Duration::from_secs(15);
+
 static STATE: Mutex<State> = Mutex::new(State {
     cause: None,
     phase: Phase::Running,
     interrupts: 0,
     epoch: 0,
     abandoned: false,
-    deadline: Duration::from_secs(3600),
-    budget: Duration::from_secs(600),
+    // Until `configure_deadline`: the defaults a run gets without flags.
+    deadline: Duration::from_secs(crate::config::limits::DEFAULT_DEADLINE_SECS),
+    budget: Duration::from_secs(crate::config::limits::DEFAULT_BUDGET_SECS),
     parent: None,
     teardown_started: None,
     next_id: 0,
@@ -211,7 +219,7 @@ fn on_signal(sig: i32) {
             SIGALRM => {
                 // The deadline's alarm can race the normal end of the stages: a SIGALRM that
                 // arrives well before the budget could have run out is that stale alarm.
-                let early = s.teardown_started.is_some_and(|t| t.elapsed() + Duration::from_secs(1) < s.budget);
+                let early = s.teardown_started.is_some_and(|t| t.elapsed() + STALE_ALARM_MARGIN < s.budget);
                 if early {
                     tracing::info!("deadline alarm arrived as teardown began: ignored, teardown continues");
                 } else if !s.abandoned {
@@ -225,7 +233,7 @@ fn on_signal(sig: i32) {
                     // The main thread writes the report and exits at once; should it be wedged
                     // somewhere, this makes sure the process still ends.
                     std::thread::spawn(|| {
-                        std::thread::sleep(Duration::from_secs(15));
+                        std::thread::sleep(WEDGED_EXIT_AFTER);
                         exit_now("teardown abandoned and the process did not exit: exiting at once");
                     });
                 }
@@ -298,7 +306,7 @@ fn exit_now(why: &str) -> ! {
     if let Some(hook) = EXIT_NOW_HOOK.get() {
         hook();
     }
-    crate::logging::flush(Duration::from_millis(200));
+    crate::logging::flush(crate::logging::EXIT_FLUSH);
     let code = cause().map_or(crate::exit::INTERRUPTED, Cause::exit_code);
     std::process::exit(i32::from(code));
 }

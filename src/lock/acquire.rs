@@ -33,6 +33,10 @@ pub fn try_acquire(path: &Path) -> Result<Option<LockGuard>, LockError> {
     }
 }
 
+/// The release and a stop arrive as events; a look at least this often anyway, should one be
+/// missed (and to notice the timeout).
+const BACKSTOP: Duration = Duration::from_millis(500);
+
 const WAITING: u8 = 0;
 const ACQUIRED: u8 = 1;
 const CANCELLED: u8 = 2;
@@ -117,7 +121,7 @@ pub fn wait_flock(
         if left == Some(Duration::ZERO) {
             return give_up(Waited::TimedOut);
         }
-        let wait = left.map_or(Duration::from_millis(500), |l| l.min(Duration::from_millis(500)));
+        let wait = left.map_or(BACKSTOP, |l| l.min(BACKSTOP));
         if let Some(Event::LockDone) = watch.recv_timeout(wait) {
             break;
         }

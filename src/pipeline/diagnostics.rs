@@ -32,9 +32,13 @@ pub(super) struct Saved {
     pub key: Option<String>,
 }
 
-/// The time diagnostics may take: a fifth of the teardown budget, at most 30 s.
+/// Diagnostics never take more than this: every read is of a stack that is up, and teardown
+/// needs the rest of its budget.
+const MAX_SHARE: Duration = Duration::from_secs(30);
+
+/// The time diagnostics may take: a fifth of the teardown budget, at most [`MAX_SHARE`].
 pub(super) fn share_of(budget: Duration) -> Duration {
-    (budget / 5).min(Duration::from_secs(30))
+    (budget / 5).min(MAX_SHARE)
 }
 
 /// Saves what the stack's services show now into `run_dir/diagnostics/`. Never fails the run:

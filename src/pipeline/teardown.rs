@@ -11,7 +11,10 @@ use crate::lifetime;
 use crate::lock::LockGuard;
 use crate::report::{Teardown, TeardownResult};
 
+/// `stack rm` is asynchronous: how long its objects get to disappear before they are residue.
 const VERIFY_FOR: Duration = Duration::from_secs(30);
+/// After the docker routine, which waited for the objects itself: one short look.
+const VERIFY_AFTER_DOCKER: Duration = Duration::from_secs(5);
 
 fn abandoned(app: &App, started: Instant) -> Option<Teardown> {
     if !lifetime::abandoned() {
@@ -83,7 +86,7 @@ pub(super) fn teardown(ctx: &Ctx, app: &App, lock: &LockGuard, lease: &RunLease)
         if let Some(t) = abandoned(app, started) {
             return t;
         }
-        left = verify(ctx, app, Duration::from_secs(5));
+        left = verify(ctx, app, VERIFY_AFTER_DOCKER);
     }
     let ms = started.elapsed().as_millis() as u64;
     if let Some(t) = abandoned(app, started) {

@@ -139,7 +139,7 @@ pub fn wait_group_empty(pgid: i32, within: Duration) -> bool {
         if Instant::now() >= end {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(kill::POLL);
     }
 }
 
@@ -185,7 +185,7 @@ pub fn reap_adopted() {
 pub fn sweep_adopted(grace: Duration) -> Vec<i32> {
     let mut seen = Vec::new();
     let mut quiet_passes = 0;
-    let deadline = crate::lifetime::instant_after(grace.saturating_add(Duration::from_secs(5)));
+    let deadline = crate::lifetime::instant_after(grace.saturating_add(kill::KILL_CONFIRM));
     while quiet_passes < 2 && Instant::now() < deadline {
         reap_adopted();
         let alive: Vec<ProcStat> =

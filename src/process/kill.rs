@@ -41,9 +41,9 @@ pub enum Fate {
 }
 
 /// How long a SIGKILLed target may take to disappear before it is reported as failed.
-const KILL_CONFIRM: Duration = Duration::from_secs(5);
+pub(crate) const KILL_CONFIRM: Duration = Duration::from_secs(5);
 /// Between two looks while waiting: short, because a step's end is on the run's critical path.
-const POLL: Duration = Duration::from_millis(5);
+pub(crate) const POLL: Duration = Duration::from_millis(5);
 
 impl Target {
     fn alive(&self) -> bool {

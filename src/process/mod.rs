@@ -31,6 +31,9 @@ use crate::exit::Cause;
 use crate::lifetime::{self, Event, Stop, Stream};
 
 const TAIL_LINES: usize = 40;
+/// The child's exit, its lines and a stop arrive as events; the wait looks at the stop and the
+/// timeout at least this often anyway, should one be missed.
+const WAIT_BACKSTOP: Duration = Duration::from_millis(500);
 /// A logged line is cut here; captured output never is.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -82,8 +85,10 @@ pub struct Timing {
 
 // A lock, not a OnceLock: a child spawned before the host config was read (a preflight
 // probe) must not freeze the defaults for the rest of the process.
-static TIMING: Mutex<Timing> =
-    Mutex::new(Timing { kill_grace: Duration::from_secs(10), leak_timeout: Duration::from_millis(200) });
+static TIMING: Mutex<Timing> = Mutex::new(Timing {
+    kill_grace: Duration::from_secs(crate::config::limits::DEFAULT_KILL_GRACE_SECS),
+    leak_timeout: Duration::from_millis(crate::config::limits::DEFAULT_LEAK_TIMEOUT_MS),
+});
 
 /// The instant every child must have ended by, while a [`ChildBound`] is alive.
 static CHILD_BOUND: Mutex<Option<Instant>> = Mutex::new(None);
@@ -565,9 +570,8 @@ impl Cmd {
                 stop = Some(Stopped::TimedOut(d.saturating_duration_since(started)));
                 break;
             }
-            let wait = deadline.map_or(Duration::from_millis(500), |d| {
-                d.saturating_duration_since(Instant::now()).min(Duration::from_millis(500))
-            });
+            let wait =
+                deadline.map_or(WAIT_BACKSTOP, |d| d.saturating_duration_since(Instant::now()).min(WAIT_BACKSTOP));
             match watch.recv_timeout(wait) {
                 Some(Event::Exited) => exited = true,
                 Some(ev) => sink.handle(ev),
@@ -613,7 +617,8 @@ impl Cmd {
                 }
             }
             let left = end.saturating_duration_since(Instant::now());
-            if !group::wait_group_empty(pid, left.max(Duration::from_millis(1))) {
+            // Even with the leak timeout spent on the pipes, the group is looked at once.
+            if !group::wait_group_empty(pid, left.max(kill::POLL)) {
                 let members = group::live_members(pid);
                 tracing::warn!(
                     "{}: leaky step: processes {members:?} were still running in its group after it exited; stopping them",

@@ -52,6 +52,11 @@ pub(super) fn proxy_configured() -> bool {
     vars.filter(|v| !v.eq_ignore_ascii_case("no_proxy")).any(|v| std::env::var(v).is_ok_and(|x| !x.trim().is_empty()))
 }
 
+/// One address's connect: the next address (IPv4 after IPv6) gets its turn within the GET's time.
+const CONNECT: Duration = Duration::from_secs(5);
+/// Reads are sliced this finely so a stop is seen within it.
+const READ_SLICE: Duration = Duration::from_millis(100);
+
 /// GETs the URL and returns the status code, or why there is none. Bounded by `max` in all;
 /// `stop` is checked every 100 ms (a cancel abandons the request).
 pub(super) fn get_status(url: &PlainUrl, max: Duration, stop: &dyn Fn() -> bool) -> Result<u16, String> {
@@ -65,7 +70,7 @@ pub(super) fn get_status(url: &PlainUrl, max: Duration, stop: &dyn Fn() -> bool)
         if left.is_zero() {
             break;
         }
-        match TcpStream::connect_timeout(&a, left.min(Duration::from_secs(5))) {
+        match TcpStream::connect_timeout(&a, left.min(CONNECT)) {
             Ok(s) => {
                 stream = Some(s);
                 break;
@@ -94,7 +99,7 @@ pub(super) fn get_status(url: &PlainUrl, max: Duration, stop: &dyn Fn() -> bool)
         if left.is_zero() {
             return Err(format!("no answer within {}", crate::clock::human(max)));
         }
-        s.set_read_timeout(Some(left.min(Duration::from_millis(100)))).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(left.min(READ_SLICE))).map_err(|e| e.to_string())?;
         match s.read(&mut buf) {
             Ok(0) => return Err("the connection closed before a status line".into()),
             Ok(n) => head.extend_from_slice(&buf[..n]),

@@ -32,6 +32,15 @@ pub const PER_CALL: Duration = Duration::from_secs(10);
 /// A read may overrun the wait's end by this much, so the look that decides a timeout is not
 /// itself cut short into a false "dockerd did not answer".
 const LAST_LOOK: Duration = Duration::from_secs(2);
+/// A TCP probe's connect: short, so the wait stays cancellable within it; a slow connect counts
+/// as a failed attempt and the next round tries again.
+const TCP_CONNECT: Duration = Duration::from_millis(100);
+/// One GET of the HTTP floor: an app that needs longer to answer its front page is not ready.
+const HTTP_GET: Duration = Duration::from_secs(10);
+/// curl's own bound on that GET (`--max-time`, whole seconds), and the child's, a little longer,
+/// should curl not honour it (a wedged resolver).
+const CURL_MAX_TIME_SECS: u64 = 10;
+const CURL_CHILD: Duration = Duration::from_secs(CURL_MAX_TIME_SECS + 5);
 
 /// What readiness listens to: services (create, update with `updatestate.new`, remove) and
 /// containers (create, start, die, destroy, `health_status: …`). Networks, volumes, secrets and
@@ -87,9 +96,7 @@ struct LiveProbes;
 impl Probes for LiveProbes {
     fn tcp(&mut self, addr: &str) -> bool {
         let Ok(mut addrs) = addr.to_socket_addrs() else { return false };
-        // Short, so the readiness wait stays cancellable within 100 ms; a slow connect counts
-        // as a failed attempt and the next round tries again.
-        addrs.next().is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_ok())
+        addrs.next().is_some_and(|a| TcpStream::connect_timeout(&a, TCP_CONNECT).is_ok())
     }
 
     /// GETs the floor URL: a plain `http://` URL in-process (no process per look), anything
@@ -99,7 +106,7 @@ impl Probes for LiveProbes {
             && !super::http::proxy_configured()
         {
             let stop = || lifetime::cause().is_some();
-            let r = super::http::get_status(&url, Duration::from_secs(10), &stop);
+            let r = super::http::get_status(&url, HTTP_GET, &stop);
             tracing::debug!("HTTP floor: GET {}: {}", floor.url, r.as_ref().map_or_else(|e| e.clone(), u16::to_string));
             return r;
         }
@@ -107,8 +114,9 @@ impl Probes for LiveProbes {
             .name("curl")
             .level(tracing::Level::DEBUG)
             .capture()
-            .timeout(Duration::from_secs(15))
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"]);
+            .timeout(CURL_CHILD)
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time"])
+            .arg(CURL_MAX_TIME_SECS.to_string());
         if let Some(rest) = floor.url.strip_prefix("https://") {
             // The app is not in DNS: send the request to the local proxy, with SNI and Host
             // naming the domain so the certificate is still verified against it.
