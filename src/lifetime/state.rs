@@ -167,97 +167,131 @@ fn notify(s: &mut State) {
     s.wakers.retain(|(_, tx)| tx.send(Event::Wake).is_ok());
 }
 
+/// What the lifetime holds when a signal arrives: the input of [`react`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Now {
+    phase: Phase,
+    cause: Option<Cause>,
+    /// SIGINT/SIGQUIT received so far, this one included (a person pressing Ctrl-C).
+    interrupts: u32,
+    abandoned: bool,
+    /// During teardown: the budget cannot have run out yet (a SIGALRM now is the deadline's
+    /// stale alarm, which raced the normal end of the stages).
+    alarm_is_early: bool,
+}
+
+/// What to do about a signal (§4.1's table). Pure: [`on_signal`] carries it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reaction {
+    /// The first signal while running: record the cause, stop, go to teardown.
+    Cancel(Cause),
+    /// A second interrupt while stopping: stop the current step at once.
+    StopStep,
+    /// Another SIGTERM/SIGHUP/SIGALRM while stopping: already on the way out.
+    Noted,
+    /// The third interrupt: exit now; the janitor reaps what remains.
+    ExitNow,
+    /// The deadline's alarm, arriving as teardown began: teardown goes on.
+    StaleAlarm,
+    /// The teardown budget is spent: abandon teardown.
+    Abandon,
+    /// A second interrupt during teardown: skip the current teardown step.
+    SkipTeardownStep,
+    /// During teardown SIGTERM/SIGHUP (and a first interrupt, and an alarm after the abandon)
+    /// change nothing: teardown must run to its end for nothing to leak.
+    TeardownContinues,
+}
+
+fn react(now: Now, sig: i32) -> Reaction {
+    let interactive = matches!(sig, SIGINT | SIGQUIT);
+    match now.phase {
+        Phase::Running if now.cause.is_none() => Reaction::Cancel(cause_of(sig)),
+        Phase::Running if interactive && now.interrupts >= 3 => Reaction::ExitNow,
+        Phase::Running if interactive => Reaction::StopStep,
+        Phase::Running => Reaction::Noted,
+        Phase::Teardown => match sig {
+            SIGALRM if now.alarm_is_early => Reaction::StaleAlarm,
+            SIGALRM if !now.abandoned => Reaction::Abandon,
+            SIGINT | SIGQUIT if now.interrupts >= 3 => Reaction::ExitNow,
+            SIGINT | SIGQUIT if now.interrupts == 2 => Reaction::SkipTeardownStep,
+            _ => Reaction::TeardownContinues,
+        },
+    }
+}
+
 fn on_signal(sig: i32) {
     let mut s = lock();
-    let interactive = matches!(sig, SIGINT | SIGQUIT);
-    if interactive {
+    if matches!(sig, SIGINT | SIGQUIT) {
         s.interrupts += 1;
     }
-    match s.phase {
-        Phase::Running => {
-            if s.cause.is_none() {
-                let cause = cause_of(sig);
-                s.cause = Some(cause);
-                match cause {
-                    Cause::Deadline => {
-                        tracing::error!(
-                            "run exceeded its {} deadline: stopping and tearing down",
-                            clock::minutes_seconds(s.deadline)
-                        )
-                    }
-                    Cause::Term | Cause::Hup => {
-                        let parent_gone = s.parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p);
-                        if parent_gone && sig == SIGTERM {
-                            tracing::warn!(
-                                "parent process exited (parent-death signal SIGTERM): cancelling the run and tearing down"
-                            )
-                        } else {
-                            tracing::warn!("received {}: cancelling the run and tearing down", name_of(sig))
-                        }
-                    }
-                    Cause::Int | Cause::Quit => {
+    let now = Now {
+        phase: s.phase,
+        cause: s.cause,
+        interrupts: s.interrupts,
+        abandoned: s.abandoned,
+        alarm_is_early: s.teardown_started.is_some_and(|t| t.elapsed() + STALE_ALARM_MARGIN < s.budget),
+    };
+    let name = name_of(sig);
+    match react(now, sig) {
+        Reaction::Cancel(cause) => {
+            s.cause = Some(cause);
+            match cause {
+                Cause::Deadline => tracing::error!(
+                    "run exceeded its {} deadline: stopping and tearing down",
+                    clock::minutes_seconds(s.deadline)
+                ),
+                Cause::Term | Cause::Hup => {
+                    let parent_gone = s.parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p);
+                    if parent_gone && sig == SIGTERM {
                         tracing::warn!(
-                            "received {}: cancelling the run and tearing down (press again to stop the current step at once)",
-                            name_of(sig)
+                            "parent process exited (parent-death signal SIGTERM): cancelling the run and tearing down"
                         )
+                    } else {
+                        tracing::warn!("received {name}: cancelling the run and tearing down")
                     }
-                    // Never from a signal: a lost lease comes through `cancel`.
-                    Cause::LeaseLost => {}
                 }
-                notify(&mut s);
-            } else if interactive && s.interrupts >= 3 {
-                drop(s);
-                exit_now("third interrupt: exiting at once; the janitor will reap what remains");
-            } else if interactive {
-                tracing::warn!("received {} again: stopping the current step at once", name_of(sig));
-                notify(&mut s);
-            } else {
-                tracing::info!("received {} while already stopping: noted", name_of(sig));
+                Cause::Int | Cause::Quit => tracing::warn!(
+                    "received {name}: cancelling the run and tearing down (press again to stop the current step at once)"
+                ),
+                // Never from a signal: a lost lease comes through `cancel`.
+                Cause::LeaseLost => {}
             }
+            notify(&mut s);
         }
-        Phase::Teardown => match sig {
-            SIGALRM => {
-                // The deadline's alarm can race the normal end of the stages: a SIGALRM that
-                // arrives well before the budget could have run out is that stale alarm.
-                let early = s.teardown_started.is_some_and(|t| t.elapsed() + STALE_ALARM_MARGIN < s.budget);
-                if early {
-                    tracing::info!("deadline alarm arrived as teardown began: ignored, teardown continues");
-                } else if !s.abandoned {
-                    s.abandoned = true;
-                    tracing::error!(
-                        "teardown budget of {} is spent: abandoning teardown",
-                        clock::minutes_seconds(s.budget)
-                    );
-                    notify(&mut s);
-                    drop(s);
-                    // The main thread writes the report and exits at once; should it be wedged
-                    // somewhere, this makes sure the process still ends.
-                    std::thread::spawn(|| {
-                        std::thread::sleep(WEDGED_EXIT_AFTER);
-                        exit_now("teardown abandoned and the process did not exit: exiting at once");
-                    });
-                }
-            }
-            SIGTERM | SIGHUP => {
-                tracing::warn!("received {} during teardown: ignored, teardown continues", name_of(sig));
-            }
-            _ => {
-                if s.interrupts >= 3 {
-                    drop(s);
-                    exit_now("third interrupt: exiting at once; the janitor will reap what remains");
-                } else if s.interrupts == 2 {
-                    tracing::warn!(
-                        "received {} again during teardown: stopping the current teardown step and moving on",
-                        name_of(sig)
-                    );
-                    notify(&mut s);
-                } else {
-                    tracing::warn!(
-                        "received {} during teardown: teardown continues (press again to skip the current step)",
-                        name_of(sig)
-                    );
-                }
-            }
+        Reaction::StopStep => {
+            tracing::warn!("received {name} again: stopping the current step at once");
+            notify(&mut s);
+        }
+        Reaction::Noted => tracing::info!("received {name} while already stopping: noted"),
+        Reaction::ExitNow => {
+            drop(s);
+            exit_now("third interrupt: exiting at once; the janitor will reap what remains");
+        }
+        Reaction::StaleAlarm => {
+            tracing::info!("deadline alarm arrived as teardown began: ignored, teardown continues")
+        }
+        Reaction::Abandon => {
+            s.abandoned = true;
+            tracing::error!("teardown budget of {} is spent: abandoning teardown", clock::minutes_seconds(s.budget));
+            notify(&mut s);
+            drop(s);
+            // The main thread writes the report and exits at once; should it be wedged
+            // somewhere, this makes sure the process still ends.
+            std::thread::spawn(|| {
+                std::thread::sleep(WEDGED_EXIT_AFTER);
+                exit_now("teardown abandoned and the process did not exit: exiting at once");
+            });
+        }
+        Reaction::SkipTeardownStep => {
+            tracing::warn!("received {name} again during teardown: stopping the current teardown step and moving on");
+            notify(&mut s);
+        }
+        Reaction::TeardownContinues => match sig {
+            SIGINT | SIGQUIT => tracing::warn!(
+                "received {name} during teardown: teardown continues (press again to skip the current step)"
+            ),
+            SIGALRM => {}
+            _ => tracing::warn!("received {name} during teardown: ignored, teardown continues"),
         },
     }
 }
@@ -395,5 +429,56 @@ pub fn sleep(d: Duration) -> Option<Stop> {
             return None;
         }
         let _ = w.recv_timeout(end - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now(phase: Phase, cause: Option<Cause>, interrupts: u32) -> Now {
+        Now { phase, cause, interrupts, abandoned: false, alarm_is_early: false }
+    }
+
+    /// §4.1's table: every signal in every phase, with the interrupts counted so far.
+    #[test]
+    fn each_signal_in_each_phase_gets_its_reaction() {
+        use Phase::{Running, Teardown};
+        use Reaction as R;
+        let cancelled = Some(Cause::Term);
+        let interrupted = Some(Cause::Int);
+        let rows: &[(Now, i32, Reaction)] = &[
+            // Running: the first signal of any kind cancels with its own cause.
+            (now(Running, None, 0), SIGTERM, R::Cancel(Cause::Term)),
+            (now(Running, None, 0), SIGHUP, R::Cancel(Cause::Hup)),
+            (now(Running, None, 1), SIGINT, R::Cancel(Cause::Int)),
+            (now(Running, None, 1), SIGQUIT, R::Cancel(Cause::Quit)),
+            (now(Running, None, 0), SIGALRM, R::Cancel(Cause::Deadline)),
+            // ... whatever came first decides the cause; later ones only escalate.
+            (now(Running, cancelled, 1), SIGINT, R::StopStep),
+            (now(Running, interrupted, 2), SIGINT, R::StopStep),
+            (now(Running, interrupted, 2), SIGQUIT, R::StopStep),
+            (now(Running, interrupted, 3), SIGINT, R::ExitNow),
+            (now(Running, interrupted, 1), SIGTERM, R::Noted),
+            (now(Running, cancelled, 0), SIGALRM, R::Noted),
+            (now(Running, cancelled, 0), SIGHUP, R::Noted),
+            // Teardown: a supervisor's SIGTERM must not cut it short; a person may.
+            (now(Teardown, cancelled, 0), SIGTERM, R::TeardownContinues),
+            (now(Teardown, None, 0), SIGHUP, R::TeardownContinues),
+            (now(Teardown, None, 1), SIGINT, R::TeardownContinues),
+            (now(Teardown, interrupted, 2), SIGINT, R::SkipTeardownStep),
+            (now(Teardown, interrupted, 2), SIGQUIT, R::SkipTeardownStep),
+            (now(Teardown, interrupted, 3), SIGQUIT, R::ExitNow),
+            (now(Teardown, interrupted, 4), SIGINT, R::ExitNow),
+            // The alarm: the budget's, unless teardown has only just begun (the deadline's
+            // stale alarm); once abandoned, nothing more.
+            (now(Teardown, None, 0), SIGALRM, R::Abandon),
+            (Now { alarm_is_early: true, ..now(Teardown, None, 0) }, SIGALRM, R::StaleAlarm),
+            (Now { abandoned: true, ..now(Teardown, cancelled, 0) }, SIGALRM, R::TeardownContinues),
+            (Now { abandoned: true, ..now(Teardown, interrupted, 3) }, SIGINT, R::ExitNow),
+        ];
+        for (n, sig, want) in rows {
+            assert_eq!(react(*n, *sig), *want, "{} in {n:?}", name_of(*sig));
+        }
     }
 }
