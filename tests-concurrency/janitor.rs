@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ccci::janitor::report::{AppEntry, Report};
 use ccci::janitor::vocab::{Act, DirAct, Halt, LockSeen, Part, ProcAct, Source};
+use ccci::report::TeardownResult;
 use serde_json::Value;
 
 use crate::common::*;
@@ -541,7 +542,7 @@ fn garbage_at_the_lock_path_is_skipped_by_the_janitor_and_fails_a_run() {
         assert_eq!(code(&o), 1, "{kind}: {err}");
         assert!(err.contains(&format!("app lock {}", hello.display())) && err.contains(why), "{kind}: {err}");
         assert!(!w.abra_log().contains("app new"), "{kind}");
-        assert_eq!(w.results(&run_id)["teardown"]["result"], "skipped");
+        assert_eq!(w.results(&run_id).teardown.result, TeardownResult::Skipped);
         if kind == "dir" {
             fs::remove_dir(&hello).unwrap();
         } else {

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ccci::exit::Outcome;
+use ccci::report::{Status, TeardownResult};
+
 use crate::common::*;
 
 const SIGTERM: i32 = libc::SIGTERM;
@@ -316,9 +319,9 @@ fn drone_cancel_sigkill_of_the_step_shell_tears_down() {
             assert!(!alive(h.pid), "{shell}: the hanging deploy is gone");
         }
         let r = w.results(&id);
-        assert_eq!(r["exit_code"], 143, "{shell}: {r}");
-        assert_eq!(r["outcome"], "cancelled");
-        assert_eq!(r["teardown"]["result"], "clean", "{shell}: {r}");
+        assert_eq!(r.exit_code, 143, "{shell}: {r:?}");
+        assert_eq!(r.outcome, Outcome::Cancelled);
+        assert_eq!(r.teardown.result, TeardownResult::Clean, "{shell}: {r:?}");
         let text = run_log(&w, &id);
         assert!(text.contains("parent process exited (parent-death signal SIGTERM)"), "{shell}: {text}");
         assert!(lock_free(&lock_path(&w, recipe)), "{shell}: the app lock is free");
@@ -377,7 +380,7 @@ fn drone_wrapper_forwards_term_and_keeps_ccci_exit_code() {
         assert_eq!(code_of(st), 143, "{shell}: {}", watch.text());
         assert!(watch.text().contains("received SIGTERM"), "{shell}: {}", watch.text());
         assert!(!alive(hang.pid));
-        assert_eq!(w.results(&id)["exit_code"], 143);
+        assert_eq!(w.results(&id).exit_code, 143);
         assert_no_stragglers(&id);
     }
 }
@@ -445,7 +448,7 @@ fn orphan_guard_parent_pid_1() {
             // It ran: the fetch was attempted and failed as scripted.
             assert!(find_ev(&w, "start", "recipe fetch").is_some(), "{what}: {}", w.abra_log());
             assert!(w.runs_dir.exists());
-            assert_eq!(w.results(&id)["exit_code"], 1);
+            assert_eq!(w.results(&id).exit_code, 1);
         }
         assert_no_stragglers(&id);
     }
@@ -471,7 +474,7 @@ fn watched_pid_death_starts_the_funnel() {
     let text = watch.text();
     assert!(text.contains(&format!("watched pid {} (CCCI_WATCH_PID) exited", helper.id())), "{text}");
     assert!(!alive(hang.pid));
-    assert_eq!(w.results(&id)["outcome"], "cancelled");
+    assert_eq!(w.results(&id).outcome, Outcome::Cancelled);
     assert_no_stragglers(&id);
 }
 
@@ -510,9 +513,9 @@ fn sigterm_mid_deploy_kills_the_group_and_tears_down() {
     assert!(hang_at < end_at && end_at < remove_at, "deploy stopped before teardown: {ev:?}");
     assert!(ev[end_at].rest.ends_with("rc=143"), "TERM ended the deploy: {:?}", ev[end_at]);
     let r = w.results(&id);
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
-    assert_eq!(r["outcome"], "cancelled");
-    assert_eq!(r["stages"][0]["status"], "unver");
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
+    assert_eq!(r.outcome, Outcome::Cancelled);
+    assert_eq!(r.stages[0].status, Status::Unver);
     assert!(lock_free(&lock_path(&w, "hello")));
     assert_clean(&w);
     assert_no_stragglers(&id);
@@ -546,8 +549,8 @@ fn each_signal_cancels_with_its_exit_code() {
         assert!(text.contains(&format!("received {name}: cancelling the run")), "{name}: {text}");
         assert!(members.iter().all(|p| !alive(*p)), "{name} ({mode}): the fetch's group is gone: {members:?}");
         let r = w.results(&id);
-        assert_eq!(r["exit_code"], want);
-        assert_eq!(r["outcome"], "cancelled");
+        assert_eq!(i32::from(r.exit_code), want);
+        assert_eq!(r.outcome, Outcome::Cancelled);
         let end = find_ev(&w, "end", "recipe fetch");
         if mode.starts_with("ignore-term") {
             // TERM was ignored: only SIGKILL, after the grace, ended it (no `end` line).
@@ -582,10 +585,10 @@ fn deadline_stops_a_hanging_step_and_tears_down() {
     let (remove_at, _) = find_ev(&w, "start", "app remove").expect("teardown removed the app");
     assert!(hang_at < remove_at);
     let r = w.results(&id);
-    assert_eq!(r["outcome"], "deadline");
-    assert_eq!(r["exit_code"], 142);
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
-    assert!(r["stages"][0]["reason"].as_str().unwrap_or("").contains("deadline"), "{r}");
+    assert_eq!(r.outcome, Outcome::Deadline);
+    assert_eq!(r.exit_code, 142);
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
+    assert!(r.stages[0].reason.as_deref().unwrap_or("").contains("deadline"), "{r:?}");
     assert!(lock_free(&lock_path(&w, "hello")));
     assert_clean(&w);
     assert_no_stragglers(&id);
@@ -623,8 +626,8 @@ fn second_sigterm_does_not_interrupt_a_slow_teardown() {
     assert!(end.rest.ends_with("rc=0"), "the undeploy ran to its end: {end:?}");
     assert!(find_ev(&w, "start", "app remove").is_some());
     let r = w.results(&id);
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
-    assert_eq!(r["exit_code"], 143);
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
+    assert_eq!(r.exit_code, 143);
     assert!(lock_free(&lock_path(&w, "sick")));
     assert_clean(&w);
     assert_no_stragglers(&id);
@@ -682,7 +685,7 @@ fn assert_abandoned(w: &World, id: &str, recipe: &str, text: &str) {
     // The main thread ended the run itself (not the signal thread's fallback exit).
     assert!(!text.contains("did not exit"), "{text}");
     let r = w.results(id);
-    assert_eq!(r["teardown"]["result"], "abandoned", "{r}");
+    assert_eq!(r.teardown.result, TeardownResult::Abandoned, "{r:?}");
     assert!(lock_free(&lock_path(w, recipe)), "the app lock is free once the process exited");
     let (_, undeploy) = find_ev(w, "hang", "app undeploy").expect("the undeploy hung");
     assert!(!alive(undeploy.pid), "the hanging undeploy was killed");
@@ -703,7 +706,7 @@ fn budget_abandons_a_wedged_teardown_after_a_signal() {
     let st = wait_within(&mut ccci, secs(60));
     assert_eq!(code_of(st), 143, "{}", watch.text());
     assert_abandoned(&w, &id, "sick", &watch.text());
-    assert_eq!(w.results(&id)["outcome"], "cancelled");
+    assert_eq!(w.results(&id).outcome, Outcome::Cancelled);
     assert_no_stragglers(&id);
     cleanup_app(&w, "sick");
 }
@@ -725,8 +728,8 @@ fn budget_abandons_a_wedged_teardown_after_passing_stages() {
     assert_eq!(code_of(st), 4, "{}", watch.text());
     assert_abandoned(&w, &id, "hello", &watch.text());
     let r = w.results(&id);
-    assert_eq!(r["outcome"], "pass", "{r}");
-    assert_eq!(r["stages"][0]["status"], "pass", "{r}");
+    assert_eq!(r.outcome, Outcome::Pass, "{r:?}");
+    assert_eq!(r.stages[0].status, Status::Pass, "{r:?}");
     assert_no_stragglers(&id);
     cleanup_app(&w, "hello");
 }
@@ -754,7 +757,7 @@ fn escaped_grandchild_comes_back_and_is_killed() {
     // Once ccci is gone the grandchild would be init's: it must be dead already.
     assert!(!alive(g), "the escaped grandchild {g} outlived ccci");
     assert!(watch.text().contains("adopted descendant"), "{}", watch.text());
-    assert_eq!(w.results(&id)["teardown"]["result"], "clean");
+    assert_eq!(w.results(&id).teardown.result, TeardownResult::Clean);
     assert!(lock_free(&lock_path(&w, "hello")));
     assert_no_stragglers(&id);
 }
@@ -824,8 +827,8 @@ fn sigterm_during_readiness_starts_teardown_promptly() {
         eprintln!("cancel → teardown banner: {} ms", b - a);
     }
     let r = w.results(&id);
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
-    assert_eq!(r["outcome"], "cancelled");
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
+    assert_eq!(r.outcome, Outcome::Cancelled);
     assert!(lock_free(&lock_path(&w, "sick")));
     assert_clean(&w);
     assert_no_stragglers(&id);

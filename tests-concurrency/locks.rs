@@ -10,6 +10,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ccci::commands::locks::{LocksOut, Seen};
+use ccci::exit::Outcome;
+use ccci::report::TeardownResult;
 
 use crate::common::*;
 
@@ -366,8 +368,8 @@ fn lock_timeout_exits_75_and_tears_nothing_down() {
     assert!(t.elapsed() >= Duration::from_secs(2));
     assert!(err.contains("run holder-run"), "the wait message names the holder's run: {err}");
     let r = w.results(&run_id);
-    assert_eq!(r["outcome"], "lock-timeout");
-    assert_eq!(r["teardown"]["result"], "skipped", "{r}");
+    assert_eq!(r.outcome, Outcome::LockTimeout);
+    assert_eq!(r.teardown.result, TeardownResult::Skipped, "{r:?}");
     assert!(holders(&lock).contains(&h.pid()));
     assert!(!w.abra_log().contains("app new"));
 }
@@ -513,8 +515,8 @@ fn a_run_cancelled_while_waiting_tears_nothing_down() {
     let st = wait_within(&mut second.child, Duration::from_secs(30));
     assert_eq!(st.code(), Some(143), "{}", second.err.text());
     let r = w.results(&second_id);
-    assert_eq!(r["teardown"]["result"], "skipped", "{r}");
-    assert_eq!(r["outcome"], "cancelled");
+    assert_eq!(r.teardown.result, TeardownResult::Skipped, "{r:?}");
+    assert_eq!(r.outcome, Outcome::Cancelled);
     let log = w.abra_log();
     assert!(!log.contains("undeploy") && !log.contains("app remove"), "the cancelled waiter touched the app:\n{log}");
     assert!(services() > 0, "the holder's app was torn down by the cancelled waiter");
@@ -523,7 +525,7 @@ fn a_run_cancelled_while_waiting_tears_nothing_down() {
     fs::write(&gate, "").unwrap();
     let st = wait_within(&mut first.child, Duration::from_secs(120));
     assert_eq!(st.code(), Some(0), "{}", first.err.text());
-    assert_eq!(w.results(&first.run_id)["outcome"], "pass");
+    assert_eq!(w.results(&first.run_id).outcome, Outcome::Pass);
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 

@@ -5,6 +5,8 @@ use std::fs;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use ccci::exit::Outcome;
+use ccci::report::Results;
 use serde_json::Value;
 
 use crate::common::*;
@@ -27,7 +29,7 @@ fn spawn(w: &World, args: &[&str]) -> Child {
     c.spawn().unwrap()
 }
 
-fn results(w: &World, p: &Parked) -> Value {
+fn results(w: &World, p: &Parked) -> Results {
     w.results(&p.run_id)
 }
 
@@ -115,7 +117,7 @@ fn cancel_by_run_id_and_by_domain_stops_the_right_run_and_waits_for_its_end() {
     assert_eq!((v["matched_by"].as_str(), v["signalled"].as_str()), (Some("run-id"), Some("SIGTERM")), "{v}");
     assert_eq!(v["run"]["pid"].as_i64(), Some(a.pid() as i64));
     assert_eq!((v["outcome"].as_str(), v["exit_code"].as_u64()), (Some("cancelled"), Some(143)), "{v}");
-    assert_eq!(results(&w, &a)["outcome"], "cancelled");
+    assert_eq!(results(&w, &a).outcome, Outcome::Cancelled);
     assert!(alive(b.pid()), "cancelling A stopped B");
 
     let domain = w.domain("hello", "4", "");

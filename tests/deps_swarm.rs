@@ -9,8 +9,11 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use ccci::exit::Outcome;
 use ccci::janitor::report::{LeaseSeen, Report};
 use ccci::janitor::vocab::Act;
+use ccci::report::{Status, TeardownResult};
+use ccci::stage::Stage;
 use serde_json::Value;
 
 use crate::common::*;
@@ -135,16 +138,16 @@ echo "deploys so far: $(cat "$CCCI_DEPLOY_COUNT_FILE")"
     let err = stderr_of(&o);
     assert_eq!(code(&o), 0, "{err}");
     let r = w.results(&run_id);
-    for s in ["install", "upgrade", "backup", "restore", "custom"] {
-        assert_eq!(stage(&r, s)["status"], "pass", "{s}: {r}");
+    for s in Stage::ALL {
+        assert_eq!(stage(&r, s).status, Status::Pass, "{s}: {r:?}");
     }
     let dep = dep_domain(&w, "ssoapp");
-    let d = &r["deps"][0];
-    assert_eq!((d["name"].as_str(), d["domain"].as_str()), (Some("idp"), Some(dep.as_str())), "{r}");
-    assert_eq!(d["version"], "1.0.0+1", "the newest catalogue release: {r}");
-    assert!(d["ready_ms"].as_u64().is_some(), "{r}");
-    assert_eq!(d["teardown"], "clean", "{r}");
-    assert_eq!(r["teardown"]["result"], "clean");
+    let d = &r.deps[0];
+    assert_eq!((d.name.as_str(), d.domain.as_str()), ("idp", dep.as_str()), "{r:?}");
+    assert_eq!(d.version, "1.0.0+1", "the newest catalogue release: {r:?}");
+    assert!(d.ready_ms.is_some(), "{r:?}");
+    assert_eq!(d.teardown, TeardownResult::Clean, "{r:?}");
+    assert_eq!(r.teardown.result, TeardownResult::Clean);
     assert!(err.contains(&format!("dep idp    {dep} 1.0.0+1  ready in")), "the summary names it: {err}");
     let md = fs::read_to_string(w.run_dir(&run_id).join("summary.md")).unwrap();
     assert!(md.contains("### Dependencies") && md.contains(&format!("`{dep}`")), "{md}");
@@ -169,7 +172,7 @@ echo "deploys so far: $(cat "$CCCI_DEPLOY_COUNT_FILE")"
     ] {
         assert!(!text.contains(&secret), "the dependency's client secret leaked into {what}");
     }
-    assert_eq!(r["flags"]["no_secret_leak"], true);
+    assert!(r.flags.no_secret_leak);
     // Deploy order: the dependency before the app; teardown: the app first.
     let log = w.abra_log();
     let app = w.domain("ssoapp", "0", "");
@@ -208,18 +211,17 @@ fn a_dependency_that_never_becomes_ready_fails_the_run_cleanly() {
     let err = stderr_of(&o);
     assert_eq!(code(&o), 1, "{err}");
     let r = w.results(&run_id);
-    let install = stage(&r, "install");
-    assert_eq!(install["status"], "fail", "{r}");
-    assert!(install["reason"].as_str().unwrap().starts_with("dependency sick: not ready"), "{r}");
-    assert_eq!(stage(&r, "custom")["status"], "unver", "{r}");
-    assert_eq!(r["outcome"], "fail");
+    let install = stage(&r, Stage::Install);
+    assert_eq!(install.status, Status::Fail, "{r:?}");
+    assert!(install.reason.as_deref().unwrap().starts_with("dependency sick: not ready"), "{r:?}");
+    assert_eq!(stage(&r, Stage::Custom).status, Status::Unver, "{r:?}");
+    assert_eq!(r.outcome, Outcome::Fail);
     // Its tasks, logs and health were saved before teardown, in a directory of its own.
-    let files: Vec<&str> = r["diagnostics"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(files.contains(&"diagnostics/sick/tasks.txt"), "{r}");
-    assert!(install["reason"].as_str().unwrap().contains("(see diagnostics/sick/"), "{r}");
-    assert_eq!(r["deps"][0]["ready_ms"], Value::Null, "{r}");
-    assert_eq!(r["deps"][0]["teardown"], "clean", "{r}");
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
+    assert!(r.diagnostics.iter().any(|f| f == "diagnostics/sick/tasks.txt"), "{r:?}");
+    assert!(install.reason.as_deref().unwrap().contains("(see diagnostics/sick/"), "{r:?}");
+    assert_eq!(r.deps[0].ready_ms, None, "{r:?}");
+    assert_eq!(r.deps[0].teardown, TeardownResult::Clean, "{r:?}");
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
     let app = w.domain("hello", "0", "");
     assert!(!w.abra_log().contains(&format!("--domain={app}")), "the app is never created");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
@@ -313,8 +315,8 @@ fn two_runs_needing_the_same_dependency_recipe_each_get_their_own() {
     fs::write(&gate, "").unwrap();
     assert!(wait_within(&mut a, Duration::from_secs(240)).success(), "{}", a_err.text());
     assert!(wait_within(&mut b, Duration::from_secs(240)).success(), "{}", b_err.text());
-    assert_eq!(w.results(&a_id)["deps"][0]["domain"], dep_a.as_str());
-    assert_eq!(w.results(&b_id)["deps"][0]["domain"], dep_b.as_str());
+    assert_eq!(w.results(&a_id).deps[0].domain, dep_a);
+    assert_eq!(w.results(&b_id).deps[0].domain, dep_b);
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -337,11 +339,11 @@ fn the_deploy_count_guard_allows_one_deploy_per_app_and_dependency() {
     let o = run_to_end(&w, "ssoapp", &run_id, "install,custom", &[]);
     assert_eq!(code(&o), 1, "{}", stderr_of(&o));
     let r = w.results(&run_id);
-    assert_eq!(stage(&r, "install")["status"], "pass", "{r}");
-    let custom = stage(&r, "custom");
-    assert_eq!(custom["tests"][0]["status"], "pass", "the test saw 1 + deps = 2 deploys: {r}");
-    assert_eq!(custom["status"], "fail", "{r}");
-    let reason = custom["reason"].as_str().unwrap();
+    assert_eq!(stage(&r, Stage::Install).status, Status::Pass, "{r:?}");
+    let custom = stage(&r, Stage::Custom);
+    assert_eq!(custom.tests[0].status, Status::Pass, "the test saw 1 + deps = 2 deploys: {r:?}");
+    assert_eq!(custom.status, Status::Fail, "{r:?}");
+    let reason = custom.reason.as_deref().unwrap();
     assert!(reason.contains("deploy-count guard: 3 deploys") && reason.contains("1 dependencies"), "{reason}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
@@ -367,11 +369,15 @@ fn a_skip_only_custom_stage_is_an_unintentional_skip() {
     let o = run_to_end(&w, "hello", &run_id, "install,custom", &[]);
     assert_eq!(code(&o), 1, "{}", stderr_of(&o));
     let r = w.results(&run_id);
-    let custom = stage(&r, "custom");
-    assert_eq!((custom["status"].as_str(), custom.get("intentional")), (Some("skip"), None), "{r}");
-    assert_eq!(custom["tests"][0]["status"], "skip");
-    assert!(custom["tests"][0]["reason"].as_str().unwrap().contains("deps-not-ready"), "{r}");
-    assert_eq!(r["skips"]["unintentional"], serde_json::json!(["functional"]), "{r}");
+    let custom = stage(&r, Stage::Custom);
+    assert_eq!((custom.status, custom.intentional), (Status::Skip, false), "{r:?}");
+    // `intentional` is written only when true: the raw document has no such key.
+    let raw = w.results_json(&run_id);
+    let raw_custom = raw["stages"].as_array().unwrap().iter().find(|s| s["name"] == "custom").unwrap();
+    assert_eq!(raw_custom.get("intentional"), None, "{raw}");
+    assert_eq!(custom.tests[0].status, Status::Skip);
+    assert!(custom.tests[0].reason.as_deref().unwrap().contains("deps-not-ready"), "{r:?}");
+    assert_eq!(r.skips.unintentional, ["functional"], "{r:?}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 

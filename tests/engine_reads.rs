@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use ccci::adapters::Docker;
 use ccci::adapters::engine::{Deadline, Engine};
 use ccci::app::reap;
+use ccci::exit::Outcome;
 use ccci::pipeline::ready::{Baseline, HttpFloor, NotReady, Probes, Readiness, Ready};
+use ccci::report::{Status, TeardownResult};
 
 use crate::common::*;
 use crate::engine::{Proxy, TestStack, docker, stack_name};
@@ -142,13 +144,13 @@ fn a_dockerd_that_stops_answering_during_readiness_is_the_infra_verdict() {
     // the behaviour.
     eprintln!("stalled dockerd noticed after {noticed:?} (readiness timeout 20 s)");
     let r = w.results(&run_id);
-    assert_eq!(r["outcome"], "infra", "{r}");
-    assert_eq!(r["exit_code"], 69);
-    let install = &r["stages"][0];
-    assert_eq!(install["status"], "fail", "{r}");
-    let why = install["reason"].as_str().unwrap_or("");
+    assert_eq!(r.outcome, Outcome::Infra, "{r:?}");
+    assert_eq!(r.exit_code, 69);
+    let install = &r.stages[0];
+    assert_eq!(install.status, Status::Fail, "{r:?}");
+    let why = install.reason.as_deref().unwrap_or("");
     assert!(why.contains("dockerd") && why.contains("did not answer"), "{why}");
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -236,7 +238,7 @@ fn the_api_path_spawns_no_docker_read_and_the_cli_path_still_works() {
     let _ = fs::remove_file(&log);
     w.set("CCCI_DOCKER_READS", "cli");
     let r = run(&w, "install");
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
     let cli_calls = calls(&log);
     for read in ["service ls", "service inspect", "service ps", "inspect --type task"] {
         assert!(cli_calls.iter().any(|c| c.starts_with(read)), "no `docker {read}` on the CLI path: {cli_calls:?}");

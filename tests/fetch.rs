@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ccci::exit::Outcome;
+use ccci::report::Status;
+
 use crate::common::*;
 
 /// Runs up to the fetch and stops at `abra app new` (fixture mode `fail:new`); returns the
@@ -16,9 +19,9 @@ fn fetched_head(w: &World, extra: &[&str]) -> String {
     let o = output_within(c, Duration::from_secs(120));
     assert_eq!(code(&o), 1, "{}", stderr_of(&o));
     let r = w.results(&run_id);
-    assert_eq!(r["stages"][0]["status"], "fail");
-    assert!(r["stages"][0]["reason"].as_str().unwrap().contains("abra app new"), "{r}");
-    r["head"].as_str().unwrap().to_string()
+    assert_eq!(r.stages[0].status, Status::Fail);
+    assert!(r.stages[0].reason.as_deref().unwrap().contains("abra app new"), "{r:?}");
+    r.head
 }
 
 #[test]
@@ -66,10 +69,10 @@ fn a_missing_ref_fails_the_run_with_every_stage_unverified() {
     let o = output_within(c, Duration::from_secs(60));
     assert_eq!(code(&o), 1, "{}", stderr_of(&o));
     let r = w.results(&run_id);
-    assert_eq!(r["outcome"], "fail");
-    for s in r["stages"].as_array().unwrap() {
-        assert_eq!(s["status"], "unver", "{s}");
-        assert!(s["reason"].as_str().unwrap().contains("fetch failed"), "{s}");
+    assert_eq!(r.outcome, Outcome::Fail);
+    for s in &r.stages {
+        assert_eq!(s.status, Status::Unver, "{s:?}");
+        assert!(s.reason.as_deref().unwrap().contains("fetch failed"), "{s:?}");
     }
     assert!(!w.abra_log().contains("app new"), "nothing is deployed after a failed fetch");
 }
@@ -292,7 +295,7 @@ fn a_stalled_stderr_reader_does_not_stall_the_run_and_run_log_keeps_every_line()
     let chatty = run_log.lines().filter(|l| l.contains("abra|") && l.contains("chatty")).count();
     assert!(chatty >= 40_000, "run.log has {chatty} chatty lines");
     let r = w.results(&run_id);
-    assert!(r["stderr_dropped_lines"].as_u64().unwrap() > 0, "{}", r["stderr_dropped_lines"]);
+    assert!(r.stderr_dropped_lines > 0, "{}", r.stderr_dropped_lines);
     drop(child.stderr.take());
     let _ = std::io::stdout().flush();
 }

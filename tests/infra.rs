@@ -10,12 +10,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
+use ccci::exit::Outcome;
+use ccci::report::{Results, Status};
+
 use crate::common::*;
 
 struct Ran {
     code: i32,
     err: String,
-    results: serde_json::Value,
+    results: Results,
 }
 
 fn run(w: &World, args: &[&str]) -> Ran {
@@ -23,19 +26,17 @@ fn run(w: &World, args: &[&str]) -> Ran {
     let mut c = w.ccci();
     c.env("CCCI_RUN_ID", &run_id).args(["run", "--recipe", "hello"]).args(args);
     let o = output_within(c, Duration::from_secs(120));
-    let results = serde_json::from_slice(&fs::read(w.run_dir(&run_id).join("results.json")).unwrap_or_default())
-        .unwrap_or(serde_json::Value::Null);
-    Ran { code: code(&o), err: stderr_of(&o), results }
+    Ran { code: code(&o), err: stderr_of(&o), results: w.results(&run_id) }
 }
 
 fn assert_infra(r: &Ran, needle: &str) {
     assert_eq!(r.code, 69, "{}", r.err);
-    assert_eq!(r.results["outcome"], "infra", "{}", r.results);
-    assert_eq!(r.results["exit_code"], 69);
-    let reason = r.results["reason"].as_str().unwrap_or_default();
+    assert_eq!(r.results.outcome, Outcome::Infra, "{:?}", r.results);
+    assert_eq!(r.results.exit_code, 69);
+    let reason = r.results.reason.as_deref().unwrap_or_default();
     assert!(reason.contains(needle), "the reason names the trouble ({needle}): {reason}");
-    for s in r.results["stages"].as_array().unwrap() {
-        assert_ne!(s["status"], "fail", "CI's trouble is no stage's failure: {s}");
+    for s in &r.results.stages {
+        assert_ne!(s.status, Status::Fail, "CI's trouble is no stage's failure: {s:?}");
     }
 }
 
@@ -79,12 +80,12 @@ fn an_unreachable_forge_is_retried_then_infra_and_a_wrong_repository_is_the_reci
     fs::create_dir_all(&nowhere).unwrap();
     let r = run(&w, &["--src", nowhere.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{}", r.err);
-    assert_eq!(r.results["outcome"], "fail");
+    assert_eq!(r.results.outcome, Outcome::Fail);
     assert!(!r.err.contains("failed on the network"), "no retry for a wrong repository: {}", r.err);
     let hello = w.recipe("hello");
     let r = run(&w, &["--src", hello.to_str().unwrap(), "--ref", "no-such-branch"]);
     assert_eq!(r.code, 1, "{}", r.err);
-    assert_eq!(r.results["outcome"], "fail");
+    assert_eq!(r.results.outcome, Outcome::Fail);
 }
 
 /// Unmounts a test tmpfs however the test ends.
@@ -133,8 +134,8 @@ fn a_dockerd_that_is_gone_before_the_deploy_is_infra() {
     w.recipe("hello");
     let r = run(&w, &[]);
     assert_eq!(r.code, 69, "{}", r.err);
-    assert_eq!(r.results["outcome"], "infra", "{}", r.results);
-    let reason = r.results["reason"].as_str().unwrap_or_default();
+    assert_eq!(r.results.outcome, Outcome::Infra, "{:?}", r.results);
+    let reason = r.results.reason.as_deref().unwrap_or_default();
     assert!(reason.contains("cannot reach dockerd") && reason.contains("no-dockerd.sock"), "{reason}");
     assert!(!w.abra_log().contains("app deploy"), "nothing was deployed: {}", w.abra_log());
 }

@@ -6,8 +6,10 @@ use std::fs;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use ccci::exit::Outcome;
 use ccci::janitor::report::Report;
 use ccci::janitor::vocab::{Act, LockSeen, Source};
+use ccci::report::TeardownResult;
 
 use crate::common::*;
 
@@ -143,7 +145,7 @@ fn two_runs_of_one_domain_serialise_and_both_pass() {
     assert_eq!(st.code(), Some(0), "{}", b_err.text());
     for id in [&a_id, &b_id] {
         let r = w.results(id);
-        assert_eq!((r["outcome"].as_str(), r["teardown"]["result"].as_str()), (Some("pass"), Some("clean")), "{r}");
+        assert_eq!((r.outcome, r.teardown.result), (Outcome::Pass, TeardownResult::Clean), "{r:?}");
     }
     // From the fixture's event log: B created its app only after A removed its own.
     let log = w.abra_log();

@@ -11,8 +11,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ccci::exit::Outcome;
 use ccci::janitor::report::{LeaseSeen, Report};
 use ccci::janitor::vocab::Act;
+use ccci::report::TeardownResult;
 
 use crate::common::etcd::Cluster;
 use crate::common::netns::Netns;
@@ -148,7 +150,7 @@ fn the_same_domain_from_two_hosts_serialises_and_both_pass() {
     assert_eq!(wait_within(&mut b, Duration::from_secs(180)).code(), Some(0), "{}", b_err.text());
     for (w, id) in [(&h.a, &a_id), (&h.b, &b_id)] {
         let r = w.results(id);
-        assert_eq!((r["outcome"].as_str(), r["teardown"]["result"].as_str()), (Some("pass"), Some("clean")), "{r}");
+        assert_eq!((r.outcome, r.teardown.result), (Outcome::Pass, TeardownResult::Clean), "{r:?}");
     }
     let (ta, tb) = (token_of(&a_err), token_of(&b_err));
     assert!(tb > ta, "the second holder's token {tb} must exceed the first's {ta}");
@@ -239,7 +241,7 @@ fn a_paused_holder_is_overtaken_and_its_resumed_teardown_is_refused_by_the_fence
     assert!(text.contains("the app lease was lost"), "{text}");
     assert!(text.contains("refused by the fence"), "{text}");
     let r = h.a.results(&a_id);
-    assert_eq!((r["outcome"].as_str(), r["teardown"]["result"].as_str()), (Some("infra"), Some("abandoned")), "{r}");
+    assert_eq!((r.outcome, r.teardown.result), (Outcome::Infra, TeardownResult::Abandoned), "{r:?}");
     // A touched nothing once resumed: no abra call at all after the pause.
     let after: Vec<String> = h.a.abra_log().lines().skip(before).map(str::to_string).collect();
     assert!(after.iter().all(|l| !l.contains("app undeploy") && !l.contains("app remove")), "{after:?}");
@@ -248,7 +250,7 @@ fn a_paused_holder_is_overtaken_and_its_resumed_teardown_is_refused_by_the_fence
     fs::write(&h.gate_b, "").unwrap();
     assert_eq!(wait_within(&mut b, Duration::from_secs(180)).code(), Some(0), "{}", b_err.text());
     let r = h.b.results(&b_id);
-    assert_eq!((r["outcome"].as_str(), r["teardown"]["result"].as_str()), (Some("pass"), Some("clean")), "{r}");
+    assert_eq!((r.outcome, r.teardown.result), (Outcome::Pass, TeardownResult::Clean), "{r:?}");
     // What A left on its own host (its .env, its lockfile) is its janitor's.
     let (code_a, r) = janitor(&h.a);
     assert_eq!(code_a, 0, "{r:?}");
@@ -295,7 +297,7 @@ fn a_partitioned_holder_stops_and_after_the_heal_its_teardown_is_refused_by_the_
     assert_eq!(st.code(), Some(69), "{text}");
     assert!(text.contains("refused by the fence"), "{text}");
     let r = h.a.results(&a_id);
-    assert_eq!((r["outcome"].as_str(), r["teardown"]["result"].as_str()), (Some("infra"), Some("abandoned")), "{r}");
+    assert_eq!((r.outcome, r.teardown.result), (Outcome::Infra, TeardownResult::Abandoned), "{r:?}");
     let after: Vec<String> = h.a.abra_log().lines().skip(before).map(str::to_string).collect();
     assert!(after.iter().all(|l| !l.contains("app undeploy") && !l.contains("app remove")), "{after:?}");
     assert_eq!(h.cluster.get(&h.key()).map(|k| k.0), Some(tb), "B still holds the domain");
@@ -369,8 +371,8 @@ fn without_quorum_new_runs_exit_infra_nothing_is_reaped_and_the_holder_tears_dow
     let o = output_within(c, Duration::from_secs(180));
     assert_eq!(code(&o), 69, "{}", stderr_of(&o));
     let r = h.b.results(&b_id);
-    assert_eq!(r["outcome"], "infra", "{r}");
-    assert!(r["reason"].as_str().unwrap_or("").contains("no quorum"), "{r}");
+    assert_eq!(r.outcome, Outcome::Infra, "{r:?}");
+    assert!(r.reason.as_deref().unwrap_or("").contains("no quorum"), "{r:?}");
     let b_log = h.b.abra_log();
     assert!(!b_log.contains("app new") && !b_log.contains("app deploy"), "B created nothing:\n{b_log}");
     assert!(!h.b.leftovers().iter().any(|l| l.starts_with("env:")), "{:?}", h.b.leftovers());
@@ -388,7 +390,7 @@ fn without_quorum_new_runs_exit_infra_nothing_is_reaped_and_the_holder_tears_dow
     let st = wait_within(&mut a, Duration::from_secs(180));
     assert_eq!(st.code(), Some(69), "{}", a_err.text());
     let r = h.a.results(&a_id);
-    assert_eq!((r["outcome"].as_str(), r["teardown"]["result"].as_str()), (Some("infra"), Some("clean")), "{r}");
+    assert_eq!((r.outcome, r.teardown.result), (Outcome::Infra, TeardownResult::Clean), "{r:?}");
     assert!(a_err.text().contains("re-proved"), "{}", a_err.text());
     assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());
     assert_eq!(h.cluster.exists(&h.key()), Some(false), "A released its lease (token {ta})");

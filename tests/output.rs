@@ -40,7 +40,7 @@ fn json_output_survives_a_closed_stdout_and_keeps_the_exit_code() {
     c.args(["--ref", "no-such-ref"]);
     let (code, err) = with_closed_stdout(c);
     let r = w.results(&run_id);
-    assert_eq!(code, r["exit_code"].as_i64().unwrap() as i32, "{err}");
+    assert_eq!(code, i32::from(r.exit_code), "{err}");
     assert_ne!(code, 0);
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains("stdout was closed"), "{err}");

@@ -9,6 +9,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ccci::policy::Rule;
+use ccci::report::{Results, Status, TeardownResult};
+use ccci::stage::Stage;
+
 use crate::common::*;
 
 /// A PR of the hello recipe: a clone of the fixture repo with `compose.evil.yml` added to
@@ -25,7 +29,7 @@ fn pr_with(w: &World, name: &str, evil: &str) -> PathBuf {
 
 struct Ran {
     code: i32,
-    results: serde_json::Value,
+    results: Results,
     err: String,
 }
 
@@ -37,53 +41,46 @@ fn run(w: &World, src: &Path, stages: &str) -> Ran {
     Ran { code: code(&o), results: w.results(&run_id), err: stderr_of(&o) }
 }
 
-fn first_reason(r: &serde_json::Value) -> String {
-    r["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["status"] == "fail")
-        .and_then(|s| s["reason"].as_str())
-        .unwrap_or("")
-        .to_string()
+fn first_reason(r: &Results) -> String {
+    r.stages.iter().find(|s| s.status == Status::Fail).and_then(|s| s.reason.as_deref()).unwrap_or("").to_string()
 }
 
 fn deploys(w: &World) -> usize {
     w.abra_log().lines().filter(|l| l.starts_with("start ") && l.contains("app deploy")).count()
 }
 
-const HOSTILE: &[(&str, &str, &str)] = &[
+const HOSTILE: &[(&str, &str, Rule)] = &[
     (
         "docker.sock",
         "services:\n  app:\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n",
-        "denied-host-path",
+        Rule::DeniedHostPath,
     ),
     (
         "root",
         "services:\n  app:\n    volumes:\n      - type: bind\n        source: /\n        target: /host\n",
-        "denied-host-path",
+        Rule::DeniedHostPath,
     ),
-    ("updir", "services:\n  app:\n    volumes:\n      - ../../..:/runs:ro\n", "bind-outside-tree"),
+    ("updir", "services:\n  app:\n    volumes:\n      - ../../..:/runs:ro\n", Rule::BindOutsideTree),
     (
         "bindvol",
         "volumes:\n  data:\n    driver_opts:\n      type: none\n      o: bind\n      device: /srv\n",
-        "volume-driver-opts",
+        Rule::VolumeDriverOpts,
     ),
     (
         "hostnet",
         "services:\n  app:\n    networks:\n      - outside\nnetworks:\n  outside:\n    external: true\n    name: host\n",
-        "external-network",
+        Rule::ExternalNetwork,
     ),
-    ("capadd", "services:\n  app:\n    cap_add:\n      - SYS_ADMIN\n", "cap-add"),
+    ("capadd", "services:\n  app:\n    cap_add:\n      - SYS_ADMIN\n", Rule::CapAdd),
     (
         "cfgout",
         "services:\n  app:\n    configs:\n      - source: stolen\n        target: /stolen\nconfigs:\n  stolen:\n    name: ${STACK_NAME}_stolen_v1\n    file: ../../../../run.log\n",
-        "file-outside-tree",
+        Rule::FileOutsideTree,
     ),
     (
         "foreign-host",
         "services:\n  app:\n    deploy:\n      labels:\n        - \"traefik.http.routers.${STACK_NAME}.rule=Host(`dashboard.example.org`)\"\n",
-        "traefik-host",
+        Rule::TraefikHost,
     ),
 ];
 
@@ -100,11 +97,11 @@ fn hostile_trees_are_refused_before_anything_is_deployed() {
         assert_eq!(r.code, 1, "{name}: {}", r.err);
         let reason = first_reason(&r.results);
         assert!(reason.starts_with("policy:"), "{name}: {reason}");
-        let v = &r.results["policy"]["violations"];
-        assert!(v.as_array().unwrap().iter().any(|x| x["rule"] == *rule), "{name}: {}", r.results["policy"]);
+        let v = &r.results.policy.violations;
+        assert!(v.iter().any(|x| x.rule == *rule), "{name}: {:?}", r.results.policy);
         assert_eq!(deploys(&w), 0, "{name}: nothing of the PR may be deployed: {}", w.abra_log());
         assert!(w.leftovers().is_empty(), "{name}: {:?}", w.leftovers());
-        assert_eq!(r.results["teardown"]["result"], "clean", "{name}: the app created by app new is removed");
+        assert_eq!(r.results.teardown.result, TeardownResult::Clean, "{name}: the app created by app new is removed");
     }
 }
 
@@ -127,8 +124,8 @@ fn the_trusted_allow_list_lets_the_same_bind_through() {
     let pr = pr_with(&w, "sock-allowed", HOSTILE[0].1);
     let r = run(&w, &pr, "install");
     assert_eq!(r.code, 0, "{}", r.err);
-    assert_eq!(r.results["policy"]["violations"], serde_json::json!([]));
-    assert!(r.results["policy"]["checked"].as_u64().unwrap() >= 1);
+    assert!(r.results.policy.violations.is_empty(), "{:?}", r.results.policy);
+    assert!(r.results.policy.checked >= 1);
     assert_eq!(deploys(&w), 1);
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
@@ -154,13 +151,13 @@ fn a_hostile_head_over_a_benign_base_fails_the_upgrade_only() {
     });
     let r = run(&w, &pr, "install,upgrade");
     assert_eq!(r.code, 1, "{}", r.err);
-    let stage = |n: &str| r.results["stages"].as_array().unwrap().iter().find(|s| s["name"] == n).unwrap().clone();
-    assert_eq!(stage("install")["status"], "pass", "the base deployed: {}", r.err);
-    assert_eq!(stage("upgrade")["status"], "fail");
-    assert!(stage("upgrade")["reason"].as_str().unwrap().starts_with("policy:"), "{}", stage("upgrade"));
+    assert_eq!(status(&r.results, Stage::Install), Status::Pass, "the base deployed: {}", r.err);
+    let upgrade = stage(&r.results, Stage::Upgrade);
+    assert_eq!(upgrade.status, Status::Fail);
+    assert!(upgrade.reason.as_deref().unwrap().starts_with("policy:"), "{upgrade:?}");
     assert_eq!(deploys(&w), 1, "only the base: {}", w.abra_log());
     assert!(!w.abra_log().contains("app redeploy"), "{}", w.abra_log());
-    assert_eq!(r.results["teardown"]["result"], "clean");
+    assert_eq!(r.results.teardown.result, TeardownResult::Clean);
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 

@@ -8,10 +8,13 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
+use ccci::report::{LintStatus, Results, Status, TeardownResult};
+use ccci::stage::Stage;
+
 use crate::common::*;
 
 /// Runs `ccci run` and returns (exit code, results.json, stderr, run id).
-fn run(w: &World, args: &[&str]) -> (i32, serde_json::Value, String, String) {
+fn run(w: &World, args: &[&str]) -> (i32, Results, String, String) {
     let run_id = format!("a{}", unique());
     let mut c = w.ccci();
     c.env("CCCI_RUN_ID", &run_id).arg("run").args(args);
@@ -92,15 +95,15 @@ if grep -q 'API token' "$env"; then fail "the .env came from the head"; fi"#,
     let stack = w.stack("multi");
     let (code, r, err, run_id) = run(&w, &["--recipe", "multi"]);
     assert_eq!(code, 0, "{err}");
-    for s in ["install", "upgrade", "backup", "restore", "custom"] {
-        assert_eq!(status(&r, s), "pass", "{s}: {}", reason(&r, s));
+    for s in Stage::ALL {
+        assert_eq!(status(&r, s), Status::Pass, "{s}: {}", reason(&r, s));
     }
-    assert_eq!(r["lint"]["status"], "pass", "{}", r["lint"]);
-    assert_eq!(r["level"], 5, "{r}");
-    assert_eq!(r["base"], "2.0.0+1");
+    assert_eq!(r.lint.status, LintStatus::Pass, "{:?}", r.lint);
+    assert_eq!(r.level, 5, "{r:?}");
+    assert_eq!(r.base, "2.0.0+1");
     // The head declares no version: its commit stands in (an empty label is skipped).
-    let head = r["head"].as_str().unwrap();
-    assert_eq!(r["version"], &head[..8], "{r}");
+    let head = r.head.as_str();
+    assert_eq!(r.version, &head[..8], "{r:?}");
     // Secrets: generated after the overrides, again for the head's new one, values never logged.
     let log = w.abra_log();
     assert_eq!(
@@ -119,7 +122,7 @@ if grep -q 'API token' "$env"; then fail "the .env came from the head"; fi"#,
     assert!(results.contains("SMTP_PASSWORD"), "the key stays, its value hidden: {results}");
     // Everything is gone, the unlabelled secrets included.
     assert!(secrets_of(&stack).is_empty(), "{:?}", secrets_of(&stack));
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -140,7 +143,7 @@ fn backup_and_restore_round_trip_without_a_snapshot_id() {
     w.trusted("hello", "hooks/post_restore", &script(&format!("{IN_APP} cat /data/marker > {}", out.display())), true);
     let (code, r, err, run_id) = run(&w, &["--recipe", "hello", "--stages", "install,backup,restore"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!((status(&r, "backup"), status(&r, "restore")), ("pass".into(), "pass".into()), "{r}");
+    assert_eq!((status(&r, Stage::Backup), status(&r, Stage::Restore)), (Status::Pass, Status::Pass), "{r:?}");
     assert_eq!(fs::read_to_string(&out).unwrap().trim(), "original", "the latest snapshot was restored");
     assert!(err.contains("restoring the latest snapshot"), "{err}");
     // The raw output is kept; restore was never handed a guess.
@@ -166,11 +169,11 @@ fn lint_passes_or_fails_on_the_tested_ref_and_never_changes_the_exit_code() {
     w.own_port("hello");
     let (code, r, err, run_id) = run(&w, &["--recipe", "hello", "--stages", "install"]);
     assert_eq!(code, 0, "lint never changes the exit code: {err}");
-    assert_eq!(status(&r, "install"), "pass");
-    assert_eq!(r["lint"]["status"], "fail", "{}", r["lint"]);
-    assert_eq!(r["lint"]["rules_failed"], serde_json::json!(["R014"]));
-    assert_eq!(r["rungs"]["lint"], "fail");
-    assert!(r["lint"]["detail"].as_str().unwrap().contains("critical errors"), "{}", r["lint"]);
+    assert_eq!(status(&r, Stage::Install), Status::Pass);
+    assert_eq!(r.lint.status, LintStatus::Fail, "{:?}", r.lint);
+    assert_eq!(r.lint.rules_failed, ["R014"]);
+    assert_eq!(r.rungs.lint, Status::Fail);
+    assert!(r.lint.detail.as_deref().unwrap().contains("critical errors"), "{:?}", r.lint);
     let table = fs::read_to_string(w.run_dir(&run_id).join("lint.txt")).unwrap();
     assert!(table.contains("R014") && table.contains("SATISFIED"), "{table}");
     // The lint ran under a terminal, in an abra dir of its own, which is gone afterwards.
@@ -184,9 +187,9 @@ fn lint_passes_or_fails_on_the_tested_ref_and_never_changes_the_exit_code() {
     git(&broken, &["commit", "-q", "-m", "lose the sample"]);
     let (code, r, _, _) = run(&w, &["--recipe", "broke", "--stages", "install"]);
     assert_eq!(code, 1);
-    assert!(reason(&r, "install").contains(".env.sample"), "{}", reason(&r, "install"));
-    assert_eq!(r["lint"]["status"], "fail", "{}", r["lint"]);
-    assert!(r["lint"]["rules_failed"].as_array().unwrap().contains(&serde_json::json!("R008")), "{}", r["lint"]);
+    assert!(reason(&r, Stage::Install).contains(".env.sample"), "{}", reason(&r, Stage::Install));
+    assert_eq!(r.lint.status, LintStatus::Fail, "{:?}", r.lint);
+    assert!(r.lint.rules_failed.iter().any(|x| x == "R008"), "{:?}", r.lint);
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -203,10 +206,10 @@ fn a_sample_naming_another_recipe_fails_the_first_stage_clearly() {
     git(&other, &["commit", "-q", "-a", "-m", "name another recipe"]);
     let (code, r, err, _) = run(&w, &["--recipe", "other", "--stages", "install,custom"]);
     assert_eq!(code, 1, "{err}");
-    let why = reason(&r, "install");
+    let why = reason(&r, Stage::Install);
     assert!(why.contains("names recipe \"hello\"") && why.contains("not other"), "{why}");
     assert!(!w.abra_log().contains("app deploy"), "nothing was deployed");
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -227,7 +230,7 @@ fn a_recipe_cloned_by_the_run_start_janitor_does_not_stand_in_for_the_fetch() {
     let (code, r, err, _) = run(&w, &["--recipe", "hello", "--src", src.to_str().unwrap(), "--stages", "install"]);
     assert_eq!(code, 1);
     assert!(err.contains("fetched hello (git clone"), "the fetch cloned the code under test: {err}");
-    assert!(reason(&r, "install").contains("abra app new failed"), "{}", reason(&r, "install"));
+    assert!(reason(&r, Stage::Install).contains("abra app new failed"), "{}", reason(&r, Stage::Install));
     let log = w.abra_log();
     let ls = log.find("app ls").expect("the run-start janitor listed apps");
     assert!(ls < log.find("app new").unwrap(), "{log}");

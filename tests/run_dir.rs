@@ -3,6 +3,8 @@
 use std::fs;
 use std::time::Duration;
 
+use ccci::exit::Outcome;
+
 use crate::common::*;
 
 #[test]
@@ -40,7 +42,7 @@ fn a_duplicate_live_run_id_exits_75_and_leaves_the_first_run_alone() {
     let st = wait_within(&mut first, Duration::from_secs(60));
     assert_eq!(st.code(), Some(143), "{}", first_err.text());
     let r = w.results(&run_id);
-    assert_eq!(r["outcome"], "cancelled");
+    assert_eq!(r.outcome, Outcome::Cancelled);
 }
 
 /// A reused run id gets a new attempt dir (`<id>.2`, …): the earlier attempt's results.json,
@@ -66,9 +68,9 @@ fn a_reused_run_id_gets_a_new_attempt_dir_and_keeps_the_earlier_one() {
     assert!(second.join("results.json").is_file(), "attempt 2 has its own dir");
     assert_eq!(fs::read_to_string(w.run_dir(&run_id).join("results.json")).unwrap(), first);
     assert_eq!(fs::read_to_string(w.run_dir(&run_id).join("run.log")).unwrap(), first_log);
-    assert_eq!(w.results(&run_id)["attempt"], 1);
-    assert_eq!(w.results(&format!("{run_id}.2"))["attempt"], 2);
-    assert_eq!(w.results(&format!("{run_id}.2"))["run_id"], run_id.as_str());
+    assert_eq!(w.results(&run_id).attempt, 1);
+    assert_eq!(w.results(&format!("{run_id}.2")).attempt, 2);
+    assert_eq!(w.results(&format!("{run_id}.2")).run_id, run_id);
     let status: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(second.join("status.json")).unwrap()).unwrap();
     assert_eq!((status["outcome"].as_str(), status["attempt"].as_u64()), (Some("fail"), Some(2)), "{status}");

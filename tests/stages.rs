@@ -5,10 +5,14 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
+use ccci::exit::Outcome;
+use ccci::report::{LintStatus, Mode, Results, Rungs, Status, TeardownResult};
+use ccci::stage::Stage;
+
 use crate::common::*;
 
 /// Runs `ccci run` with the given args and returns (exit code, results.json, stderr).
-fn run(w: &World, args: &[&str]) -> (i32, serde_json::Value, String) {
+fn run(w: &World, args: &[&str]) -> (i32, Results, String) {
     let run_id = format!("s{}", unique());
     let mut c = w.ccci();
     c.env("CCCI_RUN_ID", &run_id).arg("run").args(args);
@@ -66,8 +70,8 @@ fn hello_passes_all_five_stages_and_reports_everything() {
     let junit = w.path().join("report.xml");
     let (code, r, err) = run(&w, &["--recipe", "hello", "--junit", junit.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    for s in ["install", "upgrade", "backup", "restore", "custom"] {
-        assert_eq!(status(&r, s), "pass", "{s}: {}", reason(&r, s));
+    for s in Stage::ALL {
+        assert_eq!(status(&r, s), Status::Pass, "{s}: {}", reason(&r, s));
     }
     assert_eq!(
         fs::read_to_string(out.join("before")).unwrap().trim(),
@@ -84,13 +88,15 @@ fn hello_passes_all_five_stages_and_reports_everything() {
     assert_eq!(w.abra_log().matches("app backup create").count(), 3, "three backup attempts");
     assert!(w.abra_log().contains("app deploy -n -o -C -c --no-domain-checks -f"), "the upgrade is a redeploy");
     // abra reported the snapshot id (not on the last line); restore named it.
-    let backup = fs::read_to_string(w.run_dir(r["run_id"].as_str().unwrap()).join("backup-3.txt")).unwrap();
+    let backup = fs::read_to_string(w.run_dir(&r.run_id).join("backup-3.txt")).unwrap();
     assert!(!backup.trim_end().lines().last().unwrap().contains("snapshot_id"), "{backup}");
     let id = backup.lines().find_map(|l| l.split("\"snapshot_id\": \"").nth(1)).unwrap()[..8].to_string();
     assert!(w.abra_log().contains(&format!("app restore -n -o -C --snapshot={id} ")), "{}", w.abra_log());
-    let tests = stage(&r, "custom")["tests"].as_array().unwrap();
+    let tests = &stage(&r, Stage::Custom).tests;
     assert_eq!(tests.len(), 2);
-    // Every field of §7.8.
+    // Every field of §7.8: a key's presence is the raw document's (the types read a missing
+    // optional key as null).
+    let raw = w.results_json(&r.run_id);
     for field in [
         "schema",
         "recipe",
@@ -121,27 +127,35 @@ fn hello_passes_all_five_stages_and_reports_everything() {
         "outcome",
         "exit_code",
     ] {
-        assert!(r.get(field).is_some(), "results.json lacks {field}");
+        assert!(raw.get(field).is_some(), "results.json lacks {field}");
     }
-    assert_eq!(r["schema"], 2);
-    assert_eq!(r["mode"], "cold");
-    assert_eq!(r["level"], 5);
+    assert_eq!(r.schema, 2);
+    assert_eq!(r.mode, Mode::Cold);
+    assert_eq!(r.level, 5);
     assert_eq!(
-        r["rungs"],
-        serde_json::json!({"install": "pass", "upgrade": "pass", "backup_restore": "pass", "functional": "pass", "lint": "pass"})
+        r.rungs,
+        Rungs {
+            install: Status::Pass,
+            upgrade: Status::Pass,
+            backup_restore: Status::Pass,
+            functional: Status::Pass,
+            lint: Status::Pass
+        }
     );
-    assert_eq!(r["base"], "1.1.0+1");
-    assert_eq!(r["version"], "1.1.0+1", "the version label of the last deploy");
-    assert_eq!(r["lint"]["status"], "pass", "{}", r["lint"]);
-    assert_eq!(r["lint"]["rules_failed"], serde_json::json!([]));
-    assert_eq!(r["flags"]["no_secret_leak"], true);
-    assert_eq!(r["customization"]["files"]["hooks/verify_backup"], "trusted");
-    assert_eq!(r["teardown"]["result"], "clean");
-    assert!(r["stages"][0]["ms"].as_u64().unwrap() > 0);
-    eprintln!(
-        "five-stage hello: duration_ms={} self_cpu_ms={} stages={}",
-        r["duration_ms"], r["self_cpu_ms"], r["stages"]
-    );
+    // Exactly these five rungs: the typed read would not see a sixth key.
+    let mut rung_keys: Vec<&str> =
+        raw["rungs"].as_object().expect("rungs is an object").keys().map(String::as_str).collect();
+    rung_keys.sort_unstable();
+    assert_eq!(rung_keys, ["backup_restore", "functional", "install", "lint", "upgrade"], "{:?}", raw["rungs"]);
+    assert_eq!(r.base, "1.1.0+1");
+    assert_eq!(r.version, "1.1.0+1", "the version label of the last deploy");
+    assert_eq!(r.lint.status, LintStatus::Pass, "{:?}", r.lint);
+    assert_eq!(r.lint.rules_failed, Vec::<String>::new());
+    assert!(r.flags.no_secret_leak);
+    assert_eq!(r.customization["files"]["hooks/verify_backup"], "trusted");
+    assert_eq!(r.teardown.result, TeardownResult::Clean);
+    assert!(r.stages[0].ms > 0);
+    eprintln!("five-stage hello: duration_ms={} self_cpu_ms={} stages={:?}", r.duration_ms, r.self_cpu_ms, r.stages);
     // JUnit parses as XML: the run, install to restore, each custom test (they stand for the
     // custom stage) and teardown.
     let check = Command::new("python3")
@@ -170,11 +184,11 @@ fn an_upgrade_that_redeploys_the_old_tree_fails_the_chaos_version_check() {
     w.own_port("hello");
     let (code, r, err) = run(&w, &["--recipe", "hello", "--stages", "install,upgrade"]);
     assert_eq!(code, 1, "{err}");
-    assert_eq!(status(&r, "install"), "pass");
-    assert_eq!(status(&r, "upgrade"), "fail");
-    assert!(reason(&r, "upgrade").contains("did not deploy the head"), "{}", reason(&r, "upgrade"));
-    assert_eq!(r["rungs"]["upgrade"], "fail");
-    assert_eq!(r["teardown"]["result"], "clean");
+    assert_eq!(status(&r, Stage::Install), Status::Pass);
+    assert_eq!(status(&r, Stage::Upgrade), Status::Fail);
+    assert!(reason(&r, Stage::Upgrade).contains("did not deploy the head"), "{}", reason(&r, Stage::Upgrade));
+    assert_eq!(r.rungs.upgrade, Status::Fail);
+    assert_eq!(r.teardown.result, TeardownResult::Clean);
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -219,9 +233,9 @@ fn recipe_local_code_runs_only_when_approved_and_trusted_files_win() {
         "the log says why: {err}"
     );
     assert_eq!(fs::read_dir(&markers).unwrap().count(), 0, "recipe-local code ran without approval");
-    assert_eq!(status(&r, "custom"), "skip");
-    assert_eq!(reason(&r, "custom"), "no tests");
-    assert_eq!(r["customization"]["recipe_local_tests"], "not approved");
+    assert_eq!(status(&r, Stage::Custom), Status::Skip);
+    assert_eq!(reason(&r, Stage::Custom), "no tests");
+    assert_eq!(r.customization["recipe_local_tests"], "not approved");
 
     // Approved: both run; a trusted file of the same name wins over the recipe's.
     fs::write(w.tests_dir.join("repo-local-approved.txt"), "# reviewed by an operator\npr\n").unwrap();
@@ -232,9 +246,9 @@ fn recipe_local_code_runs_only_when_approved_and_trusted_files_win() {
         assert!(markers.join(m).exists(), "{m} missing");
     }
     assert!(!markers.join("local-shared").exists(), "the recipe-local file of a trusted name must not run");
-    assert_eq!(r["customization"]["files"]["test_shared"], "trusted");
-    assert_eq!(r["customization"]["files"]["test_local"], "recipe-local");
-    assert_eq!(stage(&r, "custom")["tests"].as_array().unwrap().len(), 2);
+    assert_eq!(r.customization["files"]["test_shared"], "trusted");
+    assert_eq!(r.customization["files"]["test_local"], "recipe-local");
+    assert_eq!(stage(&r, Stage::Custom).tests.len(), 2);
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -245,7 +259,7 @@ fn a_non_executable_test_is_an_error_not_a_skip() {
     w.trusted("hello", "test_forgot_chmod", "#!/bin/sh\nexit 0\n", false);
     let (code, r, err) = run(&w, &["--recipe", "hello"]);
     assert_eq!(code, 1, "{err}");
-    assert!(reason(&r, "install").contains("not executable"), "{r}");
+    assert!(reason(&r, Stage::Install).contains("not executable"), "{r:?}");
     assert!(!w.abra_log().contains("app new"), "nothing is deployed");
 }
 
@@ -271,25 +285,25 @@ fn failing_and_timed_out_tests_are_named_and_killed() {
     let (code, r, err) =
         run(&w, &["--recipe", "hello", "--stages", "install,custom", "--junit", junit.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
-    assert_eq!(status(&r, "install"), "pass");
-    for s in ["upgrade", "backup", "restore"] {
-        assert_eq!((status(&r, s), reason(&r, s)), ("unver".to_string(), "not requested".to_string()));
+    assert_eq!(status(&r, Stage::Install), Status::Pass);
+    for s in [Stage::Upgrade, Stage::Backup, Stage::Restore] {
+        assert_eq!((status(&r, s), reason(&r, s)), (Status::Unver, "not requested".to_string()));
     }
-    assert_eq!(status(&r, "custom"), "fail");
-    assert!(reason(&r, "custom").contains("test_b_fails") && reason(&r, "custom").contains("test_c_hangs"));
-    let tests = stage(&r, "custom")["tests"].as_array().unwrap();
-    let t = |n: &str| tests.iter().find(|t| t["name"] == n).unwrap().clone();
-    assert_eq!(t("test_a_passes")["status"], "pass");
-    assert_eq!(t("test_b_fails")["status"], "fail");
-    assert!(t("test_b_fails")["reason"].as_str().unwrap().contains("exited 3"));
-    assert!(t("test_c_hangs")["reason"].as_str().unwrap().contains("timed out"));
+    assert_eq!(status(&r, Stage::Custom), Status::Fail);
+    assert!(reason(&r, Stage::Custom).contains("test_b_fails") && reason(&r, Stage::Custom).contains("test_c_hangs"));
+    let tests = &stage(&r, Stage::Custom).tests;
+    let t = |n: &str| tests.iter().find(|t| t.name == n).unwrap();
+    assert_eq!(t("test_a_passes").status, Status::Pass);
+    assert_eq!(t("test_b_fails").status, Status::Fail);
+    assert!(t("test_b_fails").reason.as_deref().unwrap().contains("exited 3"));
+    assert!(t("test_c_hangs").reason.as_deref().unwrap().contains("timed out"));
     let sleeper: i32 = fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert!(!alive(sleeper), "the timed-out test's whole process group was killed");
     assert!(err.contains("test_b_fails"), "the summary names the failing test");
     let xml = fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("name=\"test_b_fails\"") && xml.contains("<failure"), "{xml}");
-    assert_eq!(r["rungs"]["functional"], "fail");
-    assert_eq!(r["level"], 1);
+    assert_eq!(r.rungs.functional, Status::Fail);
+    assert_eq!(r.level, 1);
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -332,16 +346,16 @@ fn single_release_no_backupbot_and_expected_na_are_intentional_skips() {
     );
     let (code, r, err) = run(&w, &["--recipe", "solo", "--src", solo.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(status(&r, "install"), "pass");
-    assert_eq!((status(&r, "upgrade"), reason(&r, "upgrade")), ("skip".into(), "no earlier release".into()));
-    assert_eq!((status(&r, "backup"), reason(&r, "backup")), ("skip".into(), "not backup-capable".into()));
-    assert_eq!((status(&r, "restore"), reason(&r, "restore")), ("skip".into(), "not backup-capable".into()));
-    assert_eq!(status(&r, "custom"), "skip");
-    assert!(reason(&r, "custom").contains("nothing to test yet"));
-    assert_eq!(r["level"], 5, "intentional skips are climbed past, and lint passes: {}", r["lint"]);
-    assert_eq!(r["skips"]["intentional"]["upgrade"], "no earlier release");
-    assert_eq!(r["skips"]["intentional"]["backup_restore"], "not backup-capable");
-    assert_eq!(r["skips"]["unintentional"], serde_json::json!([]));
+    assert_eq!(status(&r, Stage::Install), Status::Pass);
+    assert_eq!((status(&r, Stage::Upgrade), reason(&r, Stage::Upgrade)), (Status::Skip, "no earlier release".into()));
+    assert_eq!((status(&r, Stage::Backup), reason(&r, Stage::Backup)), (Status::Skip, "not backup-capable".into()));
+    assert_eq!((status(&r, Stage::Restore), reason(&r, Stage::Restore)), (Status::Skip, "not backup-capable".into()));
+    assert_eq!(status(&r, Stage::Custom), Status::Skip);
+    assert!(reason(&r, Stage::Custom).contains("nothing to test yet"));
+    assert_eq!(r.level, 5, "intentional skips are climbed past, and lint passes: {:?}", r.lint);
+    assert_eq!(r.skips.intentional["upgrade"], "no earlier release");
+    assert_eq!(r.skips.intentional["backup_restore"], "not backup-capable");
+    assert_eq!(r.skips.unintentional, Vec::<String>::new());
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -359,13 +373,13 @@ fn the_quick_lane_runs_exactly_upgrade_and_custom() {
     let (code, r, err) = run(&w, &["--recipe", "hello", "--stages", "install"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("quick lane"), "a --stages given too is ignored with a warning: {err}");
-    assert_eq!(r["mode"], "quick");
-    assert_eq!(status(&r, "upgrade"), "pass");
-    assert_eq!(status(&r, "custom"), "pass");
-    for s in ["install", "backup", "restore"] {
-        assert_eq!((status(&r, s), reason(&r, s)), ("unver".into(), "not requested".into()));
+    assert_eq!(r.mode, Mode::Quick);
+    assert_eq!(status(&r, Stage::Upgrade), Status::Pass);
+    assert_eq!(status(&r, Stage::Custom), Status::Pass);
+    for s in [Stage::Install, Stage::Backup, Stage::Restore] {
+        assert_eq!((status(&r, s), reason(&r, s)), (Status::Unver, "not requested".into()));
     }
-    assert_eq!(r["level"], 0, "an unrequested install stops the climb");
+    assert_eq!(r.level, 0, "an unrequested install stops the climb");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -386,7 +400,10 @@ fn probes_that_never_pass_fail_with_the_address_and_what_was_seen() {
     );
     let (code, r, err) = run(&w, &["--recipe", "hello", "--stages", "install"]);
     assert_eq!(code, 1, "{err}");
-    assert!(reason(&r, "install").contains(&format!("tcp 127.0.0.1:{closed} does not accept connections")), "{r}");
+    assert!(
+        reason(&r, Stage::Install).contains(&format!("tcp 127.0.0.1:{closed} does not accept connections")),
+        "{r:?}"
+    );
     w.trusted(
         "hello",
         "ccci.yml",
@@ -398,7 +415,7 @@ fn probes_that_never_pass_fail_with_the_address_and_what_was_seen() {
     w.set("CCCI_HEALTH_URL", "https://{domain}/");
     let (code, r, err) = run(&w, &["--recipe", "hello", "--stages", "install"]);
     assert_eq!(code, 1, "{err}");
-    let why = reason(&r, "install");
+    let why = reason(&r, Stage::Install);
     assert!(why.contains(&format!("GET http://127.0.0.1:{port}/ answered 200 (expected 418)")), "{why}");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
@@ -412,7 +429,7 @@ fn the_deploy_count_guard_trips_on_a_second_deploy() {
     w.trusted("hello", "install_steps.sh", "echo 1 > \"$CCCI_DEPLOY_COUNT_FILE\"\n", false);
     let (code, r, err) = run(&w, &["--recipe", "hello", "--stages", "install"]);
     assert_eq!(code, 1, "{err}");
-    assert!(reason(&r, "install").contains("deploy-count guard: 2 deploys"), "{r}");
+    assert!(reason(&r, Stage::Install).contains("deploy-count guard: 2 deploys"), "{r:?}");
     assert!(!w.abra_log().contains("app deploy"), "the guard stops the second deploy before it happens");
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
@@ -430,8 +447,11 @@ fn a_bad_recipe_local_ccci_yml_is_an_error_and_deploys_nothing() {
     fs::write(w.tests_dir.join("repo-local-approved.txt"), "badyml\n").unwrap();
     let (code, r, err) = run(&w, &["--recipe", "badyml", "--src", dest.to_str().unwrap()]);
     assert_eq!(code, 70, "{err}");
-    assert_eq!(r["outcome"], "error");
-    assert_eq!(r["exit_code"], 70);
-    assert!(reason(&r, "install").contains("recipe-local ccci.yml") && reason(&r, "install").contains("line 2"), "{r}");
+    assert_eq!(r.outcome, Outcome::Error);
+    assert_eq!(r.exit_code, 70);
+    assert!(
+        reason(&r, Stage::Install).contains("recipe-local ccci.yml") && reason(&r, Stage::Install).contains("line 2"),
+        "{r:?}"
+    );
     assert!(!w.abra_log().contains("app new"), "nothing is deployed");
 }

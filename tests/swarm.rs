@@ -4,6 +4,10 @@
 use std::fs;
 use std::time::Duration;
 
+use ccci::exit::Outcome;
+use ccci::report::{Status, TeardownResult};
+use ccci::stage::Stage;
+
 use crate::common::*;
 
 /// A trusted ccci.yml giving the app its own host port (host-mode ports collide between
@@ -46,20 +50,20 @@ fn a_green_run_of_hello_passes_and_leaves_nothing() {
     assert_eq!(code(&o), 0, "{err}");
     let r = w.results(&run_id);
     let stdout: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints results.json on stdout");
-    assert_eq!(stdout["run_id"], r["run_id"]);
-    assert_eq!(r["stages"][0]["name"], "install");
-    assert_eq!(r["stages"][0]["status"], "pass", "{r}");
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
-    assert_eq!(r["flags"]["clean_teardown"], true);
-    assert_eq!(r["outcome"], "pass");
-    assert_eq!(r["exit_code"], 0);
-    assert_eq!(r["domain"], w.domain("hello", "0", ""));
-    assert!(r["provenance"]["docker"].as_str().unwrap().chars().next().unwrap().is_ascii_digit(), "{r}");
-    assert!(r["self_cpu_ms"].as_u64().is_some());
-    eprintln!("self_cpu_ms of a green install run: {}", r["self_cpu_ms"]);
-    for stage in ["upgrade", "backup", "restore", "custom"] {
-        let s = r["stages"].as_array().unwrap().iter().find(|s| s["name"] == stage).unwrap();
-        assert_eq!((s["status"].as_str(), s["reason"].as_str()), (Some("unver"), Some("not requested")));
+    assert_eq!(stdout["run_id"], r.run_id.as_str());
+    assert_eq!(r.stages[0].stage, Stage::Install);
+    assert_eq!(r.stages[0].status, Status::Pass, "{r:?}");
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
+    assert!(r.flags.clean_teardown);
+    assert_eq!(r.outcome, Outcome::Pass);
+    assert_eq!(r.exit_code, 0);
+    assert_eq!(r.domain, w.domain("hello", "0", ""));
+    assert!(r.provenance.docker.chars().next().unwrap().is_ascii_digit(), "{r:?}");
+    // `self_cpu_ms` is there and a whole number: `w.results` reads it into a `u64` or panics.
+    eprintln!("self_cpu_ms of a green install run: {}", r.self_cpu_ms);
+    for s in [Stage::Upgrade, Stage::Backup, Stage::Restore, Stage::Custom] {
+        let s = stage(&r, s);
+        assert_eq!((s.status, s.reason.as_deref()), (Status::Unver, Some("not requested")));
     }
     // The first log line echoes the inputs; the summary table is on stderr.
     assert!(err.contains("ccci run: recipe=hello ref= pr=0 src=abra recipe fetch stages=install quick=0"), "{err}");
@@ -92,24 +96,24 @@ fn a_never_healthy_recipe_fails_fast_and_tears_down() {
     let o = output_within(c, Duration::from_secs(300));
     assert_eq!(code(&o), 1, "{}", stderr_of(&o));
     let r = w.results(&run_id);
-    let install = &r["stages"][0];
-    assert_eq!(install["status"], "fail", "{r}");
-    let reason = install["reason"].as_str().unwrap();
+    let install = &r.stages[0];
+    assert_eq!(install.status, Status::Fail, "{r:?}");
+    let reason = install.reason.as_deref().unwrap();
     assert!(reason.contains("sick") && reason.contains("_app"), "the reason names the service: {reason}");
     assert!(reason.contains("unhealthy") || reason.contains("failed"), "the reason says what was wrong: {reason}");
-    assert_eq!(r["stages"][4]["status"], "unver", "{r}");
-    assert_eq!(r["teardown"]["result"], "clean", "{r}");
-    assert_eq!(r["outcome"], "fail");
+    assert_eq!(r.stages[4].status, Status::Unver, "{r:?}");
+    assert_eq!(r.teardown.result, TeardownResult::Clean, "{r:?}");
+    assert_eq!(r.outcome, Outcome::Fail);
     // Issue 15.1: saved before teardown — the tasks, the health log, and the pointer to them.
     let run_dir = w.run_dir(&run_id);
-    let files: Vec<&str> = r["diagnostics"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    let files = &r.diagnostics;
     for f in [
         "diagnostics/tasks.txt",
         "diagnostics/app.log",
         "diagnostics/app.health.txt",
         "diagnostics/compose.rendered.yml",
     ] {
-        assert!(files.contains(&f) && run_dir.join(f).is_file(), "{f} in {files:?}");
+        assert!(files.iter().any(|x| x == f) && run_dir.join(f).is_file(), "{f} in {files:?}");
     }
     assert!(reason.ends_with("(see diagnostics/app.log)"), "{reason}");
     let health = fs::read_to_string(run_dir.join("diagnostics/app.health.txt")).unwrap();
@@ -190,9 +194,9 @@ fn two_different_recipes_in_parallel_both_pass() {
         let (recipe, o) = h.join().unwrap();
         assert_eq!(code(&o), 0, "{recipe}: {}", stderr_of(&o));
     }
-    assert_eq!(w.results(&ra)["stages"][0]["status"], "pass");
-    assert_eq!(w.results(&rb)["stages"][0]["status"], "pass");
-    assert_ne!(w.results(&ra)["domain"], w.results(&rb)["domain"]);
+    assert_eq!(w.results(&ra).stages[0].status, Status::Pass);
+    assert_eq!(w.results(&rb).stages[0].status, Status::Pass);
+    assert_ne!(w.results(&ra).domain, w.results(&rb).domain);
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
 
@@ -219,7 +223,7 @@ fn a_crash_looping_service_leaves_its_last_log_lines() {
     let o = output_within(c, Duration::from_secs(300));
     assert_eq!(code(&o), 1, "{}", stderr_of(&o));
     let r = w.results(&run_id);
-    let reason = r["stages"][0]["reason"].as_str().unwrap();
+    let reason = r.stages[0].reason.as_deref().unwrap();
     assert!(reason.ends_with("(see diagnostics/app.log)"), "{reason}");
     let dir = w.run_dir(&run_id).join("diagnostics");
     let log = fs::read_to_string(dir.join("app.log")).unwrap();
@@ -271,6 +275,6 @@ fn a_slow_start_beats_with_the_task_state() {
     let text = err.text();
     let line = text.lines().find(|l| l.contains("still waiting for ")).unwrap();
     assert!(line.contains("to be ready") && line.contains("of 2m0s") && line.contains("(1 starting)"), "{line}");
-    assert_eq!(w.results(&run_id)["stages"][0]["status"], "pass");
+    assert_eq!(w.results(&run_id).stages[0].status, Status::Pass);
     assert_nothing_left(&w, &run_id);
 }

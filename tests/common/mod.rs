@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use ccci::env_vars::Role;
 use ccci::process::procfs;
+use ccci::report::{Results, StageResult, Status};
+use ccci::stage::Stage;
 
 pub mod etcd;
 pub mod netns;
@@ -273,9 +275,21 @@ impl World {
         self.runs_dir.join(run_id)
     }
 
-    pub fn results(&self, run_id: &str) -> serde_json::Value {
-        let text = fs::read_to_string(self.run_dir(run_id).join("results.json")).expect("results.json");
-        serde_json::from_str(&text).unwrap()
+    /// The run's `results.json`, read into its real types; panics (naming the file and the
+    /// error) when it is missing or is not one.
+    pub fn results(&self, run_id: &str) -> Results {
+        let path = self.run_dir(run_id).join("results.json");
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} does not read into ccci::report::Results: {e}\n{text}", path.display()))
+    }
+
+    /// The run's `results.json` as raw JSON, for the few checks the types cannot make (a key's
+    /// presence or absence).
+    pub fn results_json(&self, run_id: &str) -> serde_json::Value {
+        let path = self.run_dir(run_id).join("results.json");
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}\n{text}", path.display()))
     }
 
     /// Every docker object and `.env` of the world's apps (should be empty after each test).
@@ -397,19 +411,19 @@ impl Drop for KillTokens {
     }
 }
 
-/// The entry of stage `name` in a `results.json`.
-pub fn stage<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()
+/// The entry of stage `s` in a `results.json`.
+pub fn stage(r: &Results, s: Stage) -> &StageResult {
+    r.stages.iter().find(|x| x.stage == s).unwrap_or_else(|| panic!("no stage {s} in {r:?}"))
 }
 
-/// The status of stage `name`.
-pub fn status(r: &serde_json::Value, name: &str) -> String {
-    stage(r, name)["status"].as_str().unwrap().to_string()
+/// The status of stage `s`.
+pub fn status(r: &Results, s: Stage) -> Status {
+    stage(r, s).status
 }
 
-/// The reason of stage `name` ("" when it has none).
-pub fn reason(r: &serde_json::Value, name: &str) -> String {
-    stage(r, name)["reason"].as_str().unwrap_or("").to_string()
+/// The reason of stage `s` ("" when it has none).
+pub fn reason(r: &Results, s: Stage) -> String {
+    stage(r, s).reason.clone().unwrap_or_default()
 }
 
 /// The `ccci janitor --json` report on `stdout`, read into its real types; panics (naming the
