@@ -172,6 +172,28 @@ pub fn describe_holder(info: Option<&HolderInfo>) -> String {
 }
 
 impl Report {
+    /// The report of a sweep that starts now: nothing found, nothing done, not completed.
+    pub fn new(kind: Kind, dry_run: bool, started: String, settings: SettingsOut) -> Report {
+        Report {
+            schema: 1,
+            kind,
+            dry_run,
+            started,
+            duration_ms: 0,
+            completed: false,
+            stopped: None,
+            settings,
+            discovery: DiscoveryOut::default(),
+            apps: Vec::new(),
+            lockfiles: Vec::new(),
+            run_dirs: Vec::new(),
+            stragglers: Vec::new(),
+            errors: Vec::new(),
+            exit_code: 0,
+            leases_unread: false,
+        }
+    }
+
     /// The exit code of `ccci janitor`: 0 when the sweep completed, 1 when something failed
     /// (it still went on), 69 when dockerd could not be read for discovery or etcd for the app
     /// leases (the infra verdict: unreachable, erroring or too slow; as a run's), the signal's
@@ -299,30 +321,14 @@ mod tests {
     use super::*;
 
     fn report() -> Report {
-        Report {
-            schema: 1,
-            kind: Kind::Janitor,
-            dry_run: false,
-            started: String::new(),
-            duration_ms: 0,
-            completed: true,
-            stopped: None,
-            settings: SettingsOut {
-                lock_dir: String::new(),
-                runs_dir: String::new(),
-                domain_suffix: String::new(),
-                prune_after_days: 14,
-                deadline_secs: 600,
-            },
-            discovery: DiscoveryOut::default(),
-            apps: Vec::new(),
-            lockfiles: Vec::new(),
-            run_dirs: Vec::new(),
-            stragglers: Vec::new(),
-            errors: Vec::new(),
-            exit_code: 0,
-            leases_unread: false,
-        }
+        let settings = SettingsOut {
+            lock_dir: String::new(),
+            runs_dir: String::new(),
+            domain_suffix: String::new(),
+            prune_after_days: 14,
+            deadline_secs: 600,
+        };
+        Report { completed: true, ..Report::new(Kind::Janitor, false, String::new(), settings) }
     }
 
     #[test]

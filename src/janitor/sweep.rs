@@ -61,30 +61,18 @@ pub fn sweep(host: &Host, abra: &Abra, docker: &Docker, s: &Settings) -> Report 
     let t0 = Instant::now();
     let started = SystemTime::now();
     let pattern = RunAppPattern::new(&host.domain_suffix);
-    let mut report = Report {
-        schema: 1,
-        kind: s.kind,
-        dry_run: s.dry_run,
-        started: crate::clock::rfc3339(started),
-        duration_ms: 0,
-        completed: false,
-        stopped: None,
-        settings: SettingsOut {
+    let mut report = Report::new(
+        s.kind,
+        s.dry_run,
+        crate::clock::rfc3339(started),
+        SettingsOut {
             lock_dir: host.lock_dir.display().to_string(),
             runs_dir: host.runs_dir.display().to_string(),
             domain_suffix: host.domain_suffix.clone(),
             prune_after_days: s.prune_after.as_secs() / 86_400,
             deadline_secs: s.deadline.as_secs(),
         },
-        discovery: DiscoveryOut::default(),
-        apps: Vec::new(),
-        lockfiles: Vec::new(),
-        run_dirs: Vec::new(),
-        stragglers: Vec::new(),
-        errors: Vec::new(),
-        exit_code: 0,
-        leases_unread: false,
-    };
+    );
     // Every child of this sweep (abra, docker) ends by the sweep's deadline: a wedged dockerd
     // must not stretch a janitor past its --deadline, nor the run-start janitor past its budget.
     let deadline_at = t0.checked_add(s.deadline).unwrap_or_else(|| crate::lifetime::instant_after(s.deadline));
