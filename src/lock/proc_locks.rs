@@ -197,15 +197,7 @@ fn mount_device(mounts: &[(String, u32, u32)], path: &Path) -> Option<(u32, u32)
 /// Pids holding a lock on the open file (informational; see the module doc).
 pub fn holders_of_file(f: &File) -> Vec<i32> {
     let Ok(meta) = f.metadata() else { return Vec::new() };
-    let (ma, mi, ino) = (libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
-    let mut pids: Vec<i32> = read()
-        .into_iter()
-        .filter(|e| !e.blocked && e.inode == ino && e.major == ma && e.minor == mi)
-        .map(|e| e.pid)
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
-    pids
+    holders(meta.dev(), meta.ino())
 }
 
 /// Pids holding a lock on the inode `(dev, ino)` (tests and diagnostics).

@@ -394,20 +394,10 @@ impl Cmd {
             c
         } else {
             let mut c = Command::new(&self.program);
-            // SAFETY: runs in the forked child before exec; only async-signal-safe calls
-            // (prctl, getppid, _exit), no allocation. The parent-death signal follows the
-            // spawning thread, which is why ccci spawns only from its main thread.
+            // SAFETY: the hook runs in the forked child before exec and makes only
+            // async-signal-safe calls ([`die_with_parent`]), no allocation.
             unsafe {
-                c.pre_exec(move || {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // The parent may have died between fork and prctl; the signal would never come.
-                    if libc::getppid() != parent {
-                        libc::_exit(127);
-                    }
-                    Ok(())
-                });
+                c.pre_exec(move || die_with_parent(parent));
             }
             c
         };
@@ -441,13 +431,7 @@ impl Cmd {
                 if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    libc::_exit(127);
-                }
-                Ok(())
+                die_with_parent(parent)
             });
         }
         self.common(&mut c);
@@ -658,6 +642,23 @@ impl Cmd {
         }
         Ok(out)
     }
+}
+
+/// In a forked child before exec: SIGKILL when ccci's spawning thread ends (the parent-death
+/// signal follows the thread, which is why ccci spawns only from its main thread), and no exec
+/// at all when ccci already died between the fork and the prctl (the signal would never come).
+/// Async-signal-safe: prctl, getppid and _exit, no allocation.
+fn die_with_parent(parent: i32) -> std::io::Result<()> {
+    // SAFETY: plain system calls on the calling process.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            libc::_exit(127);
+        }
+    }
+    Ok(())
 }
 
 /// A lifetime stop, as the reason a child was stopped (its own timeout is the caller's).
