@@ -131,145 +131,9 @@ pub fn run(ctx: &Ctx) -> RunState {
     let mut st = RunState::default();
     let requested = ctx.cfg.stages.clone();
     let unver = crate::report::Status::Unver;
-
-    banner("fetch");
-    let t0 = Instant::now();
-    let req = FetchRequest {
-        recipe: &ctx.cfg.recipe,
-        git_ref: ctx.cfg.git_ref.as_deref(),
-        src: ctx.cfg.src.as_ref(),
-        skip_fetch: ctx.cfg.skip_fetch,
-        git_base: &ctx.cfg.host.git_base,
-        abra_home: &ctx.cfg.host.abra_home,
-        dest: &ctx.ws.recipe_dir(&ctx.cfg.recipe),
-    };
-    let fetched = match fetch::fetch(&req, &ctx.git, &ctx.abra) {
-        Ok(f) => f,
-        Err(e) => {
-            match lifetime::cause() {
-                Some(c) if e.stopped() => st.rest(&requested, unver, &cancel_reason(c)),
-                _ if e.trouble() != crate::adapters::git::Trouble::None => {
-                    // The network or the host, not the recipe: CI could not test it (69).
-                    let reason = format!("CI could not fetch the recipe: {e}");
-                    tracing::error!("{reason}");
-                    st.infra = Some(reason.clone());
-                    st.rest(&requested, unver, &reason);
-                }
-                _ => {
-                    tracing::error!("fetch failed: {e}");
-                    st.failed = Some(format!("fetch failed: {e}"));
-                    st.rest(&requested, unver, &format!("fetch failed: {e}"));
-                }
-            }
-            return st;
-        }
-    };
-    tracing::info!(
-        "fetched {} ({}) at {} in {}",
-        ctx.cfg.recipe,
-        fetched.how,
-        fetched.head,
-        crate::clock::human(t0.elapsed())
-    );
-    st.fetched = Some(fetched.clone());
-
-    // The PR's tree, before ccci reads anything of it (the customisation snapshot reads its
-    // tests/, the gate its compose files): no link may leave it or name a FIFO or a device.
-    if let Err(e) = crate::policy::check_tree(&ctx.git, &fetched.dir) {
-        tracing::error!("{e}");
-        st.fail_first(&requested, &e.to_string());
-        return st;
-    }
-
-    let custom = match customization::snapshot(&SnapshotRequest {
-        tests_dir: ctx.cfg.host.tests_dir.as_deref(),
-        recipe: &ctx.cfg.recipe,
-        recipe_tree: &fetched.dir,
-        dest: &ctx.ws.tests_dir,
-        trusted_yml: ctx.cfg.trusted_yml.as_ref().map(|(_, y)| y),
-    }) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            let reason = e.to_string();
-            if matches!(e, CustomizationError::LocalYml(_)) {
-                st.internal_error = Some(reason.clone());
-            } else {
-                st.failed = Some(reason.clone());
-            }
-            st.rest(&requested, unver, &reason);
-            return st;
-        }
-    };
-    custom.log();
-    st.customization = custom.to_json();
-
-    if let Some(c) = lifetime::cause() {
-        st.rest(&requested, unver, &cancel_reason(c));
-        return st;
-    }
-    // Before the app lock: lint needs only the tree, and a run waiting for the lock should
-    // not hold it longer for lint.
-    banner("lint");
-    st.lint = Some(lint::lint(ctx, &fetched));
-    if let Some(c) = lifetime::cause() {
-        st.rest(&requested, unver, &cancel_reason(c));
-        return st;
-    }
-
-    banner("deploy");
-    let t_lock = Instant::now();
-    let lock = match acquire_lock(ctx) {
-        Ok(l) => l,
-        Err(LockError::Timeout { .. }) | Err(LockError::Cancelled { .. }) if lifetime::cause().is_none() => {
-            let reason = "gave up waiting for the app lock (--lock-timeout)";
-            tracing::error!("{reason}");
-            st.lock_timeout = true;
-            st.rest(&requested, unver, reason);
-            st.teardown = skipped_teardown();
-            return st;
-        }
-        Err(LockError::Cancelled { .. }) | Err(LockError::Timeout { .. }) => {
-            let c = lifetime::cause().unwrap_or(Cause::Term);
-            tracing::warn!("cancelled while waiting for the app lock of {}: nothing was deployed", ctx.cfg.domain);
-            st.rest(&requested, unver, &format!("{} while waiting for the app lock", cancel_reason(c)));
-            st.teardown = skipped_teardown();
-            return st;
-        }
-        Err(e) => {
-            tracing::error!("{e}");
-            st.failed = Some(e.to_string());
-            st.rest(&requested, unver, &e.to_string());
-            st.teardown = skipped_teardown();
-            return st;
-        }
-    };
-
-    // The cross-host lease, after the local lock (local contenders never reach etcd) and
-    // before anything is created.
-    let lease = match fence::acquire(ctx, t_lock.elapsed()) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("{e}");
-            // Nothing of this run exists: the local lockfile goes with the lock.
-            if let Err(e) = lock.unlink() {
-                tracing::debug!("cannot unlink the app lock {}: {e}", lock.path().display());
-            }
-            let reason = e.to_string();
-            match e {
-                AcquireError::Timeout { .. } => st.lock_timeout = true,
-                AcquireError::Cancelled { .. } => {}
-                AcquireError::Unavailable { .. } | AcquireError::Failed { .. } => st.infra = Some(reason.clone()),
-            }
-            let reason = match lifetime::cause() {
-                Some(c) => format!("{} while waiting for the app lease", cancel_reason(c)),
-                None => reason,
-            };
-            st.rest(&requested, unver, &reason);
-            st.teardown = skipped_teardown();
-            return st;
-        }
-    };
+    // Each phase before the stages records how it ended in `st` when the run cannot go on.
+    let Some((fetched, custom)) = prepare(ctx, &mut st, &requested) else { return st };
+    let Some((lock, lease)) = hold_app(ctx, &mut st, &requested) else { return st };
 
     let deps_file = match crate::deps::DepsFile::create(&ctx.ws.deps_file) {
         Ok(f) => f,
@@ -327,6 +191,157 @@ pub fn run(ctx: &Ctx) -> RunState {
     tracing::info!("app lock released: {}", path.display());
     lease.release();
     st
+}
+
+/// Fetch, the tree check, the customisation snapshot and lint: everything before the app lock.
+/// `None` when the run cannot go on (the reason is recorded in `st`).
+fn prepare(ctx: &Ctx, st: &mut RunState, requested: &[Stage]) -> Option<(Fetched, Customization)> {
+    let unver = crate::report::Status::Unver;
+    banner("fetch");
+    let t0 = Instant::now();
+    let req = FetchRequest {
+        recipe: &ctx.cfg.recipe,
+        git_ref: ctx.cfg.git_ref.as_deref(),
+        src: ctx.cfg.src.as_ref(),
+        skip_fetch: ctx.cfg.skip_fetch,
+        git_base: &ctx.cfg.host.git_base,
+        abra_home: &ctx.cfg.host.abra_home,
+        dest: &ctx.ws.recipe_dir(&ctx.cfg.recipe),
+    };
+    let fetched = match fetch::fetch(&req, &ctx.git, &ctx.abra) {
+        Ok(f) => f,
+        Err(e) => {
+            match lifetime::cause() {
+                Some(c) if e.stopped() => st.rest(requested, unver, &cancel_reason(c)),
+                _ if e.trouble() != crate::adapters::git::Trouble::None => {
+                    // The network or the host, not the recipe: CI could not test it (69).
+                    let reason = format!("CI could not fetch the recipe: {e}");
+                    tracing::error!("{reason}");
+                    st.infra = Some(reason.clone());
+                    st.rest(requested, unver, &reason);
+                }
+                _ => {
+                    tracing::error!("fetch failed: {e}");
+                    st.failed = Some(format!("fetch failed: {e}"));
+                    st.rest(requested, unver, &format!("fetch failed: {e}"));
+                }
+            }
+            return None;
+        }
+    };
+    tracing::info!(
+        "fetched {} ({}) at {} in {}",
+        ctx.cfg.recipe,
+        fetched.how,
+        fetched.head,
+        crate::clock::human(t0.elapsed())
+    );
+    st.fetched = Some(fetched.clone());
+
+    // The PR's tree, before ccci reads anything of it (the customisation snapshot reads its
+    // tests/, the gate its compose files): no link may leave it or name a FIFO or a device.
+    if let Err(e) = crate::policy::check_tree(&ctx.git, &fetched.dir) {
+        tracing::error!("{e}");
+        st.fail_first(requested, &e.to_string());
+        return None;
+    }
+
+    let custom = match customization::snapshot(&SnapshotRequest {
+        tests_dir: ctx.cfg.host.tests_dir.as_deref(),
+        recipe: &ctx.cfg.recipe,
+        recipe_tree: &fetched.dir,
+        dest: &ctx.ws.tests_dir,
+        trusted_yml: ctx.cfg.trusted_yml.as_ref().map(|(_, y)| y),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            let reason = e.to_string();
+            if matches!(e, CustomizationError::LocalYml(_)) {
+                st.internal_error = Some(reason.clone());
+            } else {
+                st.failed = Some(reason.clone());
+            }
+            st.rest(requested, unver, &reason);
+            return None;
+        }
+    };
+    custom.log();
+    st.customization = custom.to_json();
+
+    if let Some(c) = lifetime::cause() {
+        st.rest(requested, unver, &cancel_reason(c));
+        return None;
+    }
+    // Before the app lock: lint needs only the tree, and a run waiting for the lock should
+    // not hold it longer for lint.
+    banner("lint");
+    st.lint = Some(lint::lint(ctx, &fetched));
+    if let Some(c) = lifetime::cause() {
+        st.rest(requested, unver, &cancel_reason(c));
+        return None;
+    }
+    Some((fetched, custom))
+}
+
+/// The app lock, then the cross-host lease: the run owns its domain from here on. `None` when
+/// it cannot (nothing was deployed; the reason is recorded in `st`).
+fn hold_app(ctx: &Ctx, st: &mut RunState, requested: &[Stage]) -> Option<(LockGuard, fence::RunLease)> {
+    let unver = crate::report::Status::Unver;
+    banner("deploy");
+    let t_lock = Instant::now();
+    let lock = match acquire_lock(ctx) {
+        Ok(l) => l,
+        Err(LockError::Timeout { .. }) | Err(LockError::Cancelled { .. }) if lifetime::cause().is_none() => {
+            let reason = "gave up waiting for the app lock (--lock-timeout)";
+            tracing::error!("{reason}");
+            st.lock_timeout = true;
+            st.rest(requested, unver, reason);
+            st.teardown = skipped_teardown();
+            return None;
+        }
+        Err(LockError::Cancelled { .. }) | Err(LockError::Timeout { .. }) => {
+            let c = lifetime::cause().unwrap_or(Cause::Term);
+            tracing::warn!("cancelled while waiting for the app lock of {}: nothing was deployed", ctx.cfg.domain);
+            st.rest(requested, unver, &format!("{} while waiting for the app lock", cancel_reason(c)));
+            st.teardown = skipped_teardown();
+            return None;
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            st.failed = Some(e.to_string());
+            st.rest(requested, unver, &e.to_string());
+            st.teardown = skipped_teardown();
+            return None;
+        }
+    };
+
+    // The cross-host lease, after the local lock (local contenders never reach etcd) and
+    // before anything is created.
+    let lease = match fence::acquire(ctx, t_lock.elapsed()) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            // Nothing of this run exists: the local lockfile goes with the lock.
+            if let Err(e) = lock.unlink() {
+                tracing::debug!("cannot unlink the app lock {}: {e}", lock.path().display());
+            }
+            let reason = e.to_string();
+            match e {
+                AcquireError::Timeout { .. } => st.lock_timeout = true,
+                AcquireError::Cancelled { .. } => {}
+                AcquireError::Unavailable { .. } | AcquireError::Failed { .. } => st.infra = Some(reason.clone()),
+            }
+            let reason = match lifetime::cause() {
+                Some(c) => format!("{} while waiting for the app lease", cancel_reason(c)),
+                None => reason,
+            };
+            st.rest(requested, unver, &reason);
+            st.teardown = skipped_teardown();
+            return None;
+        }
+    };
+    Some((lock, lease))
 }
 
 /// Tears down each dependency that took its lock, last deployed first. A dependency's residue
