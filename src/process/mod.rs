@@ -503,12 +503,41 @@ impl Cmd {
             return Ok(out);
         }
         tracing::event!(target: "ccci::process", Level::DEBUG, "$ {cmdline}");
-        self.check_program().map_err(|source| ProcessError::Spawn {
-            cmdline: cmdline.clone(),
-            source,
-            hint: self.hint.clone(),
-        })?;
-        let spawn_error = |source| ProcessError::Spawn { cmdline: cmdline.clone(), source, hint: self.hint.clone() };
+        let (pid, streams) = self.spawn_child(&watch, &cmdline)?;
+        let mut sink = ChildLines { cmd: self, tail: VecDeque::new(), stdout: Vec::new(), eofs: 0 };
+        let stop = self.wait_exit(&watch, &mut sink, started);
+        let status = match stop {
+            Some(why) => self.stop_group(pid, why, &mut watch),
+            None => {
+                let status = group::reap_leader(pid, true);
+                out.leaky = self.leak_check(pid, streams, &watch, &mut sink);
+                status
+            }
+        };
+        while let Some(ev) = watch.recv_timeout(Duration::ZERO) {
+            sink.handle(ev);
+        }
+        group::unregister(pid);
+        out.ended = ended_of(stop, status);
+        out.stdout =
+            String::from_utf8(sink.stdout).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        out.tail = sink.tail.into_iter().collect();
+        out.duration = started.elapsed();
+        // A failure is logged at the child's own level (a debug-level probe's stays quiet).
+        if !out.success() && self.level <= Level::INFO {
+            tracing::info!("{} finished in {}: {}", self.name, crate::clock::human(out.duration), out.describe())
+        } else {
+            tracing::debug!("{} finished in {}: {}", self.name, crate::clock::human(out.duration), out.describe())
+        }
+        Ok(out)
+    }
+
+    /// Starts the child in its own group, with a reader per output stream and a watcher of its
+    /// exit feeding `watch`. Returns its pid (= its group) and how many streams it has.
+    fn spawn_child(&self, watch: &lifetime::Watch, cmdline: &str) -> Result<(i32, u8), ProcessError> {
+        let spawn_error =
+            |source| ProcessError::Spawn { cmdline: cmdline.to_string(), source, hint: self.hint.clone() };
+        self.check_program().map_err(spawn_error)?;
         let (mut command, master) = self.command().map_err(spawn_error)?;
         let spawned = command.spawn();
         // The command holds the terminal's slave side: drop it, or the master never sees the
@@ -531,9 +560,12 @@ impl Cmd {
             2
         };
         spawn_exit_watcher(pid, tx);
-        drop(child);
+        Ok((pid, streams))
+    }
 
-        let mut sink = ChildLines { cmd: self, tail: VecDeque::new(), stdout: Vec::new(), eofs: 0 };
+    /// Drains the child's output until it exits (`None`), or until ccci must stop it: a stop of
+    /// the run, its own timeout, or the caller's bound.
+    fn wait_exit(&self, watch: &lifetime::Watch, sink: &mut ChildLines<'_>, started: Instant) -> Option<Stopped> {
         let own = self.timeout.map(|t| started.checked_add(t).unwrap_or_else(|| crate::lifetime::instant_after(t)));
         // A bound set by the caller's caller (the janitor's --deadline, the run-start janitor's
         // budget) caps every child started meanwhile, whatever the child's own timeout.
@@ -541,106 +573,95 @@ impl Cmd {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let mut exited = false;
-        let mut stop: Option<Stopped> = None;
-        while !exited {
+        loop {
             if let Some(s) = watch.stop() {
-                stop = Some(stopped_of(s));
-                break;
+                return Some(stopped_of(s));
             }
             if let Some(d) = deadline
                 && Instant::now() >= d
             {
-                stop = Some(Stopped::TimedOut(d.saturating_duration_since(started)));
-                break;
+                return Some(Stopped::TimedOut(d.saturating_duration_since(started)));
             }
             let wait =
                 deadline.map_or(WAIT_BACKSTOP, |d| d.saturating_duration_since(Instant::now()).min(WAIT_BACKSTOP));
             match watch.recv_timeout(wait) {
-                Some(Event::Exited) => exited = true,
+                Some(Event::Exited) => return None,
                 Some(ev) => sink.handle(ev),
                 None => {}
             }
         }
+    }
 
-        let t = timing();
-        let mut status = None;
-        if let Some(s) = stop {
-            // Abandon and skip mean "now": the budget is spent or a person asked twice; so does
-            // a cause that says so (`Cause::kills_at_once`).
-            let grace = match s {
-                Stopped::Abandoned | Stopped::Skipped => Duration::ZERO,
-                Stopped::Cancelled(c) if c.kills_at_once() => Duration::ZERO,
-                _ => t.kill_grace,
-            };
-            if grace.is_zero() {
-                tracing::warn!("{}: {s}; killing its process group", self.name);
-            } else {
-                tracing::warn!(
-                    "{}: {s}; stopping its process group (SIGTERM, {} grace, SIGKILL)",
-                    self.name,
-                    crate::clock::human(grace)
-                );
-            }
-            watch.rearm();
-            let escalate = || watch.epoch_moved();
-            group::terminate_group(pid, grace, &escalate);
-            status = group::reap_leader(pid, true);
-            out.ended = Ended::Stopped { why: s, signal: None };
-        } else {
-            status = status.or_else(|| group::reap_leader(pid, true));
-            // Leak check: the pipes should close and the group empty within the leak timeout.
-            let end = crate::lifetime::instant_after(t.leak_timeout);
-            while sink.eofs < streams {
-                let left = end.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                if let Some(ev) = watch.recv_timeout(left) {
-                    sink.handle(ev);
-                }
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            // Even with the leak timeout spent on the pipes, the group is looked at once.
-            if !group::wait_group_empty(pid, left.max(kill::POLL)) {
-                let members = group::live_members(pid);
-                tracing::warn!(
-                    "{}: leaky step: processes {members:?} were still running in its group after it exited; stopping them",
-                    self.name
-                );
-                out.leaky = members;
-                group::terminate_group(pid, t.kill_grace, &|| false);
-            } else if sink.eofs < streams {
-                tracing::warn!(
-                    "{}: leaky step: its output pipe is still held open by a process outside its group after it exited",
-                    self.name
-                );
-            }
-        }
-        while let Some(ev) = watch.recv_timeout(Duration::ZERO) {
-            sink.handle(ev);
-        }
-        group::unregister(pid);
-        out.ended = match (out.ended, status) {
-            (Ended::Stopped { why, .. }, Some(WaitStatus::Signaled(_, sig, _))) => {
-                Ended::Stopped { why, signal: Some(sig as i32) }
-            }
-            (stopped @ Ended::Stopped { .. }, _) => stopped,
-            (_, Some(WaitStatus::Exited(_, code))) => Ended::Exited(code),
-            (_, Some(WaitStatus::Signaled(_, sig, _))) => Ended::Signaled(sig as i32),
-            _ => Ended::Unknown,
+    /// Stops the child's group for `why` (TERM, grace, KILL; at once when `why` says so) and
+    /// reaps the leader. A further stop during the grace (a second interrupt) escalates.
+    fn stop_group(&self, pid: i32, why: Stopped, watch: &mut lifetime::Watch) -> Option<WaitStatus> {
+        // Abandon and skip mean "now": the budget is spent or a person asked twice; so does a
+        // cause that says so (`Cause::kills_at_once`).
+        let grace = match why {
+            Stopped::Abandoned | Stopped::Skipped => Duration::ZERO,
+            Stopped::Cancelled(c) if c.kills_at_once() => Duration::ZERO,
+            _ => timing().kill_grace,
         };
-        out.stdout =
-            String::from_utf8(sink.stdout).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        out.tail = sink.tail.into_iter().collect();
-        out.duration = started.elapsed();
-        // A failure is logged at the child's own level (a debug-level probe's stays quiet).
-        if !out.success() && self.level <= Level::INFO {
-            tracing::info!("{} finished in {}: {}", self.name, crate::clock::human(out.duration), out.describe())
+        if grace.is_zero() {
+            tracing::warn!("{}: {why}; killing its process group", self.name);
         } else {
-            tracing::debug!("{} finished in {}: {}", self.name, crate::clock::human(out.duration), out.describe())
+            tracing::warn!(
+                "{}: {why}; stopping its process group (SIGTERM, {} grace, SIGKILL)",
+                self.name,
+                crate::clock::human(grace)
+            );
         }
-        Ok(out)
+        watch.rearm();
+        let escalate = || watch.epoch_moved();
+        group::terminate_group(pid, grace, &escalate);
+        group::reap_leader(pid, true)
+    }
+
+    /// After the child exited by itself: its pipes should close and its group empty within the
+    /// leak timeout. Returns the members still running (stopped now: a leaky step).
+    fn leak_check(&self, pid: i32, streams: u8, watch: &lifetime::Watch, sink: &mut ChildLines<'_>) -> Vec<i32> {
+        let t = timing();
+        let end = crate::lifetime::instant_after(t.leak_timeout);
+        while sink.eofs < streams {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Some(ev) = watch.recv_timeout(left) {
+                sink.handle(ev);
+            }
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        // Even with the leak timeout spent on the pipes, the group is looked at once.
+        if !group::wait_group_empty(pid, left.max(kill::POLL)) {
+            let members = group::live_members(pid);
+            tracing::warn!(
+                "{}: leaky step: processes {members:?} were still running in its group after it exited; stopping them",
+                self.name
+            );
+            group::terminate_group(pid, t.kill_grace, &|| false);
+            return members;
+        }
+        if sink.eofs < streams {
+            tracing::warn!(
+                "{}: leaky step: its output pipe is still held open by a process outside its group after it exited",
+                self.name
+            );
+        }
+        Vec::new()
+    }
+}
+
+/// How a child ended, from why ccci stopped it (if it did) and its wait status. A child ccci
+/// stopped is `Stopped` whatever its status says (the SIGKILL was ccci's, not the child's
+/// failure); the status only tells which signal ended it.
+fn ended_of(stop: Option<Stopped>, status: Option<WaitStatus>) -> Ended {
+    match (stop, status) {
+        (Some(why), Some(WaitStatus::Signaled(_, sig, _))) => Ended::Stopped { why, signal: Some(sig as i32) },
+        (Some(why), _) => Ended::Stopped { why, signal: None },
+        (None, Some(WaitStatus::Exited(_, code))) => Ended::Exited(code),
+        (None, Some(WaitStatus::Signaled(_, sig, _))) => Ended::Signaled(sig as i32),
+        (None, _) => Ended::Unknown,
     }
 }
 
@@ -800,6 +821,39 @@ mod tests {
 
     fn sh(script: &str) -> Cmd {
         Cmd::new("sh").arg("-c").arg(script).level(Level::DEBUG)
+    }
+
+    #[test]
+    fn how_a_child_ended_is_ccci_s_stop_first_then_its_status() {
+        use nix::sys::signal::Signal::{SIGKILL, SIGSEGV, SIGTERM};
+        let p = nix::unistd::Pid::from_raw(7);
+        let cancelled = Stopped::Cancelled(Cause::Term);
+        for (stop, status, want) in [
+            (None, Some(WaitStatus::Exited(p, 0)), Ended::Exited(0)),
+            (None, Some(WaitStatus::Exited(p, 3)), Ended::Exited(3)),
+            (None, Some(WaitStatus::Signaled(p, SIGSEGV, true)), Ended::Signaled(11)),
+            (None, None, Ended::Unknown),
+            // ccci's stop wins over whatever the status says; the status names the signal.
+            (
+                Some(cancelled),
+                Some(WaitStatus::Signaled(p, SIGTERM, false)),
+                Ended::Stopped { why: cancelled, signal: Some(15) },
+            ),
+            (
+                Some(Stopped::Abandoned),
+                Some(WaitStatus::Signaled(p, SIGKILL, false)),
+                Ended::Stopped { why: Stopped::Abandoned, signal: Some(9) },
+            ),
+            // It exited by itself during the grace: still ccci's stop, no signal.
+            (Some(cancelled), Some(WaitStatus::Exited(p, 1)), Ended::Stopped { why: cancelled, signal: None }),
+            (
+                Some(Stopped::TimedOut(Duration::from_secs(1))),
+                None,
+                Ended::Stopped { why: Stopped::TimedOut(Duration::from_secs(1)), signal: None },
+            ),
+        ] {
+            assert_eq!(ended_of(stop, status), want, "{stop:?} {status:?}");
+        }
     }
 
     #[test]
