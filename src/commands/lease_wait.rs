@@ -17,6 +17,12 @@ use crate::lease::{AcquireError, FenceError, Holder, Lease};
 use crate::lifetime::{self, Deadline};
 use crate::{config, logging};
 
+/// Between two lines of the driving test, how often the helper looks whether it was stopped
+/// (its lease lost, a signal): a test waits on the `lost` line, so soon.
+const LOOK_AT_STOP: Duration = Duration::from_millis(50);
+/// One fence asked for by the test: as long as a deploy step's would wait for etcd.
+const FENCE_BOUND: Duration = Duration::from_secs(10);
+
 fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
 }
@@ -93,7 +99,7 @@ pub fn main(cli: &Cli, args: &LeaseWaitArgs) -> u8 {
             drop(held);
             return c.exit_code();
         }
-        let line = match rx.recv_timeout(Duration::from_millis(50)) {
+        let line = match rx.recv_timeout(LOOK_AT_STOP) {
             Ok(l) => l,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => "release".to_string(),
@@ -101,7 +107,7 @@ pub fn main(cli: &Cli, args: &LeaseWaitArgs) -> u8 {
         let line = line.trim();
         if let Some(step) = line.strip_prefix("fence ") {
             let w = lifetime::watch();
-            match held.fence(step, Deadline::after(Duration::from_secs(10)).watching(&w)) {
+            match held.fence(step, Deadline::after(FENCE_BOUND).watching(&w)) {
                 Ok(()) => say("fence ok"),
                 Err(e @ FenceError::Lost { .. }) => say(&format!("fence refused {e}")),
                 Err(e) => say(&format!("fence unproven {e}")),

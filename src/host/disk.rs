@@ -3,7 +3,6 @@
 //! fail half-way for reasons that are not the recipe's.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::adapters::engine::{Deadline, Engine};
 
@@ -25,7 +24,7 @@ pub fn free_mb(path: &Path) -> Option<u64> {
 /// when it exists. `None` when neither is known.
 pub fn docker_root(engine: Option<&Engine>) -> Option<PathBuf> {
     let from_api = engine
-        .and_then(|e| e.info(Deadline::after(Duration::from_secs(5))).ok())
+        .and_then(|e| e.info(Deadline::after(super::INFO_BOUND)).ok())
         .and_then(|i| i.docker_root_dir)
         .filter(|d| d.starts_with('/'))
         .map(PathBuf::from);

@@ -16,3 +16,7 @@
 pub mod disk;
 pub mod drain;
 pub mod topology;
+
+/// A preflight's one look at dockerd (`GET /info`): a dockerd that does not answer within it is
+/// not a refusal here; the run's own docker calls report it as the infra trouble it is.
+pub(crate) const INFO_BOUND: std::time::Duration = std::time::Duration::from_secs(5);

@@ -10,8 +10,6 @@
 //! [`classify`] and [`check`] are pure (tested on captured `docker info` output); [`probe`]
 //! asks dockerd.
 
-use std::time::Duration;
-
 use thiserror::Error;
 
 use crate::adapters::engine::models::{LocalNodeState, SystemInfo};
@@ -72,7 +70,7 @@ pub fn check(swarm: Swarm, lease: bool) -> Result<(), TopologyError> {
 /// Asks dockerd (`GET /info`, bounded) and checks. dockerd that does not answer is not a
 /// refusal here: the run's own docker calls report it as the infra trouble it is.
 pub fn probe(lease: bool) -> Result<Option<Swarm>, TopologyError> {
-    let info = Engine::from_env().ok().and_then(|e| match e.info(Deadline::after(Duration::from_secs(5))) {
+    let info = Engine::from_env().ok().and_then(|e| match e.info(Deadline::after(super::INFO_BOUND)) {
         Ok(i) => Some(i),
         Err(err) => {
             tracing::debug!("cannot tell the swarm's size ({err})");

@@ -54,6 +54,8 @@ pub(super) fn proxy_configured() -> bool {
 
 /// One address's connect: the next address (IPv4 after IPv6) gets its turn within the GET's time.
 const CONNECT: Duration = Duration::from_secs(5);
+/// `set_*_timeout` refuses zero (it would mean "block"): the least a spent budget becomes.
+const MIN_SOCKET_TIMEOUT: Duration = Duration::from_millis(1);
 /// Reads are sliced this finely so a stop is seen within it.
 const READ_SLICE: Duration = Duration::from_millis(100);
 
@@ -83,7 +85,7 @@ pub(super) fn get_status(url: &PlainUrl, max: Duration, stop: &dyn Fn() -> bool)
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ccci\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         url.path, url.authority
     );
-    s.set_write_timeout(Some(end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
+    s.set_write_timeout(Some(end.saturating_duration_since(Instant::now()).max(MIN_SOCKET_TIMEOUT)))
         .map_err(|e| e.to_string())?;
     s.write_all(req.as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
     let mut head = Vec::new();
