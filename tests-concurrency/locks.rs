@@ -485,11 +485,7 @@ fn ccci_locks_never_takes_a_lock() {
 
 #[test]
 fn a_run_cancelled_while_waiting_tears_nothing_down() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("hello");
     w.own_port("hello");
     // The holder parks in its custom test until the test lets it go.

@@ -99,11 +99,7 @@ fn dep_domain(w: &World, recipe: &str) -> String {
 
 #[test]
 fn a_recipe_with_a_dependency_passes_five_stages_and_its_credentials_stay_masked() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     let idp_port = sso_world(&w, "ssoapp", None);
     // The custom test reads the credentials from $CCCI_DEPS_FILE, keeps a copy for this test,
     // checks them against the IdP and prints the secret (which the logs must mask).
@@ -189,11 +185,7 @@ echo "deploys so far: $(cat "$CCCI_DEPLOY_COUNT_FILE")"
 
 #[test]
 fn a_dependency_that_never_becomes_ready_fails_the_run_cleanly() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("hello");
     w.recipe("sick");
     let port = free_port();
@@ -229,11 +221,7 @@ fn a_dependency_that_never_becomes_ready_fails_the_run_cleanly() {
 
 #[test]
 fn a_run_killed_between_its_dependency_and_its_app_leaves_the_dependency_to_the_janitor() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     let gate = w.path().join("provision-gate");
     sso_world(&w, "ssoapp", Some(&gate));
     let run_id = format!("k{}", unique());
@@ -322,11 +310,7 @@ fn two_runs_needing_the_same_dependency_recipe_each_get_their_own() {
 
 #[test]
 fn the_deploy_count_guard_allows_one_deploy_per_app_and_dependency() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     sso_world(&w, "ssoapp", None);
     // A deploy more than the app and its dependency: the guard must fail the stage.
     w.trusted(
@@ -352,11 +336,7 @@ fn the_deploy_count_guard_allows_one_deploy_per_app_and_dependency() {
 /// green.
 #[test]
 fn a_skip_only_custom_stage_is_an_unintentional_skip() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("hello");
     w.own_port("hello");
     w.trusted(

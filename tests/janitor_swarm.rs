@@ -167,11 +167,7 @@ fn two_runs_of_one_domain_serialise_and_both_pass() {
 /// process its test left behind — while the normal run before it was never touched.
 #[test]
 fn the_watch_alone_reaps_a_sigkilled_deployed_run() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("hello");
     w.own_port("hello");
     let gate = w.path().join("gate");

@@ -107,11 +107,7 @@ fn hostile_trees_are_refused_before_anything_is_deployed() {
 
 #[test]
 fn the_trusted_allow_list_lets_the_same_bind_through() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     let port = free_port();
     w.trusted(
         "hello",
@@ -134,11 +130,7 @@ fn the_trusted_allow_list_lets_the_same_bind_through() {
 /// head is never deployed, and the base is torn down.
 #[test]
 fn a_hostile_head_over_a_benign_base_fails_the_upgrade_only() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.own_port("hello");
     // The app's `.env` keeps the base's COMPOSE_FILE across an upgrade (as abra's does), so
     // the head turns hostile in a file the base already lists.
@@ -165,11 +157,7 @@ fn a_hostile_head_over_a_benign_base_fails_the_upgrade_only() {
 /// overlay, which ccci copies in): the link is refused, the file is untouched.
 #[test]
 fn a_linked_overlay_never_writes_through_the_link() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.trusted("hello", "compose.ccci.yml", "version: \"3.8\"\nservices: {}\n", false);
     let victim = w.path().join("victim");
     fs::write(&victim, "precious\n").unwrap();

@@ -37,11 +37,7 @@ const IN_APP: &str = "docker exec \"$(docker ps -q --filter label=com.docker.sta
 
 #[test]
 fn a_compose_file_idiom_recipe_with_an_overlay_and_a_head_adding_a_secret_reaches_level_five() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("multi");
     let port = free_port();
     w.trusted(
@@ -158,11 +154,7 @@ fn backup_and_restore_round_trip_without_a_snapshot_id() {
 
 #[test]
 fn lint_passes_or_fails_on_the_tested_ref_and_never_changes_the_exit_code() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     // A lightweight tag: abra's rule R014 (critical) fails; the deploy does not care.
     let hello = w.recipe("hello");
     git(&hello, &["tag", "0.9.0", "1.0.0+1^{commit}"]);
@@ -195,11 +187,7 @@ fn lint_passes_or_fails_on_the_tested_ref_and_never_changes_the_exit_code() {
 
 #[test]
 fn a_sample_naming_another_recipe_fails_the_first_stage_clearly() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     let other = w.recipe_as("hello", "other");
     let sample = other.join(".env.sample");
     fs::write(&sample, fs::read_to_string(&sample).unwrap().replace("TYPE=other", "TYPE=hello:1.1.0+1")).unwrap();

@@ -111,11 +111,7 @@ fn a_failed_runs_results_json_validates_and_reads_into_the_types() {
 /// say `pass`, and each is valid.
 #[test]
 fn a_passing_runs_reports_all_say_pass() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("hello");
     w.own_port("hello");
     w.trusted("hello", "test_ok", "#!/bin/sh\necho checked\n", true);

@@ -27,11 +27,7 @@ const IN_APP: &str =
 
 #[test]
 fn hello_passes_all_five_stages_and_reports_everything() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("hello");
     let port = free_port();
     let out = w.path().join("out");
@@ -212,11 +208,7 @@ fn recipe_with_local_tests(w: &World, name: &str, marker_dir: &std::path::Path) 
 
 #[test]
 fn recipe_local_code_runs_only_when_approved_and_trusted_files_win() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     let markers = w.path().join("markers");
     fs::create_dir_all(&markers).unwrap();
     recipe_with_local_tests(&w, "pr", &markers);
@@ -265,11 +257,7 @@ fn a_non_executable_test_is_an_error_not_a_skip() {
 
 #[test]
 fn failing_and_timed_out_tests_are_named_and_killed() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("hello");
     w.trusted(
         "hello",
@@ -309,11 +297,7 @@ fn failing_and_timed_out_tests_are_named_and_killed() {
 
 #[test]
 fn single_release_no_backupbot_and_expected_na_are_intentional_skips() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     let hello = w.recipe("hello");
     // A recipe with one release and no backupbot label.
     let solo = w.recipes.join("solo");
@@ -385,11 +369,7 @@ fn the_quick_lane_runs_exactly_upgrade_and_custom() {
 
 #[test]
 fn probes_that_never_pass_fail_with_the_address_and_what_was_seen() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("hello");
     let (port, closed) = (free_port(), free_port());
     w.trusted(

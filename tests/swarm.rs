@@ -83,11 +83,7 @@ fn a_green_run_of_hello_passes_and_leaves_nothing() {
 
 #[test]
 fn a_never_healthy_recipe_fails_fast_and_tears_down() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("sick");
     port_config(&w, "sick", 40);
     let run_id = format!("k{}", unique());
@@ -127,11 +123,7 @@ fn a_never_healthy_recipe_fails_fast_and_tears_down() {
 
 #[test]
 fn leftovers_of_a_crashed_run_are_cleared_before_app_new() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     w.recipe("hello");
     port_config(&w, "hello", 60);
     // A run SIGKILLed right after its deploy: its stack, secret and .env remain, its lock is
@@ -204,11 +196,7 @@ fn two_different_recipes_in_parallel_both_pass() {
 /// their exit codes) in `diagnostics/`, and the reason points there.
 #[test]
 fn a_crash_looping_service_leaves_its_last_log_lines() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     let pr = w.pr_of("hello", "crashy", |pr| {
         let compose = fs::read_to_string(pr.join("compose.yml")).unwrap();
         let httpd = r#"command: ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]"#;
@@ -239,11 +227,7 @@ fn a_crash_looping_service_leaves_its_last_log_lines() {
 /// hung CI — the readiness wait beats with where the tasks stand, in the log and status.json.
 #[test]
 fn a_slow_start_beats_with_the_task_state() {
-    if !swarm_available() {
-        return;
-    }
-    let _slot = swarm_slot();
-    let w = World::new();
+    let Some((_slot, w)) = swarm_world() else { return };
     port_config(&w, "hello", 120);
     // The web server comes up 15 s after the container: its healthcheck fails meanwhile, inside
     // the start period, so swarm keeps the task `starting`.

@@ -542,6 +542,17 @@ pub fn swarm_slots_both() -> [File; 3] {
     [pair, swarm_slot(), swarm_slot()]
 }
 
+/// The start of a test on the real swarm: `None` (skip) when there is no swarm and
+/// `CCCI_SKIP_SWARM_TESTS=1`; otherwise one of the swarm slots, held while the returned file
+/// lives, and a fresh world.
+pub fn swarm_world() -> Option<(File, World)> {
+    if !swarm_available() {
+        return None;
+    }
+    let slot = swarm_slot();
+    Some((slot, World::new()))
+}
+
 /// Fails with a clear message when dockerd is unreachable, unless `CCCI_SKIP_SWARM_TESTS=1`
 /// (then the caller skips). Returns false when skipping.
 pub fn swarm_available() -> bool {
