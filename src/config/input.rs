@@ -169,26 +169,6 @@ pub fn bounded(what: &str, value: &str, max: u64, zero_ok: bool) -> Result<u64, 
 /// resolved (symlinks included) and the rest appended. A relative path would mean something
 /// else in every working directory (Drone gives each build its own), and two runs — or a run
 /// and the janitor — that disagree on the lock dir reap each other's live apps.
-/// A file ccci writes (the JUnit report): [`abs_path`]'s rules, but only its directory is
-/// resolved. The last component stays as given, so a link planted there is replaced by the
-/// write, never followed to wherever it points.
-pub fn abs_output_path(what: &str, value: &str) -> Result<PathBuf, InputError> {
-    let p = std::path::Path::new(value);
-    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
-        return Err(err(what, value, "must name a file in an absolute directory"));
-    };
-    if value.ends_with('/') {
-        return Err(err(what, value, "must name a file, not a directory"));
-    }
-    let dir = abs_path(what, &parent.to_string_lossy())?;
-    // `abs_path` refused control characters and `..` in the whole value's directory; the name
-    // itself is a plain component (no `/`), checked here.
-    if name.to_string_lossy().chars().any(char::is_control) {
-        return Err(err(what, value, "must not contain control characters"));
-    }
-    Ok(dir.join(name))
-}
-
 pub fn abs_path(what: &str, value: &str) -> Result<PathBuf, InputError> {
     use std::path::Component;
     if value.chars().any(char::is_control) {
@@ -218,6 +198,26 @@ pub fn abs_path(what: &str, value: &str) -> Result<PathBuf, InputError> {
         out.push(name);
     }
     Ok(out)
+}
+
+/// A file ccci writes (the JUnit report): [`abs_path`]'s rules, but only its directory is
+/// resolved. The last component stays as given, so a link planted there is replaced by the
+/// write, never followed to wherever it points.
+pub fn abs_output_path(what: &str, value: &str) -> Result<PathBuf, InputError> {
+    let p = std::path::Path::new(value);
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+        return Err(err(what, value, "must name a file in an absolute directory"));
+    };
+    if value.ends_with('/') {
+        return Err(err(what, value, "must name a file, not a directory"));
+    }
+    let dir = abs_path(what, &parent.to_string_lossy())?;
+    // `abs_path` refused control characters and `..` in the whole value's directory; the name
+    // itself is a plain component (no `/`), checked here.
+    if name.to_string_lossy().chars().any(char::is_control) {
+        return Err(err(what, value, "must not contain control characters"));
+    }
+    Ok(dir.join(name))
 }
 
 /// A program: a plain name looked up on PATH, or an absolute path.
