@@ -16,7 +16,7 @@
 //! { "schema": 1, "was_draining": bool, "draining": false }            // undrain
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -44,24 +44,6 @@ struct LiveOut {
     run_id: String,
     attempt: u32,
     pid: Option<i32>,
-}
-
-/// A `--timeout` value.
-pub(crate) fn timeout_arg(v: Option<&str>) -> Result<Option<Duration>, u8> {
-    match v {
-        None => Ok(None),
-        Some(t) => {
-            match crate::clock::parse_span(t).filter(|d| d.as_secs() <= crate::config::limits::MAX_DEADLINE_SECS) {
-                Some(d) => Ok(Some(d)),
-                None => {
-                    eprintln!(
-                        "ccci: invalid timeout (from --timeout) {t:?}: a span such as 90, 90s, 15m or 2h, at most 7 days"
-                    );
-                    Err(exit::USAGE)
-                }
-            }
-        }
-    }
 }
 
 fn live_runs(runs_dir: &std::path::Path) -> Vec<LiveOut> {

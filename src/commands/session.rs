@@ -73,5 +73,23 @@ pub(crate) fn waiting_operator(cli: &Cli, wait: bool, timeout: Option<&str>) -> 
         signals()?;
     }
     let host = operator(cli, false)?;
-    Ok((host, super::drain::timeout_arg(timeout)?))
+    Ok((host, timeout_arg(timeout)?))
+}
+
+/// A `--timeout` value.
+fn timeout_arg(v: Option<&str>) -> Result<Option<Duration>, u8> {
+    match v {
+        None => Ok(None),
+        Some(t) => {
+            match crate::clock::parse_span(t).filter(|d| d.as_secs() <= crate::config::limits::MAX_DEADLINE_SECS) {
+                Some(d) => Ok(Some(d)),
+                None => {
+                    eprintln!(
+                        "ccci: invalid timeout (from --timeout) {t:?}: a span such as 90, 90s, 15m or 2h, at most 7 days"
+                    );
+                    Err(crate::exit::USAGE)
+                }
+            }
+        }
+    }
 }
